@@ -1,0 +1,108 @@
+"""
+From unserialized WAMP messages (lists) to autobahn message objects, telling apart the two ways a
+message can be bad.
+
+Theory of operation
+-------------------
+The transport unserializes a frame with autobahn's object serializer (json, msgpack or cbor) and
+hands the resulting lists to :func:`decode`. Autobahn's ``Message.parse`` does the validation; we
+only sort its complaints:
+
+- A message whose *shape* is wrong (not a list, unknown type code, wrong length, wrong field type)
+  is a protocol violation: :func:`decode` raises :class:`ProtocolViolation`, and the router cuts
+  the session off with ABORT ``wamp.error.protocol_violation``.
+- A well-formed request that names an invalid URI is the client's mistake, not a broken peer: it
+  becomes an :class:`InvalidRequest`, which the router answers with ERROR ``wamp.error.invalid_uri``
+  while the session stays open. (Autobahn raises ``InvalidUriError`` here, which a transport that
+  does not sort it out turns into close 1011; Crossbar does exactly that.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autobahn.wamp import message as wamp
+from autobahn.wamp.exception import InvalidUriError, ProtocolError
+from autobahn.wamp.interfaces import IMessage
+
+#: Message type code -> autobahn message class (the same map as autobahn's Serializer has; that
+#: module is not imported here because importing it binds txaio's clock before the transport has
+#: chosen Twisted).
+MESSAGE_CLASSES: dict[int, type[wamp.Message]] = {
+    cls.MESSAGE_TYPE: cls
+    for cls in vars(wamp).values()
+    if isinstance(cls, type) and issubclass(cls, wamp.Message) and isinstance(getattr(cls, "MESSAGE_TYPE", None), int)
+}
+
+#: Request messages that carry a request id at index 1, so a bad URI in them can be answered.
+_REQUESTS_WITH_ID = {
+    wamp.Subscribe.MESSAGE_TYPE,
+    wamp.Publish.MESSAGE_TYPE,
+    wamp.Register.MESSAGE_TYPE,
+    wamp.Call.MESSAGE_TYPE,
+}
+
+
+class ProtocolViolation(Exception):
+    """The peer sent something that is not a WAMP message it may send. ``str()`` says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRequest:
+    """A well-formed request with an invalid URI in it."""
+
+    request_type: int
+    #: The request id, or 0 for a HELLO (whose "URI" is the realm).
+    request: int
+    #: Whether the client expects an answer: PUBLISH gets one only with ``acknowledge: true``.
+    wants_reply: bool
+    reason: str
+
+
+Decoded = IMessage | InvalidRequest
+
+
+def decode(raw_messages: list[object]) -> list[Decoded]:
+    """
+    Turn unserialized messages into autobahn messages or :class:`InvalidRequest` markers.
+
+    Raises :class:`ProtocolViolation` for the first message that is not valid WAMP; the caller
+    must then end the session (messages before it in the same batch are dropped with it).
+    """
+    return [decode_one(raw) for raw in raw_messages]
+
+
+def decode_one(raw: object) -> Decoded:
+    """Decode one unserialized message; see :func:`decode`."""
+    if type(raw) is not list or not raw:
+        raise ProtocolViolation(f"a WAMP message must be a non-empty list, not {_describe(raw)}")
+    message_type = raw[0]
+    if type(message_type) is not int:
+        raise ProtocolViolation(f"a WAMP message type must be an integer, not {_describe(message_type)}")
+    message_class = MESSAGE_CLASSES.get(message_type)
+    if message_class is None:
+        raise ProtocolViolation(f"unknown WAMP message type {message_type}")
+    try:
+        parsed: IMessage = message_class.parse(raw)
+        return parsed
+    except InvalidUriError as error:
+        if message_type == wamp.Hello.MESSAGE_TYPE:
+            return InvalidRequest(message_type, 0, True, str(error))
+        if message_type in _REQUESTS_WITH_ID and len(raw) > 2 and _is_id(raw[1]):
+            options = raw[2] if type(raw[2]) is dict else {}
+            wants_reply = message_type != wamp.Publish.MESSAGE_TYPE or options.get("acknowledge") is True
+            return InvalidRequest(message_type, raw[1], wants_reply, str(error))
+        raise ProtocolViolation(str(error)) from error
+    except ProtocolError as error:
+        raise ProtocolViolation(str(error)) from error
+    except Exception as error:  # autobahn's parse also raises plain errors for odd shapes
+        raise ProtocolViolation(f"malformed {message_class.__name__.upper()}: {error}") from error
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is int and 0 <= value <= 2**53
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"

@@ -1,0 +1,108 @@
+"""
+One WAMP session's life, as data.
+
+Theory of operation
+-------------------
+A :class:`Session` is created when a transport opens (``Router.attach``) and lives until the
+transport is gone (``Router.detach``). Over that transport, WAMP sessions come and go: a HELLO
+opens one, a GOODBYE handshake or an ABORT ends it, and the spec allows a new HELLO afterwards.
+
+The states::
+
+    ESTABLISHING --HELLO ok--> OPEN --GOODBYE from peer (we reply)-----------> ESTABLISHING
+         |                      |  --router says GOODBYE--> CLOSING --GOODBYE--> (transport closed)
+         |                      |  --ABORT from peer---------------------------> (transport closed)
+         '--HELLO refused / anything else: ABORT, transport closed
+
+``TRANSITIONS`` maps (state, kind of incoming message) to what the router does with it; a pair
+that is not in the table is a protocol violation: the router answers ABORT
+``wamp.error.protocol_violation`` and closes the transport. Messages a router only ever *sends*
+(WELCOME, EVENT, ...) are not in the table either, so a client that sends them is cut off the
+same way.
+
+A session keeps the reverse index the router needs to drop it in one step: the subscriptions it
+holds. Nothing else refers to a session once those are gone.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from wsserver.core.subscriptions import Subscription
+
+PeerT = TypeVar("PeerT")
+
+
+class State(enum.Enum):
+    ESTABLISHING = "establishing"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Handling(enum.Enum):
+    """What the router does with a message in a state (the values name ``Router`` methods)."""
+
+    HELLO = "_on_hello"
+    GOODBYE = "_on_goodbye"
+    GOODBYE_REPLY = "_on_goodbye_reply"
+    ABORT = "_on_abort"
+    SUBSCRIBE = "_on_subscribe"
+    UNSUBSCRIBE = "_on_unsubscribe"
+    PUBLISH = "_on_publish"
+    INVALID_REQUEST = "_on_invalid_request"
+    IGNORE = "_ignore"
+
+
+#: (state, message name) -> handling. Message names are autobahn's (``type(message).__name__``);
+#: ``InvalidRequest`` is our own marker for a request whose URI failed validation.
+TRANSITIONS: dict[tuple[State, str], Handling] = {
+    (State.ESTABLISHING, "Hello"): Handling.HELLO,
+    (State.ESTABLISHING, "Abort"): Handling.ABORT,
+    (State.OPEN, "Goodbye"): Handling.GOODBYE,
+    (State.OPEN, "Abort"): Handling.ABORT,
+    (State.OPEN, "Subscribe"): Handling.SUBSCRIBE,
+    (State.OPEN, "Unsubscribe"): Handling.UNSUBSCRIBE,
+    (State.OPEN, "Publish"): Handling.PUBLISH,
+    (State.OPEN, "InvalidRequest"): Handling.INVALID_REQUEST,
+    # After the router said GOODBYE, only the peer's GOODBYE matters; in-flight requests are
+    # dropped, as the spec says.
+    (State.CLOSING, "Goodbye"): Handling.GOODBYE_REPLY,
+    (State.CLOSING, "Abort"): Handling.ABORT,
+    (State.CLOSING, "Subscribe"): Handling.IGNORE,
+    (State.CLOSING, "Unsubscribe"): Handling.IGNORE,
+    (State.CLOSING, "Publish"): Handling.IGNORE,
+    (State.CLOSING, "InvalidRequest"): Handling.IGNORE,
+    # The transport is being closed: whatever still arrives is moot.
+    (State.CLOSED, "Hello"): Handling.IGNORE,
+    (State.CLOSED, "Goodbye"): Handling.IGNORE,
+    (State.CLOSED, "Abort"): Handling.IGNORE,
+    (State.CLOSED, "Subscribe"): Handling.IGNORE,
+    (State.CLOSED, "Unsubscribe"): Handling.IGNORE,
+    (State.CLOSED, "Publish"): Handling.IGNORE,
+    (State.CLOSED, "InvalidRequest"): Handling.IGNORE,
+}
+
+
+class Session(Generic[PeerT]):
+    """
+    A transport's WAMP session state. ``peer`` is the transport's own handle, opaque to the core:
+    the router hands it back in the actions it returns so the transport knows whom to write to.
+    """
+
+    __slots__ = ("peer", "state", "id", "realm", "authid", "authrole", "subscriptions")
+
+    def __init__(self, peer: PeerT) -> None:
+        self.peer = peer
+        self.state = State.ESTABLISHING
+        #: WAMP session id, 0 until WELCOME.
+        self.id = 0
+        self.realm: str | None = None
+        self.authid: str | None = None
+        self.authrole: str | None = None
+        self.subscriptions: set[Subscription[PeerT]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.state.value} realm={self.realm!r}>"

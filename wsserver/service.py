@@ -1,0 +1,141 @@
+"""
+The running server as Twisted services: the router, the site, the listening ports.
+
+:class:`WampServer` is also the in-process API for Python producers::
+
+    server = wsserver.tap.makeService(options)     # or WampServer(...) directly
+    server.publish("realm1", "com.example.status", ["ok"], {"load": 0.3})
+
+``publish`` may be called from the reactor thread at any time while the service runs; the event
+goes to every subscriber of the topic on every transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autobahn.util import id as random_wamp_id
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from wsserver.core.router import Router
+from wsserver.delivery import Peer, carry_out
+from wsserver.site import build_site
+from wsserver.transports.websocket import WampServerFactory
+
+log = Logger()
+
+
+class EndpointService(Service):
+    """
+    Listen on one Twisted endpoint string. Binds in ``privilegedStartService`` (so a privileged
+    port can be bound before twistd drops root) and logs the address it got, e.g.
+    ``listening on http://127.0.0.1:8080/``: with port 0, that line is how to learn the port.
+    """
+
+    def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http") -> None:
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.scheme = "https" if description.startswith(("ssl:", "tls:")) else scheme
+        self.port: IListeningPort | None = None
+        self._listening: defer.Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        self._listening = endpoint.listen(self.factory)
+        self._listening.addCallback(self._listened)
+        self._listening.addErrback(self._failed)
+
+    def startService(self) -> None:
+        if self._listening is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "listening on {url}",
+            url=f"{self.scheme}://{address.host}:{address.port}/",
+            endpoint=self.description,
+        )
+        return port
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("cannot listen on {endpoint}", failure, endpoint=self.description)
+        # Nothing to serve without the port the user asked for: stop rather than idle.
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._listening is not None:
+            port = yield self._listening
+            self._listening = None
+            if port is not None:
+                yield port.stopListening()
+
+
+class WampServer(MultiService):
+    """
+    The site and the WAMP broker, listening on every endpoint in ``listen``.
+
+    On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
+    closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
+    answer, then drops whatever is left.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        listen: Sequence[str],
+        web_dir: Path,
+        ws_path: str = "ws",
+        realms: Sequence[str] = ("realm1",),
+        allowed_origins: Sequence[str] = ("*",),
+        max_message_size: int = 1024 * 1024,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.router: Router[Peer] = Router(realms, random_wamp_id)
+        self.ws_factory = WampServerFactory(
+            self.router, allowed_origins=list(allowed_origins), max_message_size=max_message_size
+        )
+        self.site = build_site(web_dir, ws_path, self.ws_factory)
+        self.shutdown_timeout = shutdown_timeout
+        self.listeners = [EndpointService(reactor, description, self.site) for description in listen]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+
+    def publish(
+        self, realm: str, topic: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """
+        Publish an event from Python code running in the server. Raises ``KeyError`` for an
+        unknown realm and ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
+        """
+        carry_out(self.router.publish(realm, topic, args, kwargs))
+
+    def startService(self) -> None:
+        self.ws_factory.doStart()
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        # Stop accepting first, then say goodbye to everyone connected.
+        for listener in self.listeners:
+            yield listener.stopService()
+        yield self.ws_factory.close_all(self.reactor, self.shutdown_timeout)
+        yield super().stopService()
+        self.ws_factory.doStop()
+

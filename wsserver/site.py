@@ -1,0 +1,56 @@
+"""
+The twisted.web resource tree: the static site at ``/`` and the WAMP endpoint at ``/ws``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web import resource, server, static
+
+#: Content types the static site needs that the platform's mime tables may lack or get wrong.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".swf": "application/x-shockwave-flash",
+    ".map": "application/json",
+}
+
+
+def default_web_dir() -> Path:
+    """The site installed with the package (``wsserver/web``), or ``web/`` of a source checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "web"
+    return installed if installed.is_dir() else package.parent / "web"
+
+
+class StaticSite(static.File):
+    """
+    ``static.File`` without directory listings (a directory without index.html is 404) and with
+    ``X-Content-Type-Options: nosniff`` on every file, so a browser trusts our content types only.
+    """
+
+    contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
+
+    def directoryListing(self) -> resource.Resource:
+        return resource.NoResource("No such page.")
+
+    def render(self, request: Any) -> Any:
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return super().render(request)
+
+
+def build_site(web_dir: Path, ws_path: str, ws_factory: Any) -> server.Site:
+    """The site: files under ``web_dir``, and the WebSocket factory's endpoint at ``/ws_path``."""
+    root = StaticSite(str(web_dir))
+    root.putChild(ws_path.strip("/").encode("utf-8"), WebSocketResource(ws_factory))
+    site = server.Site(root)
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,97 @@
+"""
+``twistd wsserver``: command-line options to a running server.
+
+This module is the only place that turns options into objects (see ARCHITECTURE.md); the help
+text of every option is its ``optParameters`` row or its ``opt_*`` docstring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from wsserver.demo import DemoProducer
+from wsserver.service import WampServer
+from wsserver.site import default_web_dir
+
+DEFAULT_LISTEN = "tcp:8080"
+DEFAULT_REALM = "realm1"
+
+
+class Options(usage.Options):
+    synopsis = "[wsserver options]"
+    longdesc = (
+        "Serve a static web site and a WAMP v2 broker (WebSocket, subprotocols wamp.2.json, "
+        "wamp.2.msgpack, wamp.2.cbor) on the same port. Browser pages connect with AutobahnJS to "
+        "ws://HOST:PORT/ws; Python code in the server publishes with WampServer.publish()."
+    )
+
+    optParameters = [
+        ["web", None, None, "Serve the site from this directory. [default: the site installed with wsserver]"],
+        ["ws-path", None, "ws", "Path of the WAMP WebSocket endpoint on the site."],
+        ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
+        ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
+    ]
+
+    optFlags = [
+        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+    ]
+
+    compData = usage.Completions(
+        optActions={"web": usage.CompleteDirs(descr="site directory")},
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["realm"] = []
+        self["allowed-origin"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss). [default: tcp:8080]"""
+        self["listen"].append(endpoint)
+
+    def opt_realm(self, name: str) -> None:
+        """A realm clients may join; repeat for several. [default: realm1]"""
+        self["realm"].append(name)
+
+    def opt_allowed_origin(self, pattern: str) -> None:
+        """Accept WebSocket connections from browser pages of this origin only (* is a wildcard, e.g. https://*.example.com); repeat for several. Others get HTTP 403. [default: any origin]"""
+        self["allowed-origin"].append(pattern)
+
+    def postOptions(self) -> None:
+        self["listen"] = self["listen"] or [DEFAULT_LISTEN]
+        self["realm"] = self["realm"] or [DEFAULT_REALM]
+        self["allowed-origin"] = self["allowed-origin"] or ["*"]
+        web = Path(self["web"]) if self["web"] else default_web_dir()
+        if not web.is_dir():
+            raise usage.UsageError(f"--web: {web} is not a directory")
+        self["web"] = web
+        if self["max-message-size"] < 1:
+            raise usage.UsageError("--max-message-size must be at least 1")
+        if not self["ws-path"].strip("/"):
+            raise usage.UsageError("--ws-path must not be empty")
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Build the server from parsed options (twistd calls this)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    server = WampServer(
+        reactor,
+        listen=options["listen"],
+        web_dir=options["web"],
+        ws_path=options["ws-path"],
+        realms=options["realm"],
+        allowed_origins=options["allowed-origin"],
+        max_message_size=options["max-message-size"],
+        shutdown_timeout=options["shutdown-timeout"],
+    )
+    if options["demo"]:
+        realm = options["realm"][0]
+        producer = DemoProducer(lambda topic, args: server.publish(realm, topic, args), reactor)
+        producer.setServiceParent(server)
+    return server

@@ -1,0 +1,198 @@
+"""
+WAMP over WebSocket: Autobahn's WebSocket server protocol, glued to the core router.
+
+Autobahn does the WebSocket handshake, framing and subprotocol negotiation (``wamp.2.json``,
+``wamp.2.msgpack``, ``wamp.2.cbor``); this module decodes each message, hands it to the router and
+carries out what the router returns. It replaces Autobahn's ``onMessage`` so that a bad message is
+answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 1011.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txaio
+
+txaio.use_twisted()  # autobahn's serializers read txaio's clock: choose Twisted before making any
+
+from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
+from autobahn.wamp.interfaces import IMessage
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from wsserver.core.decoding import ProtocolViolation, decode
+from wsserver.core.router import CloseReason, Router
+from wsserver.core.session import Session
+from wsserver.delivery import Peer, carry_out
+
+log = Logger()
+
+#: WebSocket close codes for the router's close reasons.
+CLOSE_CODES = {
+    CloseReason.NORMAL: WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL,
+    CloseReason.GOING_AWAY: WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
+    CloseReason.PROTOCOL_VIOLATION: WebSocketProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
+}
+#: A close reason must fit in a control frame (125 bytes with the code).
+MAX_CLOSE_REASON = 120
+
+
+def wamp_serializers() -> list[Any]:
+    """The serializers offered, in order of preference when a client offers several."""
+    return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
+
+
+class WampServerProtocol(WampWebSocketServerProtocol):
+    """One WebSocket connection carrying one WAMP session at a time."""
+
+    factory: WampServerFactory
+    session: Session[Peer] | None = None
+
+    # -- Peer (what wsserver.delivery needs) -----------------------------------------------------
+
+    wire_format: object = None
+    _object_serializer: Any = None
+
+    def encode(self, message: IMessage) -> Any:
+        payload, is_binary = self._serializer.serialize(message)
+        return self.factory.prepareMessage(payload, is_binary)
+
+    def write_encoded(self, prepared: Any) -> None:
+        # sendPreparedMessage, minus the per-write debug logging Autobahn's sendData does.
+        if self.state == WebSocketProtocol.STATE_OPEN and not self.send_queue and self._perMessageCompress is None:
+            self.transport.write(prepared.payloadHybi)
+        elif self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPreparedMessage(prepared)
+
+    def close_transport(self, reason: CloseReason, detail: str) -> None:
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendClose(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
+
+    # -- Autobahn callbacks ------------------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> Any:
+        accepted = super().onConnect(request)
+        # Autobahn's WAMP serializer wraps an object serializer (bytes <-> lists): decoding uses
+        # the latter directly so that wsserver.core.decoding sorts out bad messages.
+        self._object_serializer = self._serializer._serializer
+        self.wire_format = ("websocket", self._serializer.SERIALIZER_ID)
+        return accepted
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.factory.connection_gone(self)
+
+    def onOpen(self) -> None:
+        self.session = self.factory.router.attach(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        router = self.factory.router
+        serializer = self._object_serializer
+        try:
+            if isBinary != serializer.BINARY:
+                kind = "binary" if isBinary else "text"
+                raise ProtocolViolation(f"{kind} message on a {serializer.NAME} session")
+            try:
+                raw = serializer.unserialize(payload)
+            except Exception as error:
+                raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
+            messages = decode(raw)
+        except ProtocolViolation as violation:
+            log.info("protocol violation from {peer}: {detail}", peer=self.peer, detail=str(violation))
+            carry_out(router.violation(session, str(violation)))
+            return
+        try:
+            for message in messages:
+                carry_out(router.receive(session, message))
+        except Exception:
+            # A bug of ours must cost this one connection, never the server.
+            log.failure("internal error handling a message from {peer}", peer=self.peer)
+            self.session = None
+            router.detach(session)
+            self.sendClose(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, "internal server error")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            self.factory.router.detach(session)
+
+
+class WampServerFactory(WampWebSocketServerFactory):
+    """
+    The WAMP-over-WebSocket endpoint. ``router`` is the core router all its sessions share.
+    ``allowed_origins`` are Autobahn origin patterns (``*`` wildcards); a browser page from any
+    other origin is refused with HTTP 403 during the handshake.
+    """
+
+    protocol = WampServerProtocol
+
+    def __init__(
+        self,
+        router: Router[Peer],
+        url: str | None = None,
+        allowed_origins: list[str] | None = None,
+        max_message_size: int = 1024 * 1024,
+    ) -> None:
+        super().__init__(None, serializers=wamp_serializers(), url=url)
+        self.router = router
+        self.connections: set[WampServerProtocol] = set()
+        self._waiting_for_empty: list[defer.Deferred[None]] = []
+        origins = allowed_origins or ["*"]
+        self.setProtocolOptions(
+            allowedOrigins=origins,
+            # Without this, Autobahn checks origins only for browsers that send one (all do).
+            maxMessagePayloadSize=max_message_size,
+            maxFramePayloadSize=max_message_size,
+            # Autobahn's own ping/timeouts are configured by the limits work (issue 5).
+            autoPingInterval=0,
+        )
+
+
+    def connection_gone(self, protocol: WampServerProtocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiting, self._waiting_for_empty = self._waiting_for_empty, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
+        """
+        Say GOODBYE (``wamp.close.system_shutdown``) to every session and close every
+        connection; the result fires when all are gone, or after ``timeout`` seconds, when the
+        stragglers' connections are aborted.
+        """
+        for protocol in list(self.connections):
+            session = protocol.session
+            if session is not None:
+                carry_out(self.router.goodbye(session))
+            else:
+                protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down")
+        if not self.connections:
+            return defer.succeed(None)
+        all_gone: defer.Deferred[None] = defer.Deferred()
+        self._waiting_for_empty.append(all_gone)
+
+        def abort_stragglers() -> None:
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        deadline = clock.callLater(timeout, abort_stragglers)
+        all_gone.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        return all_gone
+
+
+def _truncate(text: str) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON:
+        return text
+    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore") + "..."
