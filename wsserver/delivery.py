@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from autobahn.wamp.interfaces import IMessage
+
+from autobahn.wamp import message as wamp
 
 from wsserver.core.router import Action, Close, CloseReason, Send
 
@@ -23,7 +24,7 @@ class Peer(Protocol):
 
     wire_format: object
 
-    def encode(self, message: IMessage) -> Any: ...
+    def encode(self, message: wamp.Message) -> Any: ...
 
     def write_encoded(self, data: Any) -> None: ...
 

@@ -1,100 +1,182 @@
 """
-A small autobahn-python client for end-to-end tests, on asyncio (so tests need no Twisted reactor).
+A synchronous autobahn-python client for end-to-end tests.
 
-    async with connect(ws_url, serializer="json") as client:
-        await client.session.subscribe(handler, "com.example.topic")
-        await client.session.publish("com.example.topic", 1, options=PublishOptions(acknowledge=True))
+txaio, under autobahn, serves one framework per process, and the server's adapters (tested in the
+same pytest process) are Twisted: so the test client is autobahn's *Twisted* client, run on a
+reactor in a background thread, behind a blocking facade::
 
-``publish_once(ws_url, topic, *args)`` is the synchronous one-shot used by tests that only need an
-event "published from Python".
+    with WampClient(server.ws_url, serializer="cbor") as client:
+        inbox = client.subscribe("com.example.topic")
+        client.publish("com.example.topic", 1, "two", k=3)        # acknowledged by default
+        assert inbox.get() == ((1, "two"), {"k": 3})
+
+WAMP errors raise ``autobahn.wamp.exception.ApplicationError`` in the calling thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import queue
+import threading
 from typing import Any
 
-from autobahn.asyncio.wamp import ApplicationSession
-from autobahn.asyncio.websocket import WampWebSocketClientFactory
-from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import ComponentConfig, PublishOptions
-from autobahn.websocket.util import parse_url
+import txaio
+
+txaio.use_twisted()
+
+from autobahn.twisted.wamp import ApplicationSession  # noqa: E402
+from autobahn.twisted.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOptions  # noqa: E402
+from autobahn.websocket.util import parse_url  # noqa: E402
+from twisted.internet import defer  # noqa: E402
+from twisted.internet.task import deferLater  # noqa: E402
+from twisted.internet.threads import blockingCallFromThread  # noqa: E402
 
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
+_reactor_lock = threading.Lock()
 
 
-class Client(ApplicationSession):
-    """A session whose join and leave are awaitable futures."""
+def reactor() -> Any:
+    """The global reactor, running in a daemon thread (started on first use)."""
+    from twisted.internet import reactor as the_reactor
 
+    with _reactor_lock:
+        if not the_reactor.running:
+            started = threading.Event()
+            the_reactor.callWhenRunning(started.set)
+            threading.Thread(
+                target=the_reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+            ).start()
+            if not started.wait(10):
+                raise RuntimeError("the test reactor did not start")
+    return the_reactor
+
+
+class Inbox:
+    """Events of one subscription, as (args, kwargs) tuples, in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[tuple[tuple[Any, ...], dict[str, Any]]] = queue.Queue()
+        self.subscription: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("details", None)
+        self.events.put((args, kwargs))
+
+    def get(self, timeout: float = 5.0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no event within {timeout}s") from None
+
+    def nothing_within(self, seconds: float) -> bool:
+        try:
+            self.events.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+
+class _Session(ApplicationSession):
     def __init__(self, config: ComponentConfig) -> None:
         super().__init__(config)
-        loop = asyncio.get_running_loop()
-        self.joined: asyncio.Future[Any] = loop.create_future()
-        self.left: asyncio.Future[Any] = loop.create_future()
-        self.disconnected: asyncio.Future[bool] = loop.create_future()
+        self.joined: defer.Deferred[Any] = defer.Deferred()
+        self.gone: defer.Deferred[None] = defer.Deferred()
 
     def onJoin(self, details: Any) -> None:
-        if not self.joined.done():
-            self.joined.set_result(details)
+        self.joined.callback(details)
 
     def onLeave(self, details: Any) -> None:
-        if not self.joined.done():
-            self.joined.set_exception(RuntimeError(f"session aborted: {details.reason} {details.message}"))
-        if not self.left.done():
-            self.left.set_result(details)
+        if not self.joined.called:
+            self.joined.errback(RuntimeError(f"session refused: {details.reason} {details.message}"))
         self.disconnect()
 
     def onDisconnect(self) -> None:
-        if not self.joined.done():
-            self.joined.set_exception(ConnectionError("transport closed before WELCOME"))
-        if not self.disconnected.done():
-            self.disconnected.set_result(True)
+        if not self.joined.called:
+            self.joined.errback(ConnectionError("transport closed before WELCOME"))
+        if not self.gone.called:
+            self.gone.callback(None)
 
 
-class Connected:
-    def __init__(self, session: Client, transport: Any) -> None:
-        self.session = session
-        self.transport = transport
+class WampClient:
+    """One WAMP session over WebSocket, joined on construction (raises if refused)."""
+
+    def __init__(self, ws_url: str, realm: str = "realm1", serializer: str = "json", timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._reactor = reactor()
+        self.session: _Session = self._call(self._connect, ws_url, realm, serializer)
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        def with_timeout() -> Any:
+            result = defer.maybeDeferred(function, *args, **kwargs)
+            return result.addTimeout(self.timeout, self._reactor)
+
+        return blockingCallFromThread(self._reactor, with_timeout)
+
+    @defer.inlineCallbacks
+    def _connect(self, ws_url: str, realm: str, serializer: str) -> Any:
+        sessions: list[_Session] = []
+
+        def make_session() -> _Session:
+            sessions.append(_Session(ComponentConfig(realm=realm)))
+            return sessions[-1]
+
+        factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
+        _, host, port, _, _, _ = parse_url(ws_url)
+        connected: defer.Deferred[Any] = defer.Deferred()
+        factory.clientConnectionFailed = lambda connector, reason: connected.errback(reason)
+        self._reactor.connectTCP(host, port, factory)
+        while not sessions:
+            if connected.called:
+                yield connected  # raises the connection failure
+            yield _sleep(self._reactor, 0.01)
+        yield sessions[0].joined
+        return sessions[0]
+
+    @property
+    def session_id(self) -> int:
+        return int(self.session._session_id)
+
+    def subscribe(self, topic: str, **options: Any) -> Inbox:
+        inbox = Inbox()
+        inbox.subscription = self._call(
+            self.session.subscribe, inbox, topic, options=SubscribeOptions(details=True, **options)
+        )
+        return inbox
+
+    def unsubscribe(self, inbox: Inbox) -> None:
+        self._call(inbox.subscription.unsubscribe)
+
+    def publish(self, topic: str, *args: Any, acknowledge: bool = True, **kwargs: Any) -> Any:
+        """Publish; with ``acknowledge`` (the default) wait for PUBLISHED and return the publication."""
+        option_names = ("exclude_me", "disclose_me", "retain", "exclude", "eligible")
+        options = {name: kwargs.pop(name) for name in option_names if name in kwargs}
+        publish_options = PublishOptions(acknowledge=acknowledge, **options)
+        return self._call(self.session.publish, topic, *args, options=publish_options, **kwargs)
+
+    def leave(self) -> None:
+        """GOODBYE and wait until the transport is closed."""
+
+        def leave() -> Any:
+            if self.session.is_attached():
+                self.session.leave()
+                return self.session.gone
+            return None
+
+        self._call(leave)
+
+    def __enter__(self) -> WampClient:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.leave()
 
 
-@contextlib.asynccontextmanager
-async def connect(ws_url: str, realm: str = "realm1", serializer: str = "json") -> AsyncIterator[Connected]:
-    """Open a WebSocket, join ``realm``, and leave cleanly on exit."""
-    loop = asyncio.get_running_loop()
-    holder: list[Client] = []
-
-    def make_session() -> Client:
-        holder.append(Client(ComponentConfig(realm=realm)))
-        return holder[0]
-
-    factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
-    _, host, port, _, _, _ = parse_url(ws_url)
-    transport, protocol = await loop.create_connection(factory, host, port)
-    try:
-        session = holder[0] if holder else None
-        # the session is created when the WebSocket opens
-        for _ in range(500):
-            if holder:
-                break
-            await asyncio.sleep(0.01)
-        session = holder[0]
-        await asyncio.wait_for(session.joined, 10)
-        yield Connected(session, protocol)
-    finally:
-        if holder and holder[0].is_attached():
-            holder[0].leave()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(holder[0].disconnected), 5)
-        transport.close()
+def _sleep(clock: Any, seconds: float) -> defer.Deferred[None]:
+    return deferLater(clock, seconds, lambda: None)
 
 
 def publish_once(ws_url: str, topic: str, *args: Any, **kwargs: Any) -> None:
     """Join, publish one event with acknowledgement, and leave: an event 'published from Python'."""
-
-    async def run() -> None:
-        async with connect(ws_url) as client:
-            await client.session.publish(topic, *args, options=PublishOptions(acknowledge=True), **kwargs)
-
-    asyncio.run(run())
+    with WampClient(ws_url) as client:
+        client.publish(topic, *args, **kwargs)

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import InvalidUriError, ProtocolError
-from autobahn.wamp.interfaces import IMessage
 
 #: Message type code -> autobahn message class (the same map as autobahn's Serializer has; that
 #: module is not imported here because importing it binds txaio's clock before the transport has
 #: chosen Twisted).
 MESSAGE_CLASSES: dict[int, type[wamp.Message]] = {
-    cls.MESSAGE_TYPE: cls
+    getattr(cls, "MESSAGE_TYPE"): cls
     for cls in vars(wamp).values()
     if isinstance(cls, type) and issubclass(cls, wamp.Message) and isinstance(getattr(cls, "MESSAGE_TYPE", None), int)
 }
@@ -58,8 +57,13 @@ class InvalidRequest:
     wants_reply: bool
     reason: str
 
+    @property
+    def kind(self) -> str:
+        """The name the session's transition table knows this by."""
+        return "InvalidHello" if self.request_type == wamp.Hello.MESSAGE_TYPE else "InvalidRequest"
 
-Decoded = IMessage | InvalidRequest
+
+Decoded = wamp.Message | InvalidRequest
 
 
 def decode(raw_messages: list[object]) -> list[Decoded]:
@@ -83,7 +87,7 @@ def decode_one(raw: object) -> Decoded:
     if message_class is None:
         raise ProtocolViolation(f"unknown WAMP message type {message_type}")
     try:
-        parsed: IMessage = message_class.parse(raw)
+        parsed: wamp.Message = message_class.parse(raw)
         return parsed
     except InvalidUriError as error:
         if message_type == wamp.Hello.MESSAGE_TYPE:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 from autobahn.wamp import message as wamp
-from autobahn.wamp.interfaces import IMessage
 from autobahn.wamp.message import check_or_raise_uri
 from autobahn.wamp.role import RoleBrokerFeatures
 
@@ -60,7 +59,7 @@ class CloseReason(enum.Enum):
 class Send(Generic[PeerT]):
     """Write ``message`` to each of ``recipients``."""
 
-    message: IMessage
+    message: wamp.Message
     recipients: Sequence[Session[PeerT]]
 
 
@@ -108,9 +107,10 @@ class Router(Generic[PeerT]):
 
     def receive(self, session: Session[PeerT], message: Decoded) -> list[Action[PeerT]]:
         """Handle one decoded message from ``session``; return the actions to carry out."""
-        handling = TRANSITIONS.get((session.state, type(message).__name__))
+        kind = message.kind if type(message) is InvalidRequest else type(message).__name__
+        handling = TRANSITIONS.get((session.state, kind))
         if handling is None:
-            name = type(message).__name__.upper()
+            name = kind.upper()
             return self.violation(session, f"{name} is not allowed in state {session.state.value}")
         handler: Callable[[Session[PeerT], Any], list[Action[PeerT]]] = getattr(self, handling.value)
         return handler(session, message)

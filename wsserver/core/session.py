@@ -57,9 +57,11 @@ class Handling(enum.Enum):
 
 
 #: (state, message name) -> handling. Message names are autobahn's (``type(message).__name__``);
-#: ``InvalidRequest`` is our own marker for a request whose URI failed validation.
+#: ``InvalidRequest`` / ``InvalidHello`` are our own markers for a request whose URI (or realm
+#: name) failed validation.
 TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.ESTABLISHING, "Hello"): Handling.HELLO,
+    (State.ESTABLISHING, "InvalidHello"): Handling.HELLO,
     (State.ESTABLISHING, "Abort"): Handling.ABORT,
     (State.OPEN, "Goodbye"): Handling.GOODBYE,
     (State.OPEN, "Abort"): Handling.ABORT,
@@ -77,6 +79,7 @@ TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.CLOSING, "InvalidRequest"): Handling.IGNORE,
     # The transport is being closed: whatever still arrives is moot.
     (State.CLOSED, "Hello"): Handling.IGNORE,
+    (State.CLOSED, "InvalidHello"): Handling.IGNORE,
     (State.CLOSED, "Goodbye"): Handling.IGNORE,
     (State.CLOSED, "Abort"): Handling.IGNORE,
     (State.CLOSED, "Subscribe"): Handling.IGNORE,

@@ -16,7 +16,7 @@ import txaio
 txaio.use_twisted()  # autobahn's serializers read txaio's clock: choose Twisted before making any
 
 from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
-from autobahn.wamp.interfaces import IMessage
+from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer
@@ -56,7 +56,7 @@ class WampServerProtocol(WampWebSocketServerProtocol):
     wire_format: object = None
     _object_serializer: Any = None
 
-    def encode(self, message: IMessage) -> Any:
+    def encode(self, message: wamp.Message) -> Any:
         payload, is_binary = self._serializer.serialize(message)
         return self.factory.prepareMessage(payload, is_binary)
 
@@ -69,7 +69,8 @@ class WampServerProtocol(WampWebSocketServerProtocol):
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendClose(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
+            # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
+            self.sendCloseFrame(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
 
     # -- Autobahn callbacks ------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class WampServerProtocol(WampWebSocketServerProtocol):
             log.failure("internal error handling a message from {peer}", peer=self.peer)
             self.session = None
             router.detach(session)
-            self.sendClose(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, "internal server error")
+            self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, b"internal server error")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self.session = self.session, None
@@ -150,9 +151,11 @@ class WampServerFactory(WampWebSocketServerFactory):
         origins = allowed_origins or ["*"]
         self.setProtocolOptions(
             allowedOrigins=origins,
-            # Without this, Autobahn checks origins only for browsers that send one (all do).
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
+            # When Autobahn itself fails a connection (message too big: 1009, bad UTF-8: 1007, ...)
+            # it sends a close frame with the code, so the client learns why.
+            failByDrop=False,
             # Autobahn's own ping/timeouts are configured by the limits work (issue 5).
             autoPingInterval=0,
         )
@@ -191,8 +194,9 @@ class WampServerFactory(WampWebSocketServerFactory):
         return all_gone
 
 
-def _truncate(text: str) -> str:
+def _truncate(text: str) -> bytes:
+    """A close reason as UTF-8 that fits a control frame, cut at a character boundary."""
     encoded = text.encode("utf-8")
     if len(encoded) <= MAX_CLOSE_REASON:
-        return text
-    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore") + "..."
+        return encoded
+    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
