@@ -109,7 +109,7 @@ class WampServer(MultiService):
         self.reactor = reactor
         self.router: Router[Peer] = Router(realms, random_wamp_id)
         self.ws_factory = WampServerFactory(
-            self.router, allowed_origins=list(allowed_origins), max_message_size=max_message_size
+            self.router, allowed_origins=list(allowed_origins), max_message_size=max_message_size, reactor=reactor
         )
         self.site = build_site(web_dir, ws_path, self.ws_factory)
         self.shutdown_timeout = shutdown_timeout

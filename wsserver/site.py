@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import resource, server, static
+from twisted.web import pages, resource, server, static
 
 #: Content types the static site needs that the platform's mime tables may lack or get wrong.
 CONTENT_TYPES = {
@@ -39,8 +39,8 @@ class StaticSite(static.File):
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
 
-    def directoryListing(self) -> resource.Resource:
-        return resource.NoResource("No such page.")
+    def directoryListing(self) -> resource.IResource:
+        return pages.notFound("No such page", "There is no page at this address.")
 
     def render(self, request: Any) -> Any:
         request.setHeader(b"X-Content-Type-Options", b"nosniff")

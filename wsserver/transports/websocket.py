@@ -18,7 +18,9 @@ txaio.use_twisted()  # autobahn's serializers read txaio's clock: choose Twisted
 from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
 from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
+from autobahn.util import wildcards2patterns
 from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -75,6 +77,12 @@ class WampServerProtocol(WampWebSocketServerProtocol):
     # -- Autobahn callbacks ------------------------------------------------------------------------
 
     def onConnect(self, request: Any) -> Any:
+        origin = request.origin
+        if origin and not any(p.match(origin) for p in self.factory.origin_patterns):
+            # Cross-site WebSocket hijacking: a page from a foreign site must not ride on the
+            # user's cookies. Non-browser clients send no Origin and are not affected.
+            log.info("refused WebSocket from origin {origin} ({peer})", origin=origin, peer=self.peer)
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"origin {origin} is not allowed")
         accepted = super().onConnect(request)
         # Autobahn's WAMP serializer wraps an object serializer (bytes <-> lists): decoding uses
         # the latter directly so that wsserver.core.decoding sorts out bad messages.
@@ -143,14 +151,15 @@ class WampServerFactory(WampWebSocketServerFactory):
         url: str | None = None,
         allowed_origins: list[str] | None = None,
         max_message_size: int = 1024 * 1024,
+        reactor: Any = None,
     ) -> None:
-        super().__init__(None, serializers=wamp_serializers(), url=url)
+        super().__init__(None, serializers=wamp_serializers(), url=url, reactor=reactor)
         self.router = router
         self.connections: set[WampServerProtocol] = set()
         self._waiting_for_empty: list[defer.Deferred[None]] = []
-        origins = allowed_origins or ["*"]
+        # Checked in onConnect (403), not by Autobahn (which answers 400 and compares ports).
+        self.origin_patterns = wildcards2patterns(allowed_origins or ["*"])
         self.setProtocolOptions(
-            allowedOrigins=origins,
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
             # When Autobahn itself fails a connection (message too big: 1009, bad UTF-8: 1007, ...)

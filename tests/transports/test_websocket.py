@@ -1,0 +1,219 @@
+"""
+The WebSocket adapter, over Twisted's StringTransport: handshake, decoding, the fan-out path, close
+codes and teardown, with no network and no running reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import struct
+from typing import Any
+
+import cbor2
+import msgpack
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from wsserver.core.router import Router
+from wsserver.transports.websocket import WampServerFactory
+
+HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
+ENCODERS = {
+    "wamp.2.json": (lambda m: json.dumps(m).encode(), 0x1, json.loads),
+    "wamp.2.msgpack": (msgpack.packb, 0x2, msgpack.unpackb),
+    "wamp.2.cbor": (cbor2.dumps, 0x2, cbor2.loads),
+}
+
+
+def client_frame(payload: bytes, opcode: int) -> bytes:
+    """One masked client frame (RFC 6455 5.2)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return header + mask + masked
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split unmasked server frames into (opcode, payload)."""
+    frames = []
+    while data:
+        opcode, length = data[0] & 0x0F, data[1] & 0x7F
+        offset = 2
+        if length == 126:
+            (length,) = struct.unpack("!H", data[2:4])
+            offset = 4
+        elif length == 127:
+            (length,) = struct.unpack("!Q", data[2:10])
+            offset = 10
+        frames.append((opcode, data[offset : offset + length]))
+        data = data[offset + length :]
+    return frames
+
+
+class TCPLikeTransport(StringTransport):
+    """StringTransport, but like a real TCP transport, unregistering no producer is not an error."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
+
+
+class Client:
+    """A connection to the factory's protocol over a StringTransport, speaking one subprotocol."""
+
+    ports = itertools.count(40000)
+
+    def __init__(self, factory: WampServerFactory, subprotocol: str = "wamp.2.json", origin: str | None = None) -> None:
+        self.subprotocol = subprotocol
+        self.encode, self.opcode, self.decode = ENCODERS[subprotocol]
+        self.transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(self.ports)))
+        self.protocol = factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n"
+            + (f"Origin: {origin}\r\n" if origin else "")
+            + "\r\n"
+        )
+        self.protocol.dataReceived(request.encode())
+        self.response, _, rest = self.transport.value().partition(b"\r\n\r\n")
+        self.transport.clear()
+        assert rest == b""
+
+    def send(self, message: Any, opcode: int | None = None) -> None:
+        payload = message if isinstance(message, bytes) else self.encode(message)
+        self.protocol.dataReceived(client_frame(payload, opcode or self.opcode))
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        frames = server_frames(self.transport.value())
+        self.transport.clear()
+        return frames
+
+    def messages(self) -> list[Any]:
+        return [self.decode(payload) for opcode, payload in self.frames() if opcode in (1, 2)]
+
+    def join(self) -> Client:
+        self.send(HELLO)
+        (welcome,) = self.messages()
+        assert welcome[0] == 2
+        return self
+
+
+@pytest.fixture
+def router() -> Router[Any]:
+    ids = itertools.count(1)
+    return Router(["realm1"], ids.__next__)
+
+
+@pytest.fixture
+def factory(router: Router[Any]) -> WampServerFactory:
+    return WampServerFactory(router, reactor=MemoryReactorClock(), max_message_size=1000)
+
+
+@pytest.mark.parametrize("subprotocol", sorted(ENCODERS))
+def test_handshake_negotiates_each_serializer_and_hello_is_welcomed(factory: WampServerFactory, subprotocol: str) -> None:
+    client = Client(factory, subprotocol)
+    assert client.response.startswith(b"HTTP/1.1 101")
+    assert f"Sec-WebSocket-Protocol: {subprotocol}".encode() in client.response
+    client.send(HELLO)
+    ((message_type, session_id, details),) = client.messages()
+    assert message_type == 2 and session_id == 1
+    assert details["roles"]["broker"]["features"]["publisher_exclusion"] is True
+
+
+def test_one_event_is_encoded_once_per_wire_format_and_written_to_each(factory: WampServerFactory) -> None:
+    subscribers = [Client(factory, p).join() for p in ("wamp.2.json", "wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor")]
+    for client in subscribers:
+        client.send([32, 1, {}, "com.t"])
+        client.messages()
+    encoded: list[Any] = []
+    for client in subscribers:  # count encodings across all connections
+        original = client.protocol.encode
+        client.protocol.encode = lambda message, original=original: encoded.append(message) or original(message)
+    publisher = Client(factory).join()
+    publisher.send([16, 2, {}, "com.t", [1, "two"], {"k": 3}])
+    frames = [client.frames() for client in subscribers]
+    assert frames[0] == frames[1]  # the same bytes for the same format
+    for client, ((opcode, payload),) in zip(subscribers, frames):
+        assert opcode == client.opcode
+        event = client.decode(payload)
+        assert event[0] == 36 and event[4:] == [[1, "two"], {"k": 3}]
+    assert len(encoded) == 3  # json, msgpack, cbor: once each
+
+
+def test_binary_frame_on_json_session_is_aborted_with_close_1002(factory: WampServerFactory, router: Router[Any]) -> None:
+    client = Client(factory).join()
+    client.send(b"\x93\x01\x02", opcode=0x2)
+    (abort_frame, close_frame) = client.frames()
+    abort = json.loads(abort_frame[1])
+    assert abort[0] == 3 and abort[2] == "wamp.error.protocol_violation"
+    assert abort[1]["message"] == "binary message on a json session"
+    assert close_frame[0] == 0x8
+    code, reason = struct.unpack("!H", close_frame[1][:2])[0], close_frame[1][2:].decode()
+    assert code == 1002 and reason == "protocol violation: binary message on a json session"
+    assert router.realms["realm1"].sessions == {}
+
+
+def test_long_close_reasons_are_cut_to_fit_a_control_frame(factory: WampServerFactory) -> None:
+    client = Client(factory).join()
+    client.send([1, "realm1" + "x" * 300, {"roles": {}}])
+    close_frame = client.frames()[-1]
+    assert close_frame[0] == 0x8 and len(close_frame[1]) <= 125
+
+
+def test_oversized_message_is_closed_with_1009(factory: WampServerFactory) -> None:
+    client = Client(factory).join()
+    client.send([16, 1, {}, "com.t", ["x" * 2000]])
+    ((opcode, payload),) = client.frames()
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1009
+
+
+def test_lost_connection_leaves_no_session_or_subscription(factory: WampServerFactory, router: Router[Any]) -> None:
+    clients = [Client(factory).join() for _ in range(3)]
+    for client in clients:
+        client.send([32, 1, {}, "com.t"])
+    for client in clients:
+        client.protocol.connectionLost(Failure(ConnectionDone()))
+    realm = router.realms["realm1"]
+    assert realm.sessions == {} and len(realm.subscriptions) == 0
+    assert factory.connections == set()
+
+
+def test_foreign_origin_is_refused_with_403(router: Router[Any]) -> None:
+    factory = WampServerFactory(router, reactor=MemoryReactorClock(), allowed_origins=["https://example.com"])
+    assert Client(factory, origin="https://evil.example").response.startswith(b"HTTP/1.1 403")
+    assert Client(factory, origin="https://example.com").response.startswith(b"HTTP/1.1 101")
+    assert Client(factory).response.startswith(b"HTTP/1.1 101")  # non-browser clients send none
+
+
+def test_any_origin_by_default(factory: WampServerFactory) -> None:
+    assert Client(factory, origin="https://anywhere.example").response.startswith(b"HTTP/1.1 101")
+
+
+def test_close_all_says_goodbye_then_aborts_stragglers(router: Router[Any]) -> None:
+    clock = MemoryReactorClock()
+    factory = WampServerFactory(router, reactor=clock)
+    polite, silent, unjoined = Client(factory).join(), Client(factory).join(), Client(factory)
+    done = factory.close_all(clock, timeout=5)
+    for client in (polite, silent):
+        assert client.messages() == [[6, {}, "wamp.close.system_shutdown"]]
+    assert unjoined.frames()[0][0] == 0x8  # closed with 1001 at once
+    polite.send([6, {}, "wamp.close.goodbye_and_out"])
+    (close_frame,) = polite.frames()
+    assert struct.unpack("!H", close_frame[1][:2])[0] == 1001
+    assert not done.called
+    clock.advance(5)
+    assert silent.transport.disconnecting or silent.transport.disconnected
