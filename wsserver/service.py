@@ -87,7 +87,9 @@ class EndpointService(Service):
 
 class WampServer(MultiService):
     """
-    The site and the WAMP broker, listening on every endpoint in ``listen``.
+    The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
+    seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
+    topic for ``wamp.subscription.get_events`` (0: no event history).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -104,10 +106,14 @@ class WampServer(MultiService):
         allowed_origins: Sequence[str] = ("*",),
         max_message_size: int = 1024 * 1024,
         shutdown_timeout: float = 5.0,
+        retain_ttl: float | None = None,
+        history_size: int = 0,
     ) -> None:
         super().__init__()
         self.reactor = reactor
-        self.router: Router[Peer] = Router(realms, random_wamp_id)
+        self.router: Router[Peer] = Router(
+            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size
+        )
         self.ws_factory = WampServerFactory(
             self.router, allowed_origins=list(allowed_origins), max_message_size=max_message_size, reactor=reactor
         )
@@ -118,13 +124,19 @@ class WampServer(MultiService):
             listener.setServiceParent(self)
 
     def publish(
-        self, realm: str, topic: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+        self,
+        realm: str,
+        topic: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        retain: bool = False,
     ) -> None:
         """
-        Publish an event from Python code running in the server. Raises ``KeyError`` for an
-        unknown realm and ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
+        Publish an event from Python code running in the server; ``retain`` keeps it for later
+        subscribers that ask for it. Raises ``KeyError`` for an unknown realm and
+        ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
         """
-        carry_out(self.router.publish(realm, topic, args, kwargs))
+        carry_out(self.router.publish(realm, topic, args, kwargs, retain))
 
     def startService(self) -> None:
         self.ws_factory.doStart()

@@ -34,6 +34,8 @@ class Options(usage.Options):
         ["ws-path", None, "ws", "Path of the WAMP WebSocket endpoint on the site."],
         ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
+        ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
+        ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
     ]
 
     optFlags = [
@@ -74,6 +76,10 @@ class Options(usage.Options):
             raise usage.UsageError("--max-message-size must be at least 1")
         if not self["ws-path"].strip("/"):
             raise usage.UsageError("--ws-path must not be empty")
+        if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
+            raise usage.UsageError("--retain-ttl must be more than 0")
+        if self["history-size"] < 0:
+            raise usage.UsageError("--history-size must not be negative")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -89,6 +95,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         allowed_origins=options["allowed-origin"],
         max_message_size=options["max-message-size"],
         shutdown_timeout=options["shutdown-timeout"],
+        retain_ttl=options["retain-ttl"],
+        history_size=options["history-size"],
     )
     if options["demo"]:
         realm = options["realm"][0]

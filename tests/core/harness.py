@@ -1,8 +1,9 @@
 """
-A router driven by raw WAMP lists, as a transport would drive it, with deterministic ids.
+A router driven by raw WAMP lists, as a transport would drive it, with deterministic ids and a
+clock that moves only when a test moves it (``h.clock.now += 5``).
 
 ``outbox(actions)`` turns the returned actions into {peer: [messages]} so tests can assert on
-what each peer would receive.
+what each peer would receive; ``wire(actions)`` shows them as the lists a client would decode.
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ from wsserver.core.session import Session
 HELLO_DETAILS = {"roles": {"subscriber": {}, "publisher": {}}}
 
 
+class Clock:
+    """Seconds since the epoch, standing still until a test sets ``now``."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Harness:
-    def __init__(self, realms: tuple[str, ...] = ("realm1",)) -> None:
+    def __init__(self, realms: tuple[str, ...] = ("realm1",), **router_options: Any) -> None:
         ids = itertools.count(1000)
-        self.router: Router[str] = Router(realms, ids.__next__)
+        self.clock = Clock()
+        self.router: Router[str] = Router(realms, ids.__next__, clock=self.clock, **router_options)
         self.sessions: dict[str, Session[str]] = {}
+        self._requests = itertools.count(1)
 
     def attach(self, name: str) -> Session[str]:
         self.sessions[name] = self.router.attach(name)
@@ -48,9 +61,32 @@ class Harness:
         return self.sessions[name]
 
     def subscribe(self, name: str, topic: str, request: int = 1, **options: Any) -> int:
-        (reply,) = outbox(self.send(name, [32, request, options, topic]))[name]
+        reply = outbox(self.send(name, [32, request, options, topic]))[name][0]
         assert isinstance(reply, wamp.Subscribed), reply
         return int(reply.subscription)
+
+    def register(self, name: str, procedure: str) -> int:
+        (reply,) = outbox(self.send(name, [64, next(self._requests), {}, procedure]))[name]
+        assert isinstance(reply, wamp.Registered), reply.marshal()
+        return int(reply.registration)
+
+    def call(self, name: str, procedure: str, *args: Any, **kwargs: Any) -> Any:
+        """CALL and return what ``name`` gets back at once: RESULT or ERROR as a wire list, or None."""
+        received = outbox(self.send(name, [48, next(self._requests), {}, procedure, list(args), kwargs]))
+        replies = [m.marshal() for m in received.get(name, []) if isinstance(m, (wamp.Result, wamp.Error))]
+        assert len(replies) <= 1, replies
+        return replies[0] if replies else None
+
+    def result(self, name: str, procedure: str, *args: Any, **kwargs: Any) -> Any:
+        """CALL a procedure the router answers at once; return the first positional result."""
+        reply = self.call(name, procedure, *args, **kwargs)
+        assert reply[0] == wamp.Result.MESSAGE_TYPE, reply
+        return reply[3][0]
+
+
+def wire(actions: list[Action[str]]) -> dict[str, list[Any]]:
+    """What each peer receives, as the WAMP lists its client would decode."""
+    return {peer: [m if isinstance(m, tuple) else m.marshal() for m in messages] for peer, messages in outbox(actions).items()}
 
 
 def outbox(actions: list[Action[str]]) -> dict[str, list[Any]]:

@@ -6,7 +6,7 @@ import pytest
 from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import Serializer
 
-from wsserver.core.decoding import MESSAGE_CLASSES, InvalidRequest, ProtocolViolation, decode
+from wsserver.core.decoding import MESSAGE_CLASSES, InvalidRequest, ProtocolViolation, PublishRequest, decode
 
 
 def test_message_classes_are_autobahns_own_map() -> None:
@@ -17,6 +17,22 @@ def test_valid_messages_become_autobahn_messages() -> None:
     hello, subscribe = decode([[1, "realm1", {"roles": {"subscriber": {}}}], [32, 5, {}, "com.t"]])
     assert isinstance(hello, wamp.Hello) and hello.realm == "realm1"
     assert isinstance(subscribe, wamp.Subscribe) and (subscribe.request, subscribe.topic) == (5, "com.t")
+
+
+@pytest.mark.parametrize("options, disclose_me", [({}, False), ({"disclose_me": True}, True), ({"disclose_me": False}, False)])
+def test_a_publish_keeps_the_disclose_me_option_autobahn_drops(options: dict[str, object], disclose_me: bool) -> None:
+    (publish,) = decode([[16, 5, {"acknowledge": True, **options}, "com.t", [1]]])
+    assert isinstance(publish, PublishRequest) and publish.kind == "Publish"
+    assert publish.disclose_me is disclose_me
+    assert publish.message.acknowledge and publish.message.args == [1]
+
+
+@pytest.mark.parametrize("raw", [[32, 5, {"match": "regex"}, "com.t"], [64, 5, {"match": "glob"}, "com.p"]])
+def test_an_unknown_match_policy_is_an_invalid_argument_not_a_violation(raw: list[object]) -> None:
+    (invalid,) = decode([raw])
+    assert isinstance(invalid, InvalidRequest)
+    assert (invalid.request_type, invalid.request, invalid.error) == (raw[0], 5, "wamp.error.invalid_argument")
+    assert invalid.wants_reply
 
 
 @pytest.mark.parametrize(
@@ -56,6 +72,9 @@ def test_a_bad_realm_name_is_an_invalid_hello() -> None:
         [16, 1, {}, "com.t", "args must be a list"],
         [32, 2**60, {}, "bad uri"],  # id out of range: nothing to answer to
         [1, "realm1", {}],  # HELLO without roles
+        [32, 1, {"match": 1}, "com.t"],  # a match option that is not even a string
+        [32, "x", {"match": "regex"}, "com.t"],  # unknown policy, but no request id to answer
+        [16, 1, {"disclose_me": 1}, "com.t"],
     ],
 )
 def test_malformed_messages_are_protocol_violations(raw: object) -> None:

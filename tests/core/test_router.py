@@ -27,8 +27,22 @@ def test_hello_gets_welcome_with_broker_role_and_anonymous_identity(h: Harness) 
     assert welcome.authrole == "anonymous" and welcome.authmethod == "anonymous"
     assert welcome.authid
     marshalled = welcome.marshal()[2]
-    assert marshalled["roles"] == {"broker": {"features": BROKER_FEATURES}}
+    assert marshalled["roles"] == {
+        "broker": {"features": BROKER_FEATURES},
+        "dealer": {"features": {"session_meta_api": True}},
+    }
     assert h.sessions["a"].state is State.OPEN
+
+
+def test_welcome_announces_exactly_the_features_implemented() -> None:
+    assert sorted(BROKER_FEATURES) == [
+        "event_retention", "pattern_based_subscription", "publisher_exclusion", "publisher_identification",
+        "session_meta_api", "subscriber_blackwhite_listing", "subscription_meta_api",
+    ]
+    h = Harness(history_size=10)
+    h.attach("a")
+    (welcome,) = outbox(h.send("a", [1, "realm1", HELLO_DETAILS]))["a"]
+    assert welcome.marshal()[2]["roles"]["broker"]["features"] == dict(BROKER_FEATURES, event_history=True)
 
 
 def test_session_ids_are_unique_even_when_the_random_source_repeats() -> None:
@@ -291,7 +305,7 @@ def test_a_dropped_transport_leaves_no_session_or_subscription(h: Harness) -> No
         assert h.sessions[name].subscriptions == set()
     realm = h.router.realms["realm1"]
     assert realm.sessions == {} and len(realm.subscriptions) == 0
-    assert realm.subscriptions._exact == {} and realm.subscriptions._by_key == {}
+    assert len(realm.subscriptions._index) == 0 and realm.subscriptions._by_id == {}
 
 
 def test_detach_before_hello_and_twice_is_harmless(h: Harness) -> None:

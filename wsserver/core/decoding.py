@@ -15,14 +15,25 @@ only sort its complaints:
   becomes an :class:`InvalidRequest`, which the router answers with ERROR ``wamp.error.invalid_uri``
   while the session stays open. (Autobahn raises ``InvalidUriError`` here, which a transport that
   does not sort it out turns into close 1011; Crossbar does exactly that.)
+- So does a SUBSCRIBE or REGISTER whose ``match`` option is a string naming no policy: autobahn
+  calls that a ``ProtocolError``, but the message is well formed and the client only asked for
+  something that does not exist, so it is answered with ERROR ``wamp.error.invalid_argument``.
+
+One option the spec defines is lost in autobahn's parse: PUBLISH ``disclose_me`` (publisher
+identification; AutobahnJS sends it, autobahn-python 26 no longer reads or sends it). So a
+PUBLISH decodes to a :class:`PublishRequest`: autobahn's message and that option beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from autobahn.wamp import message as wamp
-from autobahn.wamp.exception import InvalidUriError, ProtocolError
+from autobahn.wamp.exception import ApplicationError, InvalidUriError, ProtocolError
+from autobahn.wamp.message import check_or_raise_id
+
+from wsserver.core.matching import POLICIES
 
 #: Message type code -> autobahn message class (the same map as autobahn's Serializer has; that
 #: module is not imported here because importing it binds txaio's clock before the transport has
@@ -40,6 +51,8 @@ _REQUESTS_WITH_ID = {
     wamp.Register.MESSAGE_TYPE,
     wamp.Call.MESSAGE_TYPE,
 }
+#: Requests with a ``match`` option: [type, request, options, uri].
+_REQUESTS_WITH_MATCH = {wamp.Subscribe.MESSAGE_TYPE, wamp.Register.MESSAGE_TYPE}
 
 
 class ProtocolViolation(Exception):
@@ -48,7 +61,7 @@ class ProtocolViolation(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InvalidRequest:
-    """A well-formed request with an invalid URI in it."""
+    """A well-formed request with an invalid URI or an unknown match policy in it."""
 
     request_type: int
     #: The request id, or 0 for a HELLO (whose "URI" is the realm).
@@ -56,6 +69,8 @@ class InvalidRequest:
     #: Whether the client expects an answer: PUBLISH gets one only with ``acknowledge: true``.
     wants_reply: bool
     reason: str
+    #: The error URI of the answer.
+    error: str = ApplicationError.INVALID_URI
 
     @property
     def kind(self) -> str:
@@ -63,12 +78,22 @@ class InvalidRequest:
         return "InvalidHello" if self.request_type == wamp.Hello.MESSAGE_TYPE else "InvalidRequest"
 
 
-Decoded = wamp.Message | InvalidRequest
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """A PUBLISH: autobahn's message, and the ``disclose_me`` option that autobahn does not parse."""
+
+    message: wamp.Publish
+    disclose_me: bool
+    kind: ClassVar[str] = "Publish"
+
+
+Decoded = wamp.Message | InvalidRequest | PublishRequest
 
 
 def decode(raw_messages: list[object]) -> list[Decoded]:
     """
-    Turn unserialized messages into autobahn messages or :class:`InvalidRequest` markers.
+    Turn unserialized messages into autobahn messages, :class:`PublishRequest` and
+    :class:`InvalidRequest` markers.
 
     Raises :class:`ProtocolViolation` for the first message that is not valid WAMP; the caller
     must then end the session (messages before it in the same batch are dropped with it).
@@ -88,23 +113,43 @@ def decode_one(raw: object) -> Decoded:
         raise ProtocolViolation(f"unknown WAMP message type {message_type}")
     try:
         parsed: wamp.Message = message_class.parse(raw)
-        return parsed
     except InvalidUriError as error:
         if message_type == wamp.Hello.MESSAGE_TYPE:
             return InvalidRequest(message_type, 0, True, str(error))
-        if message_type in _REQUESTS_WITH_ID and len(raw) > 2 and _is_id(raw[1]):
+        if message_type in _REQUESTS_WITH_ID and len(raw) > 2 and is_id(raw[1]):
             options = raw[2] if type(raw[2]) is dict else {}
             wants_reply = message_type != wamp.Publish.MESSAGE_TYPE or options.get("acknowledge") is True
             return InvalidRequest(message_type, raw[1], wants_reply, str(error))
         raise ProtocolViolation(str(error)) from error
     except ProtocolError as error:
+        if _names_an_unknown_policy(raw):
+            return InvalidRequest(message_type, raw[1], True, str(error), ApplicationError.INVALID_ARGUMENT)
         raise ProtocolViolation(str(error)) from error
     except Exception as error:  # autobahn's parse also raises plain errors for odd shapes
         raise ProtocolViolation(f"malformed {message_class.__name__.upper()}: {error}") from error
+    if isinstance(parsed, wamp.Publish):
+        disclose_me = raw[2].get("disclose_me", False)
+        if type(disclose_me) is not bool:
+            raise ProtocolViolation(f"invalid type {type(disclose_me).__name__} for 'disclose_me' option in PUBLISH")
+        return PublishRequest(parsed, disclose_me)
+    return parsed
 
 
-def _is_id(value: object) -> bool:
-    return type(value) is int and 0 <= value <= 2**53
+def _names_an_unknown_policy(raw: list[object]) -> bool:
+    """A SUBSCRIBE or REGISTER, well formed but for a ``match`` option naming no policy."""
+    if raw[0] not in _REQUESTS_WITH_MATCH or len(raw) != 4 or not is_id(raw[1]) or type(raw[2]) is not dict:
+        return False
+    match = raw[2].get("match")
+    return type(match) is str and match not in POLICIES
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is a valid WAMP id (autobahn's rule)."""
+    try:
+        check_or_raise_id(value)
+    except ProtocolError:
+        return False
+    return True
 
 
 def _describe(value: object) -> str:

@@ -11,6 +11,7 @@ The states::
 
     ESTABLISHING --HELLO ok--> OPEN --GOODBYE from peer (we reply)-----------> ESTABLISHING
          |                      |  --router says GOODBYE--> CLOSING --GOODBYE--> (transport closed)
+         |                      |    (shutdown, wamp.session.kill)
          |                      |  --ABORT from peer---------------------------> (transport closed)
          '--HELLO refused / anything else: ABORT, transport closed
 
@@ -20,8 +21,9 @@ that is not in the table is a protocol violation: the router answers ABORT
 (WELCOME, EVENT, ...) are not in the table either, so a client that sends them is cut off the
 same way.
 
-A session keeps the reverse index the router needs to drop it in one step: the subscriptions it
-holds. Nothing else refers to a session once those are gone.
+A session keeps the reverse indexes the router needs to drop it in one step: its subscriptions,
+its registrations and the calls in flight that it made or must answer. Nothing else refers to a
+session once those are gone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import enum
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from wsserver.core.dealer import Invocation, Registration
     from wsserver.core.subscriptions import Subscription
 
 PeerT = TypeVar("PeerT")
@@ -52,40 +55,46 @@ class Handling(enum.Enum):
     SUBSCRIBE = "_on_subscribe"
     UNSUBSCRIBE = "_on_unsubscribe"
     PUBLISH = "_on_publish"
+    REGISTER = "_on_register"
+    UNREGISTER = "_on_unregister"
+    CALL = "_on_call"
+    YIELD = "_on_yield"
+    ERROR = "_on_error"
     INVALID_REQUEST = "_on_invalid_request"
     IGNORE = "_ignore"
 
 
+#: What a joined client may send besides GOODBYE and ABORT: requests to the broker and the dealer,
+#: and a callee's answers to INVOCATION (YIELD, ERROR).
+REQUESTS: dict[str, Handling] = {
+    "Subscribe": Handling.SUBSCRIBE,
+    "Unsubscribe": Handling.UNSUBSCRIBE,
+    "Publish": Handling.PUBLISH,
+    "Register": Handling.REGISTER,
+    "Unregister": Handling.UNREGISTER,
+    "Call": Handling.CALL,
+    "Yield": Handling.YIELD,
+    "Error": Handling.ERROR,
+    "InvalidRequest": Handling.INVALID_REQUEST,
+}
+
 #: (state, message name) -> handling. Message names are autobahn's (``type(message).__name__``);
-#: ``InvalidRequest`` / ``InvalidHello`` are our own markers for a request whose URI (or realm
-#: name) failed validation.
+#: ``InvalidRequest`` / ``InvalidHello`` are our own markers for a request the router answers
+#: with ERROR (an invalid URI or option) and for a HELLO with an invalid realm name.
 TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.ESTABLISHING, "Hello"): Handling.HELLO,
     (State.ESTABLISHING, "InvalidHello"): Handling.HELLO,
     (State.ESTABLISHING, "Abort"): Handling.ABORT,
     (State.OPEN, "Goodbye"): Handling.GOODBYE,
     (State.OPEN, "Abort"): Handling.ABORT,
-    (State.OPEN, "Subscribe"): Handling.SUBSCRIBE,
-    (State.OPEN, "Unsubscribe"): Handling.UNSUBSCRIBE,
-    (State.OPEN, "Publish"): Handling.PUBLISH,
-    (State.OPEN, "InvalidRequest"): Handling.INVALID_REQUEST,
+    **{(State.OPEN, kind): handling for kind, handling in REQUESTS.items()},
     # After the router said GOODBYE, only the peer's GOODBYE matters; in-flight requests are
     # dropped, as the spec says.
     (State.CLOSING, "Goodbye"): Handling.GOODBYE_REPLY,
     (State.CLOSING, "Abort"): Handling.ABORT,
-    (State.CLOSING, "Subscribe"): Handling.IGNORE,
-    (State.CLOSING, "Unsubscribe"): Handling.IGNORE,
-    (State.CLOSING, "Publish"): Handling.IGNORE,
-    (State.CLOSING, "InvalidRequest"): Handling.IGNORE,
+    **{(State.CLOSING, kind): Handling.IGNORE for kind in REQUESTS},
     # The transport is being closed: whatever still arrives is moot.
-    (State.CLOSED, "Hello"): Handling.IGNORE,
-    (State.CLOSED, "InvalidHello"): Handling.IGNORE,
-    (State.CLOSED, "Goodbye"): Handling.IGNORE,
-    (State.CLOSED, "Abort"): Handling.IGNORE,
-    (State.CLOSED, "Subscribe"): Handling.IGNORE,
-    (State.CLOSED, "Unsubscribe"): Handling.IGNORE,
-    (State.CLOSED, "Publish"): Handling.IGNORE,
-    (State.CLOSED, "InvalidRequest"): Handling.IGNORE,
+    **{(State.CLOSED, kind): Handling.IGNORE for kind in ("Hello", "InvalidHello", "Goodbye", "Abort", *REQUESTS)},
 }
 
 
@@ -95,7 +104,10 @@ class Session(Generic[PeerT]):
     the router hands it back in the actions it returns so the transport knows whom to write to.
     """
 
-    __slots__ = ("peer", "state", "id", "realm", "authid", "authrole", "subscriptions")
+    __slots__ = (
+        "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
+        "subscriptions", "registrations", "invocations",
+    )
 
     def __init__(self, peer: PeerT) -> None:
         self.peer = peer
@@ -105,7 +117,13 @@ class Session(Generic[PeerT]):
         self.realm: str | None = None
         self.authid: str | None = None
         self.authrole: str | None = None
+        self.authmethod: str | None = None
+        self.authprovider: str | None = None
         self.subscriptions: set[Subscription[PeerT]] = set()
+        #: The procedures it provides, as a callee.
+        self.registrations: set[Registration[PeerT]] = set()
+        #: The calls in flight that it made or must answer.
+        self.invocations: set[Invocation[PeerT]] = set()
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value} realm={self.realm!r}>"

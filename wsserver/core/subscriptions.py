@@ -7,35 +7,38 @@ A subscription is one (topic pattern, match policy) pair, shared by every sessio
 it: the spec gives them all the same subscription id, which is what lets one EVENT message serve
 every subscriber. So the table keeps:
 
-- ``_by_key``: (topic, match) -> Subscription, to find the shared subscription on SUBSCRIBE;
-- ``_by_id``: subscription id -> Subscription, for UNSUBSCRIBE;
-- ``_exact``: topic -> Subscription for exact matches, the index PUBLISH consults: routing a
-  publication costs one dict lookup, whatever else is subscribed;
+- ``_index``: a :class:`~wsserver.core.matching.PatternIndex` from (pattern, policy) to the
+  subscription, to find the shared subscription on SUBSCRIBE and the subscriptions a
+  publication reaches (at a cost proportional to those, not to all subscriptions);
+- ``_by_id``: subscription id -> subscription, for UNSUBSCRIBE and the meta API;
 - per session, the set of its subscriptions (``Session.subscriptions``), so a session that leaves
   is dropped from each in one step, and an emptied subscription is deleted with it.
 
-A subscription exists exactly as long as it has a subscriber.
+A subscription exists exactly as long as it has a subscriber. Each change reports what happened
+(created, session added, deleted) because the broker turns exactly that into meta events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Generic
 
+from wsserver.core.matching import PatternIndex
 from wsserver.core.session import PeerT, Session
-
-EXACT = "exact"
 
 
 class Subscription(Generic[PeerT]):
-    """One (topic, match) and the sessions subscribed to it."""
+    """One (topic pattern, match policy) and the sessions subscribed to it."""
 
-    __slots__ = ("id", "topic", "match", "subscribers")
+    __slots__ = ("id", "topic", "match", "created", "subscribers")
 
-    def __init__(self, subscription_id: int, topic: str, match: str) -> None:
+    def __init__(self, subscription_id: int, topic: str, match: str, created: float) -> None:
         self.id = subscription_id
         self.topic = topic
         self.match = match
+        #: When it was created, in seconds since the epoch (the router's clock).
+        self.created = created
         self.subscribers: set[Session[PeerT]] = set()
 
     def __repr__(self) -> str:
@@ -50,9 +53,8 @@ class SubscriptionTable(Generic[PeerT]):
 
     def __init__(self, next_id: Callable[[], int]) -> None:
         self._next_id = next_id
-        self._by_key: dict[tuple[str, str], Subscription[PeerT]] = {}
+        self._index: PatternIndex[Subscription[PeerT]] = PatternIndex()
         self._by_id: dict[int, Subscription[PeerT]] = {}
-        self._exact: dict[str, Subscription[PeerT]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -63,18 +65,31 @@ class SubscriptionTable(Generic[PeerT]):
     def get(self, subscription_id: int) -> Subscription[PeerT] | None:
         return self._by_id.get(subscription_id)
 
-    def subscribe(self, session: Session[PeerT], topic: str, match: str) -> Subscription[PeerT]:
-        """Add ``session`` to the subscription for (topic, match), creating it if needed."""
-        subscription = self._by_key.get((topic, match))
+    def lookup(self, topic: str, match: str) -> Subscription[PeerT] | None:
+        """The subscription for exactly this (pattern, policy), if any."""
+        return self._index.get(topic, match)
+
+    def matching(self, topic: str) -> list[Subscription[PeerT]]:
+        """The subscriptions a publication to ``topic`` reaches."""
+        return self._index.matching(topic)
+
+    def subscribe(
+        self, session: Session[PeerT], topic: str, match: str, now: float
+    ) -> tuple[Subscription[PeerT], bool, bool]:
+        """
+        Add ``session`` to the subscription for (topic, match), creating it if needed; return
+        (subscription, whether it was created, whether the session was added to it).
+        """
+        subscription = self._index.get(topic, match)
+        created = subscription is None
         if subscription is None:
-            subscription = Subscription(self._next_id(), topic, match)
-            self._by_key[(topic, match)] = subscription
+            subscription = Subscription(self._next_id(), topic, match, now)
+            self._index.add(topic, match, subscription)
             self._by_id[subscription.id] = subscription
-            if match == EXACT:
-                self._exact[topic] = subscription
+        added = session not in subscription.subscribers
         subscription.subscribers.add(session)
         session.subscriptions.add(subscription)
-        return subscription
+        return subscription, created, added
 
     def unsubscribe(self, session: Session[PeerT], subscription: Subscription[PeerT]) -> bool:
         """Remove ``session`` from ``subscription``; return True if that deleted the subscription."""
@@ -82,17 +97,10 @@ class SubscriptionTable(Generic[PeerT]):
         session.subscriptions.discard(subscription)
         if subscription.subscribers:
             return False
-        del self._by_key[(subscription.topic, subscription.match)]
+        self._index.remove(subscription.topic, subscription.match)
         del self._by_id[subscription.id]
-        if subscription.match == EXACT:
-            del self._exact[subscription.topic]
         return True
 
-    def drop(self, session: Session[PeerT]) -> list[Subscription[PeerT]]:
-        """Remove ``session`` from all its subscriptions; return those that were deleted."""
-        return [s for s in list(session.subscriptions) if self.unsubscribe(session, s)]
-
-    def matching(self, topic: str) -> list[Subscription[PeerT]]:
-        """The subscriptions a publication to ``topic`` reaches."""
-        exact = self._exact.get(topic)
-        return [exact] if exact is not None else []
+    def drop(self, session: Session[PeerT]) -> list[tuple[Subscription[PeerT], bool]]:
+        """Remove ``session`` from all its subscriptions, oldest first; return each with whether it was deleted."""
+        return [(s, self.unsubscribe(session, s)) for s in sorted(session.subscriptions, key=attrgetter("id"))]

@@ -127,13 +127,13 @@ class WampServerProtocol(WampWebSocketServerProtocol):
             # A bug of ours must cost this one connection, never the server.
             log.failure("internal error handling a message from {peer}", peer=self.peer)
             self.session = None
-            router.detach(session)
+            carry_out(router.detach(session))
             self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, b"internal server error")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self.session = self.session, None
         if session is not None:
-            self.factory.router.detach(session)
+            carry_out(self.factory.router.detach(session))
 
 
 class WampServerFactory(WampWebSocketServerFactory):

@@ -1,0 +1,124 @@
+"""The router's own procedures (session and subscription meta API), called over WAMP like any other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.core.harness import Harness, wire
+from wsserver.core.meta import iso8601
+from wsserver.core.session import State
+
+ERROR, GOODBYE = 8, 6
+
+
+@pytest.fixture
+def h() -> Harness:
+    h = Harness()
+    for name in "abc":
+        h.join(name)
+    return h
+
+
+def ids(h: Harness, *names: str) -> list[int]:
+    return [h.sessions[name].id for name in names]
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def test_count_list_and_get_sessions(h: Harness) -> None:
+    assert h.result("a", "wamp.session.count") == 3
+    assert sorted(h.result("a", "wamp.session.list")) == sorted(ids(h, "a", "b", "c"))
+    assert h.result("a", "wamp.session.count", ["admin"]) == 0
+    assert h.result("a", "wamp.session.list", filter_authroles=["anonymous"]) != []
+    (b,) = ids(h, "b")
+    assert h.result("a", "wamp.session.get", b) == {
+        "session": b,
+        "authid": f"anonymous-{b}",
+        "authrole": "anonymous",
+        "authmethod": "anonymous",
+        "authprovider": "static",
+    }
+
+
+def test_kill_says_goodbye_to_the_victim_with_the_reason(h: Harness) -> None:
+    (b,) = ids(h, "b")
+    received = wire(h.send("a", [48, 1, {}, "wamp.session.kill", [b], {"reason": "com.app.kicked", "message": "bye"}]))
+    assert received["a"] == [[50, 1, {}]]
+    assert received["b"] == [[GOODBYE, {"message": "bye"}, "com.app.kicked"]]
+    assert h.sessions["b"].state is State.CLOSING
+    wire(h.send("b", [GOODBYE, {}, "wamp.close.goodbye_and_out"]))
+    assert h.result("a", "wamp.session.count") == 2
+
+
+def test_kill_without_a_reason_is_close_normal(h: Harness) -> None:
+    (c,) = ids(h, "c")
+    assert wire(h.send("a", [48, 1, {}, "wamp.session.kill", [c]]))["c"] == [[GOODBYE, {}, "wamp.close.normal"]]
+
+
+@pytest.mark.parametrize(
+    "procedure, args, kwargs, error",
+    [
+        ("wamp.session.kill", [424242], {}, "wamp.error.no_such_session"),
+        ("wamp.session.kill", ["self"], {}, "wamp.error.no_such_session"),
+        ("wamp.session.kill", ["b"], {"reason": "not a uri!"}, "wamp.error.invalid_uri"),
+        ("wamp.session.kill", [], {}, "wamp.error.invalid_argument"),
+        ("wamp.session.get", [424242], {}, "wamp.error.no_such_session"),
+        ("wamp.session.get", ["x"], {}, "wamp.error.invalid_argument"),
+        ("wamp.session.count", ["anonymous"], {}, "wamp.error.invalid_argument"),
+        ("wamp.subscription.get", [424242], {}, "wamp.error.no_such_subscription"),
+        ("wamp.subscription.list_subscribers", [424242], {}, "wamp.error.no_such_subscription"),
+        ("wamp.subscription.count_subscribers", [None], {}, "wamp.error.invalid_argument"),
+        ("wamp.subscription.lookup", ["com.x", {"match": "regex"}], {}, "wamp.error.invalid_argument"),
+        ("wamp.subscription.match", ["com..x"], {}, "wamp.error.invalid_uri"),
+    ],
+)
+def test_bad_calls_get_the_specs_error_and_the_caller_stays_open(
+    h: Harness, procedure: str, args: list[Any], kwargs: dict[str, Any], error: str
+) -> None:
+    names = {"self": h.sessions["a"].id, "b": h.sessions["b"].id}
+    args = [names.get(arg, arg) if isinstance(arg, str) else arg for arg in args]
+    reply = h.call("a", procedure, *args, **kwargs)
+    assert reply[0] == ERROR and reply[4] == error, reply
+    assert h.sessions["a"].state is State.OPEN and h.sessions["b"].state is State.OPEN
+
+
+# -- subscriptions ------------------------------------------------------------------------------
+
+
+def test_subscription_list_lookup_match_and_get(h: Harness) -> None:
+    exact = h.subscribe("a", "com.x.y")
+    prefix = h.subscribe("b", "com.x", match="prefix")
+    wildcard = h.subscribe("c", "com..y", match="wildcard")
+    assert h.result("a", "wamp.subscription.list") == {"exact": [exact], "prefix": [prefix], "wildcard": [wildcard]}
+    assert h.result("a", "wamp.subscription.lookup", "com.x.y") == exact
+    assert h.result("a", "wamp.subscription.lookup", "com.x", {"match": "prefix"}) == prefix
+    assert h.result("a", "wamp.subscription.lookup", "com.x") is None
+    assert sorted(h.result("a", "wamp.subscription.match", "com.x.y")) == sorted([exact, prefix, wildcard])
+    assert h.result("a", "wamp.subscription.match", "org.nothing") is None
+    assert h.result("a", "wamp.subscription.get", prefix) == {
+        "id": prefix, "created": iso8601(h.clock.now), "uri": "com.x", "match": "prefix",
+    }
+
+
+def test_subscribers_of_a_subscription(h: Harness) -> None:
+    sub = h.subscribe("a", "com.t")
+    h.subscribe("b", "com.t")
+    assert sorted(h.result("c", "wamp.subscription.list_subscribers", sub)) == sorted(ids(h, "a", "b"))
+    assert h.result("c", "wamp.subscription.count_subscribers", sub) == 2
+
+
+def test_meta_procedures_see_only_their_realm() -> None:
+    h = Harness(realms=("one", "two"))
+    h.join("a", realm="one"), h.join("b", realm="two")
+    sub = h.subscribe("a", "com.t")
+    assert h.result("b", "wamp.session.count") == 1
+    assert h.call("b", "wamp.subscription.get", sub)[4] == "wamp.error.no_such_subscription"
+    assert h.call("b", "wamp.session.kill", h.sessions["a"].id)[4] == "wamp.error.no_such_session"
+
+
+def test_times_are_iso8601_utc_with_milliseconds() -> None:
+    assert iso8601(0) == "1970-01-01T00:00:00.000Z"
+    assert iso8601(1_700_000_000.1234) == "2023-11-14T22:13:20.123Z"

@@ -1,0 +1,63 @@
+"""
+What the core asks a transport to do: the only output of every core call.
+
+Theory of operation
+-------------------
+The core never writes to a transport; it returns a list of actions that the transport carries out
+in order (see :mod:`wsserver.delivery`):
+
+- :class:`Send`: serialize ``message`` and write it to every session in ``recipients``. An EVENT
+  is one message object for all its recipients, so a transport serializes and frames it once per
+  wire format and writes those bytes to each (the fan-out fast path).
+- :class:`Close`: close that session's transport, after writing what came before.
+
+Every part of the core (router, broker, dealer, meta API) answers with these two shapes, and a
+request that fails is answered with :func:`error_reply`, so there is one way to say "no".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic
+
+from autobahn.wamp import message as wamp
+
+from wsserver.core.session import PeerT, Session
+
+
+class CloseReason(enum.Enum):
+    """Why a transport is closed; the transport maps it to its own close code."""
+
+    NORMAL = "normal"
+    PROTOCOL_VIOLATION = "protocol violation"
+    GOING_AWAY = "going away"
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Generic[PeerT]):
+    """Write ``message`` to each of ``recipients``."""
+
+    message: wamp.Message
+    recipients: Sequence[Session[PeerT]]
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Generic[PeerT]):
+    """Close ``session``'s transport (after the sends before this action)."""
+
+    session: Session[PeerT]
+    reason: CloseReason
+    detail: str
+
+
+Action = Send[PeerT] | Close[PeerT]
+
+
+def error_reply(
+    session: Session[PeerT], request_type: int, request: int, error: str, *args: Any, **kwargs: Any
+) -> Send[PeerT]:
+    """ERROR ``error`` (a WAMP error URI) with a payload, answering ``session``'s request."""
+    message = wamp.Error(request_type, request, error, args=list(args) or None, kwargs=kwargs or None)
+    return Send(message, (session,))

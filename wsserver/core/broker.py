@@ -1,0 +1,285 @@
+"""
+The broker of one realm: SUBSCRIBE, UNSUBSCRIBE and PUBLISH in, EVENTs and replies out.
+
+Theory of operation
+-------------------
+A publication becomes a :class:`Publication` once, as data: its id, topic, payload, the disclosed
+publisher (``disclose_me``) and its :class:`Audience` (who may receive it). Routing it is:
+
+    for each subscription the topic matches (the index in subscriptions.py):
+        recipients = the subscription's subscribers that the audience admits
+        one EVENT for (subscription, publication), sent to all those recipients
+
+so an EVENT is one message object per (subscription, publication), serialized once by the
+transport however many receive it, and a session subscribed by several matching patterns gets
+one EVENT per subscription, as the spec says.
+
+The audience, per the spec's black- and whitelisting rules: a subscriber receives the event if
+it is not the publisher (when ``exclude_me``, the default), is in every ``eligible*`` list given
+(whitelists narrow) and in no ``exclude*`` list (blacklists remove). Without lists, routing skips
+the per-subscriber test.
+
+Two stores keep publications after routing (see eventstore.py), both per concrete topic:
+
+- retained: the last publication with ``retain: true``; a SUBSCRIBE with ``get_retained`` gets,
+  for every retained topic its pattern matches, that event (``details.retained``) if the
+  audience admits it, as if it had been subscribed when the event was published;
+- history (when enabled): the last N publications. The spec asks that publications aimed at
+  session ids (``exclude`` / ``eligible``) are not kept, since session ids do not outlive their
+  sessions; the authid / authrole lists are applied to whoever reads the history.
+
+The broker also publishes the subscription meta events (on_create, on_subscribe, on_unsubscribe,
+on_delete, in that order for a subscription's life) through itself, as the router: not for
+subscriptions to the router's own ``wamp.`` topics, which would only describe the meta API to
+itself (Crossbar does the same). Clients may not publish to ``wamp.`` topics: those events are
+the router's word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic
+
+from autobahn.wamp import message as wamp
+from autobahn.wamp.exception import ApplicationError, InvalidUriError
+
+from wsserver.core import meta
+from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.eventstore import EventStore, Kept
+from wsserver.core.matching import EXACT, check_pattern
+from wsserver.core.session import PeerT, Session
+from wsserver.core.subscriptions import Subscription, SubscriptionTable
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who may receive a publication: publisher exclusion and the publisher's black- and whitelists."""
+
+    #: The publisher's session id when it is excluded (``exclude_me``).
+    excluded_publisher: int | None = None
+    eligible: frozenset[int] | None = None
+    eligible_authid: frozenset[str] | None = None
+    eligible_authrole: frozenset[str] | None = None
+    exclude: frozenset[int] = frozenset()
+    exclude_authid: frozenset[str] = frozenset()
+    exclude_authrole: frozenset[str] = frozenset()
+    #: Whether any list is given (otherwise only ``excluded_publisher`` counts).
+    listed: bool = False
+
+    @classmethod
+    def of(cls, request: wamp.Publish, publisher: Session[Any] | None) -> Audience:
+        """The audience a PUBLISH from ``publisher`` (None: the router itself) asks for."""
+        excluded = publisher.id if publisher is not None and request.exclude_me is not False else None
+        lists = (
+            request.eligible, request.eligible_authid, request.eligible_authrole,
+            request.exclude, request.exclude_authid, request.exclude_authrole,
+        )
+        if all(given is None for given in lists):
+            return cls(excluded)
+        eligible, eligible_authid, eligible_authrole = (None if given is None else frozenset(given) for given in lists[:3])
+        exclude, exclude_authid, exclude_authrole = (frozenset(given or ()) for given in lists[3:])
+        return cls(
+            excluded, eligible, eligible_authid, eligible_authrole, exclude, exclude_authid, exclude_authrole, True
+        )
+
+    @property
+    def names_sessions(self) -> bool:
+        """Whether it names session ids, which mean nothing once those sessions are gone."""
+        return self.eligible is not None or bool(self.exclude)
+
+    def admits(self, session: Session[Any]) -> bool:
+        return (
+            session.id != self.excluded_publisher
+            and (self.eligible is None or session.id in self.eligible)
+            and session.id not in self.exclude
+            and self.admits_identity(session)
+        )
+
+    def admits_identity(self, session: Session[Any]) -> bool:
+        """The authid and authrole lists only."""
+        return (
+            (self.eligible_authid is None or session.authid in self.eligible_authid)
+            and (self.eligible_authrole is None or session.authrole in self.eligible_authrole)
+            and session.authid not in self.exclude_authid
+            and session.authrole not in self.exclude_authrole
+        )
+
+    def select(self, subscribers: Collection[Session[PeerT]]) -> list[Session[PeerT]]:
+        """The subscribers that receive the publication."""
+        if self.listed:
+            return [s for s in subscribers if self.admits(s)]
+        if self.excluded_publisher is None:
+            return list(subscribers)
+        return [s for s in subscribers if s.id != self.excluded_publisher]
+
+
+EVERYONE = Audience()
+
+
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    """A publisher's identity, as disclosed to subscribers (``disclose_me``)."""
+
+    session: int
+    authid: str | None
+    authrole: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One publication, as routed, retained and kept in history."""
+
+    id: int
+    topic: str
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    audience: Audience
+    publisher: Publisher | None = None
+
+
+def event(subscription: Subscription[Any], publication: Publication, retained: bool = False) -> wamp.Event:
+    """The EVENT that delivers ``publication`` on ``subscription``."""
+    publisher = publication.publisher
+    disclosed = (
+        {}
+        if publisher is None
+        else {"publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole}
+    )
+    return wamp.Event(
+        subscription.id,
+        publication.id,
+        args=publication.args,
+        kwargs=publication.kwargs,
+        topic=None if subscription.match == EXACT else publication.topic,
+        retained=retained or None,
+        **disclosed,
+    )
+
+
+class Broker(Generic[PeerT]):
+    """
+    The broker of one realm. ``next_id`` gives subscription ids, ``random_id`` publication ids,
+    ``clock`` the time in seconds since the epoch. ``retain_ttl``: seconds a retained event is
+    kept (None: until replaced). ``history_size``: events kept per topic for
+    ``wamp.subscription.get_events`` (0: no history).
+    """
+
+    def __init__(
+        self,
+        next_id: Callable[[], int],
+        random_id: Callable[[], int],
+        clock: Callable[[], float],
+        retain_ttl: float | None = None,
+        history_size: int = 0,
+    ) -> None:
+        self._random_id = random_id
+        self._clock = clock
+        self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
+        self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock)
+        self.history: EventStore[Publication] | None = (
+            EventStore(history_size, None, clock) if history_size > 0 else None
+        )
+
+    # -- client requests -------------------------------------------------------------------------
+
+    def subscribe(self, session: Session[PeerT], request: wamp.Subscribe) -> list[Action[PeerT]]:
+        try:
+            check_pattern(request.topic, request.match)
+        except InvalidUriError:
+            detail = f"invalid {request.match} pattern {request.topic!r}"
+            return [error_reply(session, request.MESSAGE_TYPE, request.request, ApplicationError.INVALID_URI, detail)]
+        subscription, created, added = self.subscriptions.subscribe(
+            session, request.topic, request.match, self._clock()
+        )
+        actions: list[Action[PeerT]] = [Send(wamp.Subscribed(request.request, subscription.id), (session,))]
+        if request.get_retained:
+            for kept in self.retained.latest(subscription.topic, subscription.match):
+                if kept.item.audience.admits(session):
+                    actions.append(Send(event(subscription, kept.item, retained=True), (session,)))
+        if not meta.is_reserved(subscription.topic):
+            if created:
+                details = meta.subscription_details(subscription)
+                actions += self.publish_meta(meta.ON_SUBSCRIPTION_CREATE, session.id, details)
+            if added:
+                actions += self.publish_meta(meta.ON_SUBSCRIBE, session.id, subscription.id)
+        return actions
+
+    def unsubscribe(self, session: Session[PeerT], request: wamp.Unsubscribe) -> list[Action[PeerT]]:
+        subscription = self.subscriptions.get(request.subscription)
+        if subscription is None or session not in subscription.subscribers:
+            detail = f"no subscription {request.subscription} for this session"
+            error = ApplicationError.NO_SUCH_SUBSCRIPTION
+            return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
+        deleted = self.subscriptions.unsubscribe(session, subscription)
+        actions: list[Action[PeerT]] = [Send(wamp.Unsubscribed(request.request), (session,))]
+        return actions + self._unsubscribed(session.id, [(subscription, deleted)])
+
+    def publish(
+        self, publisher: Session[PeerT] | None, request: wamp.Publish, disclose_me: bool = False
+    ) -> list[Action[PeerT]]:
+        """
+        A PUBLISH from ``publisher``, or from the router itself (None: Python code in the
+        server); ``disclose_me``: tell subscribers who published it.
+        """
+        if publisher is not None and meta.is_reserved(request.topic):
+            if not request.acknowledge:
+                return []
+            detail = f"topic {request.topic!r} is reserved for the router's meta events"
+            return [error_reply(publisher, request.MESSAGE_TYPE, request.request, ApplicationError.INVALID_URI, detail)]
+        disclosed = (
+            Publisher(publisher.id, publisher.authid, publisher.authrole)
+            if publisher is not None and disclose_me
+            else None
+        )
+        publication = Publication(
+            self._random_id(), request.topic, request.args, request.kwargs, Audience.of(request, publisher), disclosed
+        )
+        if request.retain:
+            self.retained.keep(publication.topic, publication)
+        actions = self._route(publication)
+        if request.acknowledge and publisher is not None:
+            actions.append(Send(wamp.Published(request.request, publication.id), (publisher,)))
+        return actions
+
+    # -- the router's own ------------------------------------------------------------------------
+
+    def publish_meta(self, topic: str, *args: Any) -> list[Action[PeerT]]:
+        """Publish a meta event (positional payload ``args``) as the router."""
+        return self._route(Publication(self._random_id(), topic, list(args), None, EVERYONE))
+
+    def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
+        """``session`` left: remove it from every subscription, then tell the meta API subscribers."""
+        return self._unsubscribed(session.id, self.subscriptions.drop(session))
+
+    def history_of(self, subscription: Subscription[PeerT], reader: Session[PeerT]) -> list[Kept[Publication]]:
+        """What the history keeps on the topics ``subscription`` matches that ``reader`` may see, oldest first."""
+        assert self.history is not None, "history is off"
+        kept = self.history.latest(subscription.topic, subscription.match)
+        return [k for k in kept if k.item.audience.admits_identity(reader)]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _route(self, publication: Publication) -> list[Action[PeerT]]:
+        """Keep ``publication`` in the history and send one EVENT per matching subscription."""
+        if self.history is not None and not publication.audience.names_sessions:
+            self.history.keep(publication.topic, publication)
+        actions: list[Action[PeerT]] = []
+        for subscription in self.subscriptions.matching(publication.topic):
+            recipients = publication.audience.select(subscription.subscribers)
+            if recipients:
+                actions.append(Send(event(subscription, publication), recipients))
+        return actions
+
+    def _unsubscribed(
+        self, session_id: int, removed: Iterable[tuple[Subscription[PeerT], bool]]
+    ) -> list[Action[PeerT]]:
+        """The meta events for ``session_id`` leaving these subscriptions (and deleting the emptied ones)."""
+        actions: list[Action[PeerT]] = []
+        for subscription, deleted in removed:
+            if meta.is_reserved(subscription.topic):
+                continue
+            actions += self.publish_meta(meta.ON_UNSUBSCRIBE, session_id, subscription.id)
+            if deleted:
+                actions += self.publish_meta(meta.ON_SUBSCRIPTION_DELETE, session_id, subscription.id)
+        return actions

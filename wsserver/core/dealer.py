@@ -1,0 +1,220 @@
+"""
+The dealer of one realm: remote procedure calls (WAMP Basic Profile).
+
+Theory of operation
+-------------------
+A :class:`Registration` binds one procedure URI (exact match) to one callee, which is either a
+session or the router itself (a Python function: the meta API). Registrations are kept by
+procedure (to route CALLs) and by id (for UNREGISTER), and each session knows its own, so a
+callee that leaves takes its registrations with it.
+
+A call to a session callee is an :class:`Invocation` in flight::
+
+    caller --CALL(request)--> dealer --INVOCATION(invocation id)--> callee
+    caller <--RESULT(request)-- dealer <--YIELD(invocation id)----- callee
+    caller <--ERROR(CALL, request)-- dealer <--ERROR(INVOCATION)--- callee
+
+kept by invocation id and in both sessions' ``invocations``, until the callee answers or either
+side leaves:
+
+- the callee leaves: the caller gets ERROR ``wamp.error.canceled`` at once, never a hang;
+- the caller leaves: the invocation is forgotten, and the callee's late answer is dropped (as is
+  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer).
+
+A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
+raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
+
+Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
+progressive results, call timeouts and canceling, caller identification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Generic
+
+from autobahn.wamp import message as wamp
+from autobahn.wamp.exception import ApplicationError
+
+from wsserver.core import meta
+from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.matching import EXACT
+from wsserver.core.session import PeerT, Session
+
+CALL = wamp.Call.MESSAGE_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[PeerT]):
+    """What a procedure of the router returns: the RESULT payload, and actions to carry out after it."""
+
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    then: list[Action[PeerT]] = field(default_factory=list)
+
+
+#: A procedure the router provides: (caller, args, kwargs) -> reply; raises ``ApplicationError``.
+Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], Reply[PeerT]]
+
+
+class Registration(Generic[PeerT]):
+    """A procedure and who answers it: a session (``callee``) or the router (``provider``)."""
+
+    __slots__ = ("id", "procedure", "callee", "provider")
+
+    def __init__(
+        self,
+        registration_id: int,
+        procedure: str,
+        callee: Session[PeerT] | None,
+        provider: Provider[PeerT] | None = None,
+    ) -> None:
+        self.id = registration_id
+        self.procedure = procedure
+        self.callee = callee
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.id} {self.procedure!r} by {self.callee or 'the router'}>"
+
+
+class Invocation(Generic[PeerT]):
+    """A call in flight: the caller's CALL request id, and the callee that must answer."""
+
+    __slots__ = ("id", "caller", "request", "callee")
+
+    def __init__(self, invocation_id: int, caller: Session[PeerT], request: int, callee: Session[PeerT]) -> None:
+        self.id = invocation_id
+        self.caller = caller
+        self.request = request
+        self.callee = callee
+
+
+class Dealer(Generic[PeerT]):
+    """The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope)."""
+
+    def __init__(self, next_id: Callable[[], int]) -> None:
+        self._next_id = next_id
+        self._by_procedure: dict[str, Registration[PeerT]] = {}
+        self._by_id: dict[int, Registration[PeerT]] = {}
+        self._in_flight: dict[int, Invocation[PeerT]] = {}
+
+    def __len__(self) -> int:
+        """How many registrations, the router's own included."""
+        return len(self._by_id)
+
+    def provide(self, procedure: str, provider: Provider[PeerT]) -> None:
+        """Register one of the router's own procedures."""
+        self._add(Registration(self._next_id(), procedure, None, provider))
+
+    # -- client requests -------------------------------------------------------------------------
+
+    def register(self, session: Session[PeerT], request: wamp.Register) -> list[Action[PeerT]]:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            error, detail = refusal
+            return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
+        registration = Registration(self._next_id(), request.procedure, session)
+        self._add(registration)
+        session.registrations.add(registration)
+        return [Send(wamp.Registered(request.request, registration.id), (session,))]
+
+    def unregister(self, session: Session[PeerT], request: wamp.Unregister) -> list[Action[PeerT]]:
+        registration = self._by_id.get(request.registration)
+        if registration is None or registration.callee is not session:
+            detail = f"no registration {request.registration} for this session"
+            error = ApplicationError.NO_SUCH_REGISTRATION
+            return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
+        self._remove(registration)
+        return [Send(wamp.Unregistered(request.request), (session,))]
+
+    def call(self, caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
+        registration = self._by_procedure.get(request.procedure)
+        if registration is None:
+            detail = f"no callee registered procedure {request.procedure!r}"
+            return [error_reply(caller, CALL, request.request, ApplicationError.NO_SUCH_PROCEDURE, detail)]
+        if registration.callee is None:
+            assert registration.provider is not None
+            return self._provide(registration.provider, caller, request)
+        callee = registration.callee
+        invocation = Invocation(self._next_id(), caller, request.request, callee)
+        self._in_flight[invocation.id] = invocation
+        caller.invocations.add(invocation)
+        callee.invocations.add(invocation)
+        message = wamp.Invocation(invocation.id, registration.id, args=request.args, kwargs=request.kwargs)
+        return [Send(message, (callee,))]
+
+    def yield_result(self, callee: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
+        invocation = self._answered(callee, answer.request)
+        if invocation is None:
+            return []
+        result = wamp.Result(invocation.request, args=answer.args, kwargs=answer.kwargs)
+        return [Send(result, (invocation.caller,))]
+
+    def callee_error(self, callee: Session[PeerT], answer: wamp.Error) -> list[Action[PeerT]]:
+        """An ERROR answering an INVOCATION."""
+        invocation = self._answered(callee, answer.request)
+        if invocation is None:
+            return []
+        error = wamp.Error(CALL, invocation.request, answer.error, args=answer.args, kwargs=answer.kwargs)
+        return [Send(error, (invocation.caller,))]
+
+    def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
+        """``session`` left: forget its registrations and calls; cancel the calls it had to answer."""
+        for registration in list(session.registrations):
+            self._remove(registration)
+        actions: list[Action[PeerT]] = []
+        for invocation in sorted(session.invocations, key=attrgetter("id")):
+            self._forget(invocation)
+            if invocation.callee is session and invocation.caller is not session:
+                detail = "the callee left before it answered"
+                actions.append(error_reply(invocation.caller, CALL, invocation.request, ApplicationError.CANCELED, detail))
+        return actions
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _refusal(self, request: wamp.Register) -> tuple[str, str] | None:
+        """Why a REGISTER is refused, as (error URI, detail), or None."""
+        if request.match not in (None, EXACT):
+            return ApplicationError.INVALID_ARGUMENT, f"match policy {request.match!r} is not supported for procedures"
+        if request.invoke not in (None, wamp.Register.INVOKE_SINGLE):
+            return ApplicationError.INVALID_ARGUMENT, f"invocation policy {request.invoke!r} is not supported"
+        if meta.is_reserved(request.procedure):
+            return ApplicationError.INVALID_URI, f"procedure {request.procedure!r} is reserved for the router"
+        if request.procedure in self._by_procedure:
+            detail = f"procedure {request.procedure!r} is already registered"
+            return ApplicationError.PROCEDURE_ALREADY_EXISTS, detail
+        return None
+
+    def _provide(self, provider: Provider[PeerT], caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
+        try:
+            reply = provider(caller, list(request.args or ()), dict(request.kwargs or {}))
+        except ApplicationError as error:
+            return [error_reply(caller, CALL, request.request, error.error, *error.args, **error.kwargs)]
+        result = wamp.Result(request.request, args=reply.args, kwargs=reply.kwargs)
+        return [Send(result, (caller,)), *reply.then]
+
+    def _answered(self, callee: Session[PeerT], invocation_id: int) -> Invocation[PeerT] | None:
+        """The invocation ``callee`` answers, now no longer in flight; None if it is not its to answer."""
+        invocation = self._in_flight.get(invocation_id)
+        if invocation is None or invocation.callee is not callee:
+            return None
+        self._forget(invocation)
+        return invocation
+
+    def _forget(self, invocation: Invocation[PeerT]) -> None:
+        del self._in_flight[invocation.id]
+        invocation.caller.invocations.discard(invocation)
+        invocation.callee.invocations.discard(invocation)
+
+    def _add(self, registration: Registration[PeerT]) -> None:
+        self._by_procedure[registration.procedure] = registration
+        self._by_id[registration.id] = registration
+
+    def _remove(self, registration: Registration[PeerT]) -> None:
+        del self._by_procedure[registration.procedure]
+        del self._by_id[registration.id]
+        if registration.callee is not None:
+            registration.callee.registrations.discard(registration)

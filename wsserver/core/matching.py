@@ -1,0 +1,174 @@
+"""
+Topic patterns, and the index that finds the patterns a published topic matches.
+
+Theory of operation
+-------------------
+A subscription names a *pattern* and a *match policy* (WAMP Advanced Profile, pattern-based
+subscriptions). What each policy means, and which patterns it accepts:
+
+==========  ==========================================================  ========================
+policy      the pattern matches a topic when                            valid patterns
+==========  ==========================================================  ========================
+exact       pattern == topic                                            no empty component
+prefix      the topic starts with the pattern *as a string*:            only the last component
+            ``com.a`` matches ``com.a``, ``com.a.b`` and ``com.ab``     may be empty (``com.``)
+            (the spec's ``emergency`` / ``emergency-low`` example;
+            Crossbar's broker does the same)
+wildcard    same number of components, and every non-empty pattern    any component may be
+            component equals the topic's: ``com..x`` matches            empty
+            ``com.a.x``, not ``com.a.b.x``
+==========  ==========================================================  ========================
+
+:func:`matches` answers for one pattern. :class:`PatternIndex` answers for all the patterns of a
+realm at once, at a cost that does not grow with the patterns that do not match:
+
+- exact: a dict from pattern to value, one lookup;
+- prefix: a character trie of the patterns. The walk follows the topic's characters, collects the
+  value of every node it passes and stops where no pattern continues: at most the topic's length,
+  in practice the length of the longest pattern path the topic shares;
+- wildcard: one component trie per number of components, in which an empty pattern component is
+  the child ``""`` (a published topic has no empty component, so that key is free). The walk keeps
+  the nodes reached, following the topic's component and ``""`` from each: it visits only
+  prefixes of patterns that still match.
+
+The index maps (pattern, policy) to a value and knows nothing of what the value is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
+
+from autobahn.wamp.message import check_or_raise_uri
+
+EXACT = "exact"
+PREFIX = "prefix"
+WILDCARD = "wildcard"
+POLICIES = (EXACT, PREFIX, WILDCARD)
+
+V = TypeVar("V")
+
+
+def check_pattern(pattern: str, match: str) -> None:
+    """Raise autobahn's ``InvalidUriError`` unless ``pattern`` is valid for ``match`` (one of POLICIES)."""
+    check_or_raise_uri(
+        pattern, f"{match} pattern", allow_empty_components=match == WILDCARD, allow_last_empty=match == PREFIX
+    )
+
+
+def matches(pattern: str, match: str, topic: str) -> bool:
+    """Whether a publication to ``topic`` reaches the ``match`` pattern ``pattern``."""
+    if match == EXACT:
+        return topic == pattern
+    if match == PREFIX:
+        return topic.startswith(pattern)
+    wanted, parts = pattern.split("."), topic.split(".")
+    return len(wanted) == len(parts) and all(w == "" or w == p for w, p in zip(wanted, parts))
+
+
+class _Node(Generic[V]):
+    """A trie node: the children by key (a character or a URI component) and the value of the pattern ending here."""
+
+    __slots__ = ("children", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node[V]] = {}
+        self.value: V | None = None
+
+
+class PatternIndex(Generic[V]):
+    """(pattern, policy) -> value, and :meth:`matching` topic -> values. Values must not be None."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], V] = {}
+        self._exact: dict[str, V] = {}
+        self._prefix: _Node[V] = _Node()
+        self._wildcard: dict[int, _Node[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[V]:
+        return iter(self._values.values())
+
+    def get(self, pattern: str, match: str) -> V | None:
+        return self._values.get((pattern, match))
+
+    def add(self, pattern: str, match: str, value: V) -> None:
+        """Index ``value`` under (pattern, match); the pair must not be indexed yet."""
+        assert (pattern, match) not in self._values, (pattern, match)
+        self._values[(pattern, match)] = value
+        if match == EXACT:
+            self._exact[pattern] = value
+            return
+        node = self._root(pattern, match, create=True)
+        for key in _keys(pattern, match):
+            child = node.children.get(key)
+            if child is None:
+                child = node.children[key] = _Node()
+            node = child
+        node.value = value
+
+    def remove(self, pattern: str, match: str) -> None:
+        """Forget (pattern, match), and the trie nodes no other pattern needs."""
+        del self._values[(pattern, match)]
+        if match == EXACT:
+            del self._exact[pattern]
+            return
+        keys = _keys(pattern, match)
+        path = [self._root(pattern, match, create=False)]
+        for key in keys:
+            path.append(path[-1].children[key])
+        path[-1].value = None
+        for depth in range(len(keys), 0, -1):
+            node = path[depth]
+            if node.value is not None or node.children:
+                break
+            del path[depth - 1].children[keys[depth - 1]]
+        if match == WILDCARD and not path[0].children:
+            del self._wildcard[len(keys)]
+
+    def matching(self, topic: str) -> list[V]:
+        """The values of every pattern ``topic`` matches: exact, then prefixes (shortest first), then wildcards."""
+        found: list[V] = []
+        exact = self._exact.get(topic)
+        if exact is not None:
+            found.append(exact)
+        at = self._prefix
+        if at.value is not None:
+            found.append(at.value)
+        for character in topic:
+            child = at.children.get(character)
+            if child is None:
+                break
+            at = child
+            if at.value is not None:
+                found.append(at.value)
+        if self._wildcard:
+            parts = topic.split(".")
+            root = self._wildcard.get(len(parts))
+            if root is not None:
+                reached = [root]
+                for part in parts:
+                    reached = [
+                        child for node in reached for key in (part, "") if (child := node.children.get(key)) is not None
+                    ]
+                    if not reached:
+                        break
+                found.extend(node.value for node in reached if node.value is not None)
+        return found
+
+    def _root(self, pattern: str, match: str, create: bool) -> _Node[V]:
+        if match == PREFIX:
+            return self._prefix
+        length = pattern.count(".") + 1
+        root = self._wildcard.get(length)
+        if root is None:
+            assert create, (pattern, match)
+            root = self._wildcard[length] = _Node()
+        return root
+
+
+def _keys(pattern: str, match: str) -> Sequence[str]:
+    """The trie path of a pattern: its characters (prefix) or its components (wildcard)."""
+    return pattern if match == PREFIX else pattern.split(".")
