@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test assets install clean
+.PHONY: run test bench assets install clean
 
 run: install
 	cd /tmp && $(abspath $(BIN))/twistd -n --pidfile= wsserver $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The full benchmark against Crossbar.io (installed into bench/.peers/ on first use); see README.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Third-party JavaScript from the npm registry, pinned by package-lock.json, copied into web/vendor/.
 assets: node_modules/.package-lock.json
@@ -25,7 +29,7 @@ $(BIN)/python:
 
 # `pip install .` (not -e): editable installs do not register twisted/plugins with twistd.
 install: $(BIN)/python assets
-	$(BIN)/pip install -q '.[test]'
+	$(BIN)/pip install -q '.[test,bench]'
 	rm -rf build
 
 clean:

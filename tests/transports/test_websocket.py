@@ -217,3 +217,14 @@ def test_close_all_says_goodbye_then_aborts_stragglers(router: Router[Any]) -> N
     assert not done.called
     clock.advance(5)
     assert silent.transport.disconnecting or silent.transport.disconnected
+
+
+def test_json_binary_strings_still_become_bytes_for_binary_serializers(factory: WampServerFactory) -> None:
+    # The C JSON fast path must not bypass Autobahn's "\0base64" binary convention.
+    subscriber = Client(factory, "wamp.2.msgpack").join()
+    subscriber.send([32, 1, {}, "com.t"])
+    subscriber.messages()
+    publisher = Client(factory).join()
+    publisher.send([16, 2, {}, "com.t", ["\u0000AQI=", "plain"]])
+    ((event_type, _, _, _, args),) = subscriber.messages()
+    assert event_type == 36 and args == [b"\x01\x02", "plain"]

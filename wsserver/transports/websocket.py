@@ -9,6 +9,7 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import txaio
@@ -86,7 +87,7 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         accepted = super().onConnect(request)
         # Autobahn's WAMP serializer wraps an object serializer (bytes <-> lists): decoding uses
         # the latter directly so that wsserver.core.decoding sorts out bad messages.
-        self._object_serializer = self._serializer._serializer
+        self._object_serializer = self.factory.object_serializers[self._serializer.SERIALIZER_ID]
         self.wire_format = ("websocket", self._serializer.SERIALIZER_ID)
         return accepted
 
@@ -112,7 +113,12 @@ class WampServerProtocol(WampWebSocketServerProtocol):
                 kind = "binary" if isBinary else "text"
                 raise ProtocolViolation(f"{kind} message on a {serializer.NAME} session")
             try:
-                raw = serializer.unserialize(payload)
+                if serializer is self.factory.json_serializer and b"\\u0000" not in payload:
+                    # Autobahn's JSON decoder is pure Python (so that it can turn "\0..." strings
+                    # into bytes); without such a string, the C decoder gives the same result.
+                    raw = [json.loads(payload)]
+                else:
+                    raw = serializer.unserialize(payload)
             except Exception as error:
                 raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
             messages = decode(raw)
@@ -157,6 +163,8 @@ class WampServerFactory(WampWebSocketServerFactory):
         self.router = router
         self.connections: set[WampServerProtocol] = set()
         self._waiting_for_empty: list[defer.Deferred[None]] = []
+        self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}
+        self.json_serializer = self.object_serializers["json"]
         # Checked in onConnect (403), not by Autobahn (which answers 400 and compares ports).
         self.origin_patterns = wildcards2patterns(allowed_origins or ["*"])
         self.setProtocolOptions(

@@ -1,0 +1,246 @@
+"""
+The load generator: many raw WebSocket WAMP clients (wamp.2.json) on one selector loop, stdlib only.
+
+Theory of operation
+-------------------
+The generator must never be the bottleneck, so it does as little as possible per event:
+
+- *Counting* clients (the bulk of subscribers) never parse an event. After they joined and
+  subscribed, every byte they read is searched for the EVENT marker ``[36,`` (a JSON EVENT starts
+  with it; WebSocket frame headers and our payloads cannot contain it). The last three bytes of
+  each read are kept, so a marker split across two reads still counts once.
+- *Parsing* clients (publishers, latency probes, and every client while it sets up) split frames
+  and decode JSON.
+
+One :class:`Loop` drives all clients with ``selectors``; each client is a small state machine:
+CONNECTING (HTTP upgrade sent) -> JOINING (HELLO sent) -> SUBSCRIBING -> READY. Publishing is
+done by the scenario code between loop turns. Latency is measured with ``time.monotonic_ns()``
+stamps (CLOCK_MONOTONIC, the same clock in every process on the machine) that the publisher puts
+in each event's first argument.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+EVENT_MARKER = b"[36,"
+HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]).encode()
+
+
+class Client:
+    """One WebSocket connection with one WAMP session."""
+
+    __slots__ = (
+        "sock", "state", "buffer", "counting", "events", "tail", "probe", "latencies_ns",
+        "topic", "acks", "outstanding", "subscription", "closed", "on_message", "next_request",
+    )
+
+    CONNECTING, JOINING, SUBSCRIBING, READY = "connecting", "joining", "subscribing", "ready"
+
+    def __init__(self, sock: socket.socket, topic: str | None, probe: bool = False) -> None:
+        self.sock = sock
+        self.state = self.CONNECTING
+        self.buffer = b""
+        self.counting = False
+        self.events = 0
+        self.tail = b""
+        self.probe = probe
+        self.latencies_ns: list[int] = []
+        self.topic = topic
+        self.acks = 0
+        self.outstanding = 0
+        self.subscription = 0
+        self.closed = False
+        self.on_message: Callable[[Client, list[object]], None] | None = None
+        self.next_request = itertools.count(1)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def send_json(self, message: list[object] | bytes) -> None:
+        payload = message if isinstance(message, bytes) else json.dumps(message, separators=(",", ":")).encode()
+        self.sock.sendall(masked_frame(payload))
+
+    def publish(self, topic: str, args: list[object], acknowledge: bool = True) -> None:
+        options = {"acknowledge": True} if acknowledge else {}
+        self.send_json([16, next(self.next_request), options, topic, args])
+        if acknowledge:
+            self.outstanding += 1
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        if self.counting:
+            joined = self.tail + data
+            self.events += joined.count(EVENT_MARKER)
+            self.tail = joined[-3:]
+            return
+        self.buffer += data
+        if self.state == self.CONNECTING:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise ConnectionError(f"handshake refused: {head[:80]!r}")
+            self.buffer = rest
+            self.state = self.JOINING
+            self.send_json(HELLO)
+        for opcode, payload in self._frames():
+            if opcode == 0x8:
+                self.closed = True
+                return
+            if opcode in (0x1, 0x2):
+                self._message(json.loads(payload))
+
+    def _frames(self) -> list[tuple[int, bytes]]:
+        frames = []
+        buffer = self.buffer
+        while len(buffer) >= 2:
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+            offset = 2
+            if length == 126:
+                if len(buffer) < 4:
+                    break
+                (length,) = struct.unpack_from("!H", buffer, 2)
+                offset = 4
+            elif length == 127:
+                if len(buffer) < 10:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, 2)
+                offset = 10
+            if len(buffer) < offset + length:
+                break
+            frames.append((opcode, buffer[offset : offset + length]))
+            buffer = buffer[offset + length :]
+        self.buffer = buffer
+        return frames
+
+    def _message(self, message: list[object]) -> None:
+        kind = message[0]
+        if kind == 36:  # EVENT
+            self.events += 1
+            if self.probe:
+                args = message[4]
+                assert isinstance(args, list)
+                self.latencies_ns.append(time.monotonic_ns() - int(args[0]))
+        elif kind == 17:  # PUBLISHED
+            self.acks += 1
+            self.outstanding -= 1
+        elif kind == 2:  # WELCOME
+            if self.topic is None:
+                self.state = self.READY
+            else:
+                self.state = self.SUBSCRIBING
+                self.send_json([32, next(self.next_request), {}, self.topic])
+        elif kind == 33:  # SUBSCRIBED
+            self.subscription = int(message[2])  # type: ignore[call-overload]
+            self.state = self.READY
+        elif kind in (3, 8):  # ABORT, ERROR
+            raise RuntimeError(f"server said {message}")
+        if self.on_message is not None:
+            self.on_message(self, message)
+
+    def start_counting(self) -> None:
+        """From now on, count EVENT markers instead of parsing (call when READY)."""
+        assert self.state == self.READY and not self.buffer
+        self.counting = True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.closed = True
+
+
+class Loop:
+    """A selector loop over clients."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[Client] = []
+
+    def connect(self, host: str, port: int, path: str, topic: str | None, probe: bool = False) -> Client:
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /{path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
+            ).encode()
+        )
+        sock.setblocking(False)
+        client = Client(sock, topic, probe)
+        self.selector.register(sock, selectors.EVENT_READ, client)
+        self.clients.append(client)
+        return client
+
+    def run_until(self, done: Callable[[], bool], timeout: float, tick: Callable[[], float | None] | None = None) -> bool:
+        """
+        Serve reads until ``done()``; ``tick()`` runs every turn and returns how long the loop may
+        wait for the next one (None: no limit). Returns False on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while not done():
+            now = time.monotonic()
+            if now > deadline:
+                return False
+            wait = deadline - now
+            if tick is not None:
+                next_tick = tick()
+                if next_tick is not None:
+                    wait = min(wait, max(next_tick, 0.0))
+            for key, _ in self.selector.select(min(wait, 0.5)):
+                key.data.readable()
+        return True
+
+    def close(self, clients: list[Client] | None = None) -> None:
+        for client in clients if clients is not None else list(self.clients):
+            try:
+                self.selector.unregister(client.sock)
+            except (KeyError, ValueError):
+                pass
+            client.close()
+            if client in self.clients:
+                self.clients.remove(client)
+
+
+def masked_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame. A zero mask is valid (RFC 6455 allows any key) and costs nothing."""
+    n = len(payload)
+    mask = b"\x00\x00\x00\x00"
+    if n < 126:
+        return struct.pack("!BB", 0x80 | opcode, 0x80 | n) + mask + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n) + mask + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n) + mask + payload
+
+
+def event_args(sequence: int, size: int = 100) -> list[object]:
+    """Arguments for a ~``size``-byte EVENT: a monotonic stamp, a sequence number, padding."""
+    return [time.monotonic_ns(), sequence, "x" * max(0, size - 70)]
+
+
+def percentile(values: list[int], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return float(ordered[index])
