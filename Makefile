@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench assets install clean
 
 run: install
-	cd /tmp && $(abspath $(BIN))/twistd -n --pidfile= wsserver $(ARGS)
+	# From inside the venv directory, so that the installed package (not the source tree) runs.
+	cd $(VENV) && bin/twistd -n --pidfile= wsserver $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -105,6 +105,8 @@ class WampServer(MultiService):
         realms: Sequence[str] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
         max_message_size: int = 1024 * 1024,
+        max_send_buffer: int = 1024 * 1024,
+        slow_consumer_policy: str = "disconnect",
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
@@ -115,7 +117,12 @@ class WampServer(MultiService):
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size
         )
         self.ws_factory = WampServerFactory(
-            self.router, allowed_origins=list(allowed_origins), max_message_size=max_message_size, reactor=reactor
+            self.router,
+            allowed_origins=list(allowed_origins),
+            max_message_size=max_message_size,
+            max_send_buffer=max_send_buffer,
+            slow_consumer_policy=slow_consumer_policy,
+            reactor=reactor,
         )
         self.site = build_site(web_dir, ws_path, self.ws_factory)
         self.shutdown_timeout = shutdown_timeout

@@ -16,6 +16,7 @@ from twisted.python import usage
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
+from wsserver.transports.websocket import SLOW_CONSUMER_POLICIES
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"
@@ -33,6 +34,8 @@ class Options(usage.Options):
         ["web", None, None, "Serve the site from this directory. [default: the site installed with wsserver]"],
         ["ws-path", None, "ws", "Path of the WAMP WebSocket endpoint on the site."],
         ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
+        ["max-send-buffer", None, 1024 * 1024, "Bytes a client may leave unread (beyond the socket buffers) before the slow-consumer policy applies.", int],
+        ["slow-consumer", None, "disconnect", "What to do with a client that does not read its events: disconnect (close 1008) or drop (its events are dropped and counted)."],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
@@ -72,6 +75,10 @@ class Options(usage.Options):
         if not web.is_dir():
             raise usage.UsageError(f"--web: {web} is not a directory")
         self["web"] = web
+        if self["slow-consumer"] not in SLOW_CONSUMER_POLICIES:
+            raise usage.UsageError(f"--slow-consumer must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")
+        if self["max-send-buffer"] < 1024:
+            raise usage.UsageError("--max-send-buffer must be at least 1024")
         if self["max-message-size"] < 1:
             raise usage.UsageError("--max-message-size must be at least 1")
         if not self["ws-path"].strip("/"):
@@ -94,6 +101,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         realms=options["realm"],
         allowed_origins=options["allowed-origin"],
         max_message_size=options["max-message-size"],
+        max_send_buffer=options["max-send-buffer"],
+        slow_consumer_policy=options["slow-consumer"],
         shutdown_timeout=options["shutdown-timeout"],
         retain_ttl=options["retain-ttl"],
         history_size=options["history-size"],

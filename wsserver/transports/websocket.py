@@ -33,6 +33,11 @@ from wsserver.delivery import Peer, carry_out
 
 log = Logger()
 
+STATE_OPEN = WebSocketProtocol.STATE_OPEN
+#: Slow-consumer policies: close the connection, or drop the events it cannot take.
+DISCONNECT, DROP = "disconnect", "drop"
+SLOW_CONSUMER_POLICIES = (DISCONNECT, DROP)
+
 #: WebSocket close codes for the router's close reasons.
 CLOSE_CODES = {
     CloseReason.NORMAL: WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL,
@@ -59,21 +64,76 @@ class WampServerProtocol(WampWebSocketServerProtocol):
     wire_format: object = None
     _object_serializer: Any = None
 
-    def encode(self, message: wamp.Message) -> Any:
+    def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
+        """The message framed once (Autobahn's PreparedMessage), and whether it may be dropped."""
         payload, is_binary = self._serializer.serialize(message)
-        return self.factory.prepareMessage(payload, is_binary)
+        frame = self.factory.prepareMessage(payload, is_binary).payloadHybi
+        return frame, type(message) is wamp.Event
 
-    def write_encoded(self, prepared: Any) -> None:
-        # sendPreparedMessage, minus the per-write debug logging Autobahn's sendData does.
-        if self.state == WebSocketProtocol.STATE_OPEN and not self.send_queue and self._perMessageCompress is None:
-            self.transport.write(prepared.payloadHybi)
-        elif self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendPreparedMessage(prepared)
+    def write_encoded(self, encoded: tuple[bytes, bool]) -> None:
+        # This is the per-recipient fan-out path: one attribute test, one buffered write. Autobahn's
+        # own sendData would add a debug-log call per write. Compression is never negotiated
+        # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
+        if self._send_paused:
+            self._write_backlogged(encoded)
+        elif self.state == STATE_OPEN and not self.send_queue:
+            self.transport.write(encoded[0])
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
             # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
             self.sendCloseFrame(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
+
+    # -- slow consumers: IPushProducer, registered with our transport ---------------------------
+    #
+    # Twisted pauses a streaming producer when the transport's write buffer passes its high-water
+    # mark (64 KiB) and resumes it once the buffer is empty again. While paused, the client is not
+    # reading as fast as we write: everything written until the resume is counted, and when that
+    # passes the factory's max_send_buffer the slow-consumer policy applies. So the buffer a
+    # connection can hold is bounded by the transport's mark plus max_send_buffer.
+
+    _send_paused = False
+    _backlog = 0
+    dropped_events = 0
+    _dropping = False
+
+    def pauseProducing(self) -> None:
+        self._send_paused = True
+
+    def resumeProducing(self) -> None:
+        self._send_paused = False
+        self._backlog = 0
+        if self._dropping:
+            self._dropping = False
+            log.info("{peer} reads again; {count} events were dropped for it so far",
+                     peer=self.peer, count=self.dropped_events)
+
+    def stopProducing(self) -> None:
+        self._send_paused = True
+
+    def _write_backlogged(self, encoded: tuple[bytes, bool]) -> None:
+        frame, droppable = encoded
+        if self.state != STATE_OPEN:
+            return
+        limit = self.factory.max_send_buffer
+        if self._backlog + len(frame) <= limit:
+            self._backlog += len(frame)
+            self.transport.write(frame)
+        elif self.factory.slow_consumer_policy == DROP and droppable:
+            self.dropped_events += 1
+            if not self._dropping:
+                self._dropping = True
+                log.info("{peer} is not reading: dropping its events (over {limit} bytes buffered)",
+                         peer=self.peer, limit=limit)
+        else:
+            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
+                     peer=self.peer, limit=limit)
+            # The close frame queues behind what is buffered; Autobahn drops the connection when
+            # the close handshake times out, which frees the buffer.
+            self.sendCloseFrame(
+                WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
+                _truncate(f"slow consumer: more than {limit} bytes unread"),
+            )
 
     # -- Autobahn callbacks ------------------------------------------------------------------------
 
@@ -94,6 +154,9 @@ class WampServerProtocol(WampWebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
+        # Over twisted.web, the HTTP channel is still registered as the transport's producer.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
@@ -146,7 +209,9 @@ class WampServerFactory(WampWebSocketServerFactory):
     """
     The WAMP-over-WebSocket endpoint. ``router`` is the core router all its sessions share.
     ``allowed_origins`` are Autobahn origin patterns (``*`` wildcards); a browser page from any
-    other origin is refused with HTTP 403 during the handshake.
+    other origin is refused with HTTP 403 during the handshake. A connection whose client does
+    not read is held to ``max_send_buffer`` bytes beyond Twisted's own buffer mark; past that it is
+    closed (1008), or with ``slow_consumer_policy="drop"`` its events are dropped and counted.
     """
 
     protocol = WampServerProtocol
@@ -157,10 +222,14 @@ class WampServerFactory(WampWebSocketServerFactory):
         url: str | None = None,
         allowed_origins: list[str] | None = None,
         max_message_size: int = 1024 * 1024,
+        max_send_buffer: int = 1024 * 1024,
+        slow_consumer_policy: str = DISCONNECT,
         reactor: Any = None,
     ) -> None:
         super().__init__(None, serializers=wamp_serializers(), url=url, reactor=reactor)
         self.router = router
+        self.max_send_buffer = max_send_buffer
+        self.slow_consumer_policy = slow_consumer_policy
         self.connections: set[WampServerProtocol] = set()
         self._waiting_for_empty: list[defer.Deferred[None]] = []
         self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}

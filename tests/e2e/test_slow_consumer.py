@@ -1,0 +1,135 @@
+"""
+A subscriber that stops reading must not make the server buffer without bound, nor slow down or
+starve anyone else (Crossbar's RSS grows by about what is sent to such a client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from tests.e2e.conftest import wait_for
+
+HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
+EVENT_SIZE = 100_000
+EVENTS = 1000  # 100 MB to each of the two readers: 200 MB flowing to others
+RSS_BOUND = 64 * 1024 * 1024  # what the server may grow by meanwhile
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def join(ws: ClientConnection, topic: str | None) -> None:
+    ws.send(json.dumps(HELLO))
+    assert json.loads(ws.recv(timeout=5))[0] == 2
+    if topic:
+        ws.send(json.dumps([32, 1, {}, topic]))
+        assert json.loads(ws.recv(timeout=5))[0] == 33
+
+
+class Reader(threading.Thread):
+    """A subscriber that reads and counts every event as fast as it can."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__(daemon=True)
+        self.ws = ws
+        join(self.ws, "com.example.flood")
+        self.events = 0
+
+    def run(self) -> None:
+        try:
+            while True:
+                if json.loads(self.ws.recv())[0] == 36:
+                    self.events += 1
+        except ConnectionClosed:
+            pass
+
+
+@pytest.fixture
+def flood(start_server: Any, request: Any) -> Iterator[Any]:
+    server = start_server("--max-send-buffer", str(1024 * 1024), *request.param)
+    connections = contextlib.ExitStack()
+
+    def connect(**options: Any) -> ClientConnection:
+        return connections.enter_context(
+            ws_connect(server.ws_url, subprotocols=["wamp.2.json"], max_size=None, **options)
+        )
+
+    # max_queue=1: the client library stops reading the socket as soon as one message waits.
+    stuck = connect(max_queue=1)
+    join(stuck, "com.example.flood")
+    readers = [Reader(connect()) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    publisher = connect()
+    join(publisher, None)
+    baseline = rss(server.proc.pid)
+    peak = [baseline]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], rss(server.proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    padding = "x" * EVENT_SIZE
+    for n in range(EVENTS):
+        publisher.send(json.dumps([16, n + 1, {"acknowledge": True}, "com.example.flood", [n, padding]]))
+        assert json.loads(publisher.recv(timeout=10))[0] == 17
+    wait_for(lambda: all(r.events == EVENTS for r in readers), timeout=60)
+    sampling.set()
+    sampler.join()
+    yield server, stuck, readers, peak[0] - baseline, connect
+    connections.close()
+
+
+@pytest.mark.parametrize("flood", [("--slow-consumer", "disconnect")], indirect=True)
+def test_a_stuck_subscriber_is_disconnected_and_others_get_every_event(flood: Any) -> None:
+    server, stuck, readers, growth, _ = flood
+    assert [r.events for r in readers] == [EVENTS, EVENTS]
+    assert growth < RSS_BOUND, f"server RSS grew by {growth / 2**20:.0f} MiB"
+    assert "is not reading: disconnecting it" in server.log
+    # Whatever the stuck client still had buffered, its connection ends (1008, or reset once
+    # the close handshake timed out).
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            stuck.recv(timeout=10)
+    if closed.value.rcvd is not None:
+        assert closed.value.rcvd.code == 1008
+
+
+@pytest.mark.parametrize("flood", [("--slow-consumer", "drop")], indirect=True)
+def test_with_drop_policy_a_stuck_subscriber_loses_events_but_stays(flood: Any) -> None:
+    server, stuck, readers, growth, connect = flood
+    assert [r.events for r in readers] == [EVENTS, EVENTS]
+    assert growth < RSS_BOUND, f"server RSS grew by {growth / 2**20:.0f} MiB"
+    assert "is not reading: dropping its events" in server.log
+    # It reads again: it gets what was buffered (far fewer than were published), then new events.
+    received = []
+    while True:
+        try:
+            message = json.loads(stuck.recv(timeout=1))
+        except TimeoutError:
+            break
+        received.append(message[4][0])
+    assert 0 < len(received) < EVENTS
+    publisher = connect()
+    join(publisher, None)
+    publisher.send(json.dumps([16, 1, {}, "com.example.flood", ["after"]]))
+    assert json.loads(stuck.recv(timeout=5))[4] == ["after"]
