@@ -75,8 +75,8 @@ class Audience:
             request.eligible, request.eligible_authid, request.eligible_authrole,
             request.exclude, request.exclude_authid, request.exclude_authrole,
         )
-        if all(given is None for given in lists):
-            return cls(excluded)
+        if lists == _NO_LISTS:  # the common case, kept cheap: it is paid on every publication
+            return EVERYONE if excluded is None else cls(excluded)
         eligible, eligible_authid, eligible_authrole = (None if given is None else frozenset(given) for given in lists[:3])
         exclude, exclude_authid, exclude_authrole = (frozenset(given or ()) for given in lists[3:])
         return cls(
@@ -115,6 +115,7 @@ class Audience:
 
 
 EVERYONE = Audience()
+_NO_LISTS = (None,) * 6
 
 
 @dataclass(frozen=True, slots=True)

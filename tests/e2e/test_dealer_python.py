@@ -1,0 +1,88 @@
+"""The dealer end to end with autobahn-python callers and callees against ``twistd -n wsserver``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallResult
+from twisted.internet import defer
+
+from tests.e2e.broker_clients import Client
+
+
+def test_call_register_yield_and_callee_errors(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        callee.register("com.example.add", lambda a, b, carry=0: a + b + carry)
+        assert caller.call("com.example.add", 2, 3) == 5
+        assert caller.call("com.example.add", 2, 3, carry=1) == 6
+        callee.register("com.example.pair", lambda: CallResult(1, 2, named="yes"))
+        pair = caller.call("com.example.pair")
+        assert (list(pair.results), pair.kwresults) == ([1, 2], {"named": "yes"})
+
+        def refuse() -> None:
+            raise ApplicationError("com.example.error.refused", "not today", reason="test")
+
+        callee.register("com.example.refuse", refuse)
+        with pytest.raises(ApplicationError) as refused:
+            caller.call("com.example.refuse")
+        assert refused.value.error == "com.example.error.refused"
+        assert refused.value.args == ("not today",) and refused.value.kwargs == {"reason": "test"}
+
+
+def test_no_such_procedure_already_exists_and_unregister(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as other:
+        with pytest.raises(ApplicationError) as missing:
+            other.call("com.example.nobody")
+        assert missing.value.error == "wamp.error.no_such_procedure"
+        registration = callee.register("com.example.mine", lambda: "callee")
+        with pytest.raises(ApplicationError) as taken:
+            other.register("com.example.mine", lambda: "other")
+        assert taken.value.error == "wamp.error.procedure_already_exists"
+        with pytest.raises(ApplicationError) as reserved:
+            other.register("wamp.session.count", lambda: 0)
+        assert reserved.value.error == "wamp.error.invalid_uri"
+        callee._call(registration.unregister)
+        other.register("com.example.mine", lambda: "other")
+        assert callee.call("com.example.mine") == "other"
+
+
+def test_a_callee_leaving_mid_call_cancels_the_call(server: Any) -> None:
+    callee, caller = Client(server.ws_url), Client(server.ws_url)
+    invoked = threading.Event()
+
+    def never_answers() -> defer.Deferred[None]:
+        invoked.set()
+        return defer.Deferred()
+
+    callee.register("com.example.slow", never_answers)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            caller.call("com.example.slow")
+        except BaseException as error:  # noqa: BLE001 - the test inspects it
+            outcome.append(error)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert invoked.wait(5)
+    callee.leave()
+    thread.join(10)
+    (error,) = outcome
+    assert isinstance(error, ApplicationError) and error.error == "wamp.error.canceled"
+    with pytest.raises(ApplicationError) as gone:
+        caller.call("com.example.slow")
+    assert gone.value.error == "wamp.error.no_such_procedure"
+    caller.leave()
+
+
+def test_the_meta_api_is_served_by_the_dealer(server: Any) -> None:
+    with Client(server.ws_url) as caller:
+        assert caller.call("wamp.session.count") == 1
+        with pytest.raises(ApplicationError) as bad:
+            caller.call("wamp.session.get", "not an id")
+        assert bad.value.error == "wamp.error.invalid_argument"
+        assert caller.call("wamp.session.get", caller.session_id)["session"] == caller.session_id
