@@ -52,6 +52,9 @@ def test_repeatable_options_collect_every_value(tmp_path: Path) -> None:
         (["--max-message-size", "0"], "at least 1"),
         (["--max-message-size", "lots"], "invalid literal"),
         (["--ws-path", "/"], "must not be empty"),
+        (["--slow-consumer", "sometimes"], "must be one of disconnect, drop"),
+        (["--hello-timeout", "0"], "more than 0"),
+        (["--max-connections-per-ip", "0"], "at least 1"),
     ],
 )
 def test_bad_options_are_refused_with_a_reason(args: list[str], complaint: str) -> None:

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
-from wsserver.transports.websocket import WampServerFactory
+from wsserver.transports.websocket import ConnectionLimits, WampServerFactory
 
 log = Logger()
 
@@ -104,9 +104,7 @@ class WampServer(MultiService):
         ws_path: str = "ws",
         realms: Sequence[str] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
-        max_message_size: int = 1024 * 1024,
-        max_send_buffer: int = 1024 * 1024,
-        slow_consumer_policy: str = "disconnect",
+        limits: ConnectionLimits = ConnectionLimits(),
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
@@ -119,12 +117,10 @@ class WampServer(MultiService):
         self.ws_factory = WampServerFactory(
             self.router,
             allowed_origins=list(allowed_origins),
-            max_message_size=max_message_size,
-            max_send_buffer=max_send_buffer,
-            slow_consumer_policy=slow_consumer_policy,
+            limits=limits,
             reactor=reactor,
         )
-        self.site = build_site(web_dir, ws_path, self.ws_factory)
+        self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout)
         self.shutdown_timeout = shutdown_timeout
         self.listeners = [EndpointService(reactor, description, self.site) for description in listen]
         for listener in self.listeners:

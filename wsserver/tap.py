@@ -16,7 +16,7 @@ from twisted.python import usage
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
-from wsserver.transports.websocket import SLOW_CONSUMER_POLICIES
+from wsserver.transports.websocket import SLOW_CONSUMER_POLICIES, ConnectionLimits
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"
@@ -36,12 +36,19 @@ class Options(usage.Options):
         ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
         ["max-send-buffer", None, 1024 * 1024, "Bytes a client may leave unread (beyond the socket buffers) before the slow-consumer policy applies.", int],
         ["slow-consumer", None, "disconnect", "What to do with a client that does not read its events: disconnect (close 1008) or drop (its events are dropped and counted)."],
+        ["max-connections", None, 10_000, "WebSocket connections the server accepts in all; more get HTTP 503.", int],
+        ["max-connections-per-ip", None, 256, "WebSocket connections one client address may hold; more get HTTP 429.", int],
+        ["handshake-timeout", None, 10.0, "Seconds a client has to complete the WebSocket opening handshake.", float],
+        ["hello-timeout", None, 10.0, "Seconds a WebSocket may stay open without a WAMP HELLO (then close 1008).", float],
+        ["ping-interval", None, 30.0, "Ping a connection after this many idle seconds; 0 turns pings off.", float],
+        ["ping-timeout", None, 10.0, "Drop a connection whose pong does not come back within this many seconds.", float],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
     ]
 
     optFlags = [
+        ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it)."],
         ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
     ]
 
@@ -79,6 +86,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--slow-consumer must be one of {', '.join(SLOW_CONSUMER_POLICIES)}")
         if self["max-send-buffer"] < 1024:
             raise usage.UsageError("--max-send-buffer must be at least 1024")
+        for name in ("max-connections", "max-connections-per-ip"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+        for name in ("handshake-timeout", "hello-timeout", "ping-timeout"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
         if self["max-message-size"] < 1:
             raise usage.UsageError("--max-message-size must be at least 1")
         if not self["ws-path"].strip("/"):
@@ -100,9 +113,18 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ws_path=options["ws-path"],
         realms=options["realm"],
         allowed_origins=options["allowed-origin"],
-        max_message_size=options["max-message-size"],
-        max_send_buffer=options["max-send-buffer"],
-        slow_consumer_policy=options["slow-consumer"],
+        limits=ConnectionLimits(
+            max_message_size=options["max-message-size"],
+            max_send_buffer=options["max-send-buffer"],
+            slow_consumer_policy=options["slow-consumer"],
+            max_connections=options["max-connections"],
+            max_connections_per_ip=options["max-connections-per-ip"],
+            trust_proxy=bool(options["trust-proxy"]),
+            handshake_timeout=options["handshake-timeout"],
+            hello_timeout=options["hello-timeout"],
+            ping_interval=options["ping-interval"],
+            ping_timeout=options["ping-timeout"],
+        ),
         shutdown_timeout=options["shutdown-timeout"],
         retain_ttl=options["retain-ttl"],
         history_size=options["history-size"],

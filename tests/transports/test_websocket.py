@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 import cbor2
+import txaio
 import msgpack
 import pytest
 from twisted.internet.address import IPv4Address
@@ -21,7 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from wsserver.core.router import Router
-from wsserver.transports.websocket import WampServerFactory
+from wsserver.transports.websocket import ConnectionLimits, WampServerFactory, client_address
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 ENCODERS = {
@@ -120,7 +121,7 @@ def router() -> Router[Any]:
 
 @pytest.fixture
 def factory(router: Router[Any]) -> WampServerFactory:
-    return WampServerFactory(router, reactor=MemoryReactorClock(), max_message_size=1000)
+    return WampServerFactory(router, reactor=MemoryReactorClock(), limits=ConnectionLimits(max_message_size=1000))
 
 
 @pytest.mark.parametrize("subprotocol", sorted(ENCODERS))
@@ -228,3 +229,66 @@ def test_json_binary_strings_still_become_bytes_for_binary_serializers(factory: 
     publisher.send([16, 2, {}, "com.t", ["\u0000AQI=", "plain"]])
     ((event_type, _, _, _, args),) = subscriber.messages()
     assert event_type == 36 and args == [b"\x01\x02", "plain"]
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+def limited_factory(router: Router[Any], clock: MemoryReactorClock, **limits: Any) -> WampServerFactory:
+    return WampServerFactory(router, reactor=clock, limits=ConnectionLimits(**limits))
+
+
+def test_connections_per_address_are_limited_with_429(router: Router[Any]) -> None:
+    factory = limited_factory(router, MemoryReactorClock(), max_connections_per_ip=2)
+    first, second = Client(factory), Client(factory)
+    assert Client(factory).response.startswith(b"HTTP/1.1 429")
+    first.protocol.connectionLost(Failure(ConnectionDone()))
+    assert Client(factory).response.startswith(b"HTTP/1.1 101")
+    assert factory.open_by_ip == {"127.0.0.1": 2} and factory.admitted == 2
+
+
+def test_total_connections_are_limited_with_503(router: Router[Any]) -> None:
+    factory = limited_factory(router, MemoryReactorClock(), max_connections=1)
+    Client(factory)
+    assert Client(factory).response.startswith(b"HTTP/1.1 503")
+
+
+@pytest.mark.parametrize(
+    "peer, forwarded, trust, expected",
+    [
+        ("tcp4:10.0.0.1:5555", "", False, "10.0.0.1"),
+        ("tcp4:10.0.0.1:5555", "203.0.113.9", False, "10.0.0.1"),  # not trusted: ignored
+        ("tcp4:10.0.0.1:5555", "198.51.100.1, 203.0.113.9", True, "203.0.113.9"),  # what nginx saw
+        ("tcp4:10.0.0.1:5555", "", True, "10.0.0.1"),
+        ("tcp6:::1:5555", "", False, "::1"),
+    ],
+)
+def test_client_address(peer: str, forwarded: str, trust: bool, expected: str) -> None:
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    assert client_address(peer, headers, trust) == expected
+
+
+def test_a_websocket_without_hello_is_closed_after_the_hello_timeout(router: Router[Any]) -> None:
+    clock = MemoryReactorClock()
+    factory = limited_factory(router, clock, hello_timeout=10)
+    silent, joined = Client(factory), Client(factory).join()
+    clock.advance(10)
+    ((opcode, payload),) = silent.frames()
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1008
+    assert b"no WAMP HELLO within 10 s" in payload
+    assert joined.frames() == []
+
+
+def test_idle_connections_are_pinged_and_dropped_when_they_stop_answering(
+    router: Router[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = MemoryReactorClock()
+    # Autobahn's ping timers run on txaio's loop, not on the factory's reactor.
+    monkeypatch.setattr(txaio.config, "loop", clock)
+    factory = limited_factory(router, clock, ping_interval=30, ping_timeout=10)
+    client = Client(factory).join()
+    clock.advance(30)
+    (ping,) = client.frames()
+    assert ping[0] == 0x9
+    clock.advance(10)
+    assert client.transport.disconnecting or client.transport.disconnected

@@ -10,6 +10,7 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import txaio
@@ -37,6 +38,24 @@ STATE_OPEN = WebSocketProtocol.STATE_OPEN
 #: Slow-consumer policies: close the connection, or drop the events it cannot take.
 DISCONNECT, DROP = "disconnect", "drop"
 SLOW_CONSUMER_POLICIES = (DISCONNECT, DROP)
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client may cost the server; each is a ``twistd wsserver`` option (see tap.py)."""
+
+    max_message_size: int = 1024 * 1024
+    #: Bytes a client may leave unread beyond Twisted's buffer mark, then the policy applies.
+    max_send_buffer: int = 1024 * 1024
+    slow_consumer_policy: str = DISCONNECT
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 256
+    #: Take the client's address from X-Forwarded-For (only behind a proxy that sets it).
+    trust_proxy: bool = False
+    handshake_timeout: float = 10.0
+    hello_timeout: float = 10.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+
 
 #: WebSocket close codes for the router's close reasons.
 CLOSE_CODES = {
@@ -115,11 +134,11 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         frame, droppable = encoded
         if self.state != STATE_OPEN:
             return
-        limit = self.factory.max_send_buffer
+        limit = self.factory.limits.max_send_buffer
         if self._backlog + len(frame) <= limit:
             self._backlog += len(frame)
             self.transport.write(frame)
-        elif self.factory.slow_consumer_policy == DROP and droppable:
+        elif self.factory.limits.slow_consumer_policy == DROP and droppable:
             self.dropped_events += 1
             if not self._dropping:
                 self._dropping = True
@@ -137,7 +156,11 @@ class WampServerProtocol(WampWebSocketServerProtocol):
 
     # -- Autobahn callbacks ------------------------------------------------------------------------
 
+    _client_ip: str | None = None
+    _hello_deadline: Any = None
+
     def onConnect(self, request: Any) -> Any:
+        self._admit(request)
         origin = request.origin
         if origin and not any(p.match(origin) for p in self.factory.origin_patterns):
             # Cross-site WebSocket hijacking: a page from a foreign site must not ride on the
@@ -160,10 +183,39 @@ class WampServerProtocol(WampWebSocketServerProtocol):
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
+        if self._hello_deadline is not None and self._hello_deadline.active():
+            self._hello_deadline.cancel()
         self.factory.connection_gone(self)
+
+    def _admit(self, request: Any) -> None:
+        """Refuse the upgrade (503/429) when the server, or this client's address, has too many."""
+        factory = self.factory
+        client_ip = client_address(request.peer, request.headers, factory.limits.trust_proxy)
+        if factory.admitted >= factory.limits.max_connections:
+            log.warn("refused WebSocket from {ip}: {limit} connections open (--max-connections)",
+                     ip=client_ip, limit=factory.limits.max_connections)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "server is at its connection limit")
+        if factory.open_by_ip.get(client_ip, 0) >= factory.limits.max_connections_per_ip:
+            log.info("refused WebSocket from {ip}: {limit} connections from there (--max-connections-per-ip)",
+                     ip=client_ip, limit=factory.limits.max_connections_per_ip)
+            raise ConnectionDeny(429, "too many connections from your address")
+        factory.open_by_ip[client_ip] = factory.open_by_ip.get(client_ip, 0) + 1
+        factory.admitted += 1
+        self._client_ip = client_ip
 
     def onOpen(self) -> None:
         self.session = self.factory.router.attach(self)
+        # A WebSocket that never says HELLO holds a connection slot for nothing.
+        self._hello_deadline = self.factory.clock.callLater(self.factory.limits.hello_timeout, self._hello_timed_out)
+
+    def _hello_timed_out(self) -> None:
+        session = self.session
+        if session is not None and session.id == 0 and self.state == STATE_OPEN:
+            log.info("{peer} sent no HELLO within {seconds} s", peer=self.peer, seconds=self.factory.limits.hello_timeout)
+            self.sendCloseFrame(
+                WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
+                _truncate(f"no WAMP HELLO within {self.factory.limits.hello_timeout:g} s"),
+            )
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
@@ -210,8 +262,8 @@ class WampServerFactory(WampWebSocketServerFactory):
     The WAMP-over-WebSocket endpoint. ``router`` is the core router all its sessions share.
     ``allowed_origins`` are Autobahn origin patterns (``*`` wildcards); a browser page from any
     other origin is refused with HTTP 403 during the handshake. A connection whose client does
-    not read is held to ``max_send_buffer`` bytes beyond Twisted's own buffer mark; past that it is
-    closed (1008), or with ``slow_consumer_policy="drop"`` its events are dropped and counted.
+    not read is held to ``limits.max_send_buffer`` bytes beyond Twisted's own buffer mark; past
+    that it is closed (1008), or with the "drop" policy its events are dropped and counted.
     """
 
     protocol = WampServerProtocol
@@ -221,15 +273,18 @@ class WampServerFactory(WampWebSocketServerFactory):
         router: Router[Peer],
         url: str | None = None,
         allowed_origins: list[str] | None = None,
-        max_message_size: int = 1024 * 1024,
-        max_send_buffer: int = 1024 * 1024,
-        slow_consumer_policy: str = DISCONNECT,
+        limits: ConnectionLimits = ConnectionLimits(),
         reactor: Any = None,
     ) -> None:
         super().__init__(None, serializers=wamp_serializers(), url=url, reactor=reactor)
         self.router = router
-        self.max_send_buffer = max_send_buffer
-        self.slow_consumer_policy = slow_consumer_policy
+        self.limits = limits
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock: IReactorTime = reactor
+        #: Open WebSocket connections per client address (the limits count these).
+        self.open_by_ip: dict[str, int] = {}
+        self.admitted = 0
         self.connections: set[WampServerProtocol] = set()
         self._waiting_for_empty: list[defer.Deferred[None]] = []
         self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}
@@ -237,18 +292,28 @@ class WampServerFactory(WampWebSocketServerFactory):
         # Checked in onConnect (403), not by Autobahn (which answers 400 and compares ports).
         self.origin_patterns = wildcards2patterns(allowed_origins or ["*"])
         self.setProtocolOptions(
-            maxMessagePayloadSize=max_message_size,
-            maxFramePayloadSize=max_message_size,
+            maxMessagePayloadSize=limits.max_message_size,
+            maxFramePayloadSize=limits.max_message_size,
             # When Autobahn itself fails a connection (message too big: 1009, bad UTF-8: 1007, ...)
             # it sends a close frame with the code, so the client learns why.
             failByDrop=False,
-            # Autobahn's own ping/timeouts are configured by the limits work (issue 5).
-            autoPingInterval=0,
+            openHandshakeTimeout=limits.handshake_timeout,
+            # Autobahn pings an idle connection and drops it when the pong does not come back.
+            autoPingInterval=limits.ping_interval,
+            autoPingTimeout=limits.ping_timeout,
         )
 
 
     def connection_gone(self, protocol: WampServerProtocol) -> None:
         self.connections.discard(protocol)
+        ip = protocol._client_ip
+        if ip is not None:
+            self.admitted -= 1
+            remaining = self.open_by_ip[ip] - 1
+            if remaining:
+                self.open_by_ip[ip] = remaining
+            else:
+                del self.open_by_ip[ip]
         if not self.connections:
             waiting, self._waiting_for_empty = self._waiting_for_empty, []
             for waiter in waiting:
@@ -278,6 +343,20 @@ class WampServerFactory(WampWebSocketServerFactory):
         deadline = clock.callLater(timeout, abort_stragglers)
         all_gone.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
         return all_gone
+
+
+def client_address(peer: str, headers: dict[str, str], trust_proxy: bool) -> str:
+    """
+    The client's IP address: the TCP peer ("tcp4:1.2.3.4:5678"), or, behind a trusted proxy, the
+    address that proxy saw: the last entry of X-Forwarded-For (nginx appends $remote_addr).
+    """
+    if trust_proxy:
+        forwarded = headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    kind, _, rest = peer.partition(":")
+    return rest.rsplit(":", 1)[0] if kind in ("tcp4", "tcp6") else peer
 
 
 def _truncate(text: str) -> bytes:
