@@ -30,9 +30,11 @@ class ServerProcess:
     ``stop()`` sends SIGTERM to the PID and waits for the exit. ``log`` holds everything it printed.
     """
 
-    def __init__(self, workdir: Path, args: list[str]) -> None:
+    def __init__(self, workdir: Path, args: list[str], listen: str = "tcp:{port}:interface=127.0.0.1") -> None:
         self.workdir = workdir
         self.args = args
+        self.listen = listen
+        self.scheme = "http"
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
@@ -40,11 +42,11 @@ class ServerProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/ws"
 
     @property
     def log(self) -> str:
@@ -52,7 +54,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start the server; reuse the previous port on a restart so clients can reconnect."""
-        listen = f"tcp:{self.port}:interface=127.0.0.1"
+        listen = self.listen.format(port=self.port)
         cmd = [TWISTD, "-n", "--pidfile=", "wsserver", "--listen", listen, *self.args]
         self._listening.clear()
         self.proc = subprocess.Popen(
@@ -71,6 +73,7 @@ class ServerProcess:
             found = LISTENING.search(line)
             if found and not self._listening.is_set():
                 self.port = int(found["port"])
+                self.scheme = found["scheme"]
                 self._listening.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
@@ -90,11 +93,14 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[object]:
-    """A factory: ``start_server("--demo", ...)`` returns a started ServerProcess, stopped after the test."""
+    """
+    A factory: ``start_server("--demo", ...)`` returns a started ServerProcess, stopped after the
+    test; ``listen=`` replaces the endpoint template (``{port}`` is 0 at first, then the port got).
+    """
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess(tmp_path, list(args)).start()
+    def start(*args: str, **options: str) -> ServerProcess:
+        server = ServerProcess(tmp_path, list(args), **options).start()
         started.append(server)
         return server
 

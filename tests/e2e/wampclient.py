@@ -28,7 +28,7 @@ from autobahn.twisted.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOptions  # noqa: E402
 from autobahn.websocket.util import parse_url  # noqa: E402
-from twisted.internet import defer  # noqa: E402
+from twisted.internet import defer, ssl  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
 from twisted.internet.threads import blockingCallFromThread  # noqa: E402
 
@@ -101,8 +101,13 @@ class _Session(ApplicationSession):
 class WampClient:
     """One WAMP session over WebSocket, joined on construction (raises if refused)."""
 
-    def __init__(self, ws_url: str, realm: str = "realm1", serializer: str = "json", timeout: float = 10.0) -> None:
+    def __init__(
+        self, ws_url: str, realm: str = "realm1", serializer: str = "json", timeout: float = 10.0,
+        trust_pem: bytes | None = None,
+    ) -> None:
+        """``trust_pem``: for wss://, the certificate (PEM) to trust, e.g. a test's self-signed one."""
         self.timeout = timeout
+        self.trust_pem = trust_pem
         self._reactor = reactor()
         self.session: _Session = self._call(self._connect, ws_url, realm, serializer)
 
@@ -122,10 +127,15 @@ class WampClient:
             return sessions[-1]
 
         factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
-        _, host, port, _, _, _ = parse_url(ws_url)
+        secure, host, port, _, _, _ = parse_url(ws_url)
         connected: defer.Deferred[Any] = defer.Deferred()
         factory.clientConnectionFailed = lambda connector, reason: connected.errback(reason)
-        self._reactor.connectTCP(host, port, factory)
+        if secure:
+            trust = ssl.Certificate.loadPEM(self.trust_pem) if self.trust_pem else None
+            options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
+            self._reactor.connectSSL(host, port, factory, options)
+        else:
+            self._reactor.connectTCP(host, port, factory)
         while not sessions:
             if connected.called:
                 yield connected  # raises the connection failure
