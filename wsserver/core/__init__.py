@@ -1,7 +1,15 @@
 """
-The broker as pure logic: realms, sessions, subscriptions, topic matching, routing.
+The WAMP router as pure logic: realms, sessions, the broker (pattern subscriptions, retained
+events, event history), the dealer, and the meta API.
 
 Nothing in this package does I/O, reads a clock or draws a random number: a transport hands the
-:class:`~wsserver.core.router.Router` decoded WAMP messages and writes out the actions it returns.
-No module here imports Twisted (a test enforces it).
+:class:`~wsserver.core.router.Router` decoded WAMP messages and writes out the actions it returns;
+ids and the time come from callables the router is given. No module here imports Twisted (a test
+enforces it).
+
+Where things are: ``router`` (sessions' life, dispatch) -> ``realm`` (join, leave) -> ``broker``
+(publish, subscribe; ``subscriptions`` and ``matching`` find who gets what, ``eventstore`` keeps
+retained events and history) and ``dealer`` (calls; ``procedures`` are the router's own, named and
+described with ``meta``). ``session`` holds the state table, ``decoding`` sorts bad input,
+``actions`` are what comes out.
 """

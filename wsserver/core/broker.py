@@ -77,10 +77,16 @@ class Audience:
         )
         if lists == _NO_LISTS:  # the common case, kept cheap: it is paid on every publication
             return EVERYONE if excluded is None else cls(excluded)
-        eligible, eligible_authid, eligible_authrole = (None if given is None else frozenset(given) for given in lists[:3])
-        exclude, exclude_authid, exclude_authrole = (frozenset(given or ()) for given in lists[3:])
+        # An absent whitelist admits everyone, an empty one no one; an absent blacklist is empty.
         return cls(
-            excluded, eligible, eligible_authid, eligible_authrole, exclude, exclude_authid, exclude_authrole, True
+            excluded,
+            eligible=_whitelist(request.eligible),
+            eligible_authid=_whitelist(request.eligible_authid),
+            eligible_authrole=_whitelist(request.eligible_authrole),
+            exclude=frozenset(request.exclude or ()),
+            exclude_authid=frozenset(request.exclude_authid or ()),
+            exclude_authrole=frozenset(request.exclude_authrole or ()),
+            listed=True,
         )
 
     @property
@@ -118,6 +124,10 @@ EVERYONE = Audience()
 _NO_LISTS = (None,) * 6
 
 
+def _whitelist(given: list[Any] | None) -> frozenset[Any] | None:
+    return None if given is None else frozenset(given)
+
+
 @dataclass(frozen=True, slots=True)
 class Publisher:
     """A publisher's identity, as disclosed to subscribers (``disclose_me``)."""
@@ -142,11 +152,9 @@ class Publication:
 def event(subscription: Subscription[Any], publication: Publication, retained: bool = False) -> wamp.Event:
     """The EVENT that delivers ``publication`` on ``subscription``."""
     publisher = publication.publisher
-    disclosed = (
-        {}
-        if publisher is None
-        else {"publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole}
-    )
+    disclosed = {} if publisher is None else {
+        "publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole
+    }
     return wamp.Event(
         subscription.id,
         publication.id,

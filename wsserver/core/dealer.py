@@ -169,8 +169,8 @@ class Dealer(Generic[PeerT]):
         for invocation in sorted(session.invocations, key=attrgetter("id")):
             self._forget(invocation)
             if invocation.callee is session and invocation.caller is not session:
-                detail = "the callee left before it answered"
-                actions.append(error_reply(invocation.caller, CALL, invocation.request, ApplicationError.CANCELED, detail))
+                error, detail = ApplicationError.CANCELED, "the callee left before it answered"
+                actions.append(error_reply(invocation.caller, CALL, invocation.request, error, detail))
         return actions
 
     # -- helpers ---------------------------------------------------------------------------------

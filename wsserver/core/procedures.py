@@ -3,11 +3,12 @@ The router's own procedures: the session and subscription meta API, and event hi
 
 Theory of operation
 -------------------
-Each procedure is a function ``(realm, caller, args, kwargs) -> Reply`` that raises autobahn's
-``ApplicationError`` with the spec's error URI when it cannot answer. :func:`meta_api` binds them
-to a realm, and the realm registers them in its dealer, so a CALL reaches them the way it reaches
-any callee and gets RESULT or ERROR the same way. They read the realm's state and change nothing
-but ``wamp.session.kill``, which starts the router's GOODBYE with the victim after the RESULT.
+Each procedure is a function from a :class:`Invoked` (the realm, the caller and the call's
+arguments) to a :class:`~wsserver.core.dealer.Reply`; it raises autobahn's ``ApplicationError``
+with the spec's error URI when it cannot answer. :func:`meta_api` binds them to a realm, and the
+realm registers them in its dealer, so a CALL reaches them the way it reaches any callee and gets
+RESULT or ERROR the same way. They read the realm's state and change nothing but
+``wamp.session.kill``, which starts the router's GOODBYE with the victim after the RESULT.
 
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
@@ -17,9 +18,9 @@ prefix or wildcard subscription reads every topic it matches.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from autobahn.wamp.message import check_or_raise_uri
@@ -35,11 +36,41 @@ if TYPE_CHECKING:
     from wsserver.core.realm import Realm
     from wsserver.core.subscriptions import Subscription
 
-Procedure = Callable[["Realm[PeerT]", Session[PeerT], list[Any], dict[str, Any]], Reply[PeerT]]
+T = TypeVar("T")
 
 #: How many events ``wamp.subscription.get_events`` returns without a ``limit``.
 DEFAULT_EVENTS_LIMIT = 10
 _MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked(Generic[PeerT]):
+    """One call of a router procedure: in which realm, by whom, with what."""
+
+    realm: Realm[PeerT]
+    caller: Session[PeerT]
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+    def argument(self, index: int, name: str, valid: Callable[[Any], bool], default: Any = _MISSING) -> Any:
+        """Positional argument ``index``, or keyword ``name``; ``default`` if absent (required without one)."""
+        value = self.args[index] if len(self.args) > index else self.kwargs.get(name, default)
+        if value is _MISSING:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"missing argument {name!r}")
+        if value is not default and not valid(value):
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"invalid {name}: {value!r}")
+        return value
+
+    def identified(self, find: Callable[[int], T | None], name: str, error: str) -> T:
+        """What the id in the first argument (or keyword ``name``) names; ``error`` if nothing."""
+        identifier = self.argument(0, name, is_id)
+        found = find(identifier)
+        if found is None:
+            raise ApplicationError(error, f"no {name} {identifier} in this realm")
+        return found
+
+
+Procedure = Callable[[Invoked[PeerT]], Reply[PeerT]]
 
 
 def meta_api(realm: Realm[PeerT]) -> dict[str, Provider[PeerT]]:
@@ -47,22 +78,11 @@ def meta_api(realm: Realm[PeerT]) -> dict[str, Provider[PeerT]]:
     offered = dict(PROCEDURES)
     if realm.broker.history is None:
         del offered["wamp.subscription.get_events"]
-    return {uri: functools.partial(procedure, realm) for uri, procedure in offered.items()}
+    return {uri: _bound(procedure, realm) for uri, procedure in offered.items()}
 
 
-# -- arguments ----------------------------------------------------------------------------------
-
-
-def _argument(
-    args: list[Any], kwargs: dict[str, Any], index: int, name: str, valid: Callable[[Any], bool], default: Any = _MISSING
-) -> Any:
-    """Positional argument ``index``, or keyword ``name``; ``default`` if absent (required without one)."""
-    value = args[index] if len(args) > index else kwargs.get(name, default)
-    if value is _MISSING:
-        raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"missing argument {name!r}")
-    if value is not default and not valid(value):
-        raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"invalid {name}: {value!r}")
-    return value
+def _bound(procedure: Procedure[PeerT], realm: Realm[PeerT]) -> Provider[PeerT]:
+    return lambda caller, args, kwargs: procedure(Invoked(realm, caller, args, kwargs))
 
 
 def _is_names(value: Any) -> bool:
@@ -84,111 +104,92 @@ def _is_string(value: Any) -> bool:
 # -- sessions -----------------------------------------------------------------------------------
 
 
-def _sessions(realm: Realm[PeerT], args: list[Any], kwargs: dict[str, Any]) -> list[Session[PeerT]]:
-    authroles = _argument(args, kwargs, 0, "filter_authroles", _is_names, None)
-    return [s for s in realm.sessions.values() if authroles is None or s.authrole in authroles]
+def _sessions(call: Invoked[PeerT]) -> list[Session[PeerT]]:
+    authroles = call.argument(0, "filter_authroles", _is_names, None)
+    return [s for s in call.realm.sessions.values() if authroles is None or s.authrole in authroles]
 
 
-def _session(realm: Realm[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Session[PeerT]:
-    session_id = _argument(args, kwargs, 0, "session", is_id)
-    session = realm.sessions.get(session_id)
-    if session is None:
-        raise ApplicationError(ApplicationError.NO_SUCH_SESSION, f"no session {session_id} in this realm")
-    return session
+def _session(call: Invoked[PeerT]) -> Session[PeerT]:
+    return call.identified(call.realm.sessions.get, "session", ApplicationError.NO_SUCH_SESSION)
 
 
-def session_count(realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Reply[PeerT]:
-    return Reply([len(_sessions(realm, args, kwargs))])
+def session_count(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([len(_sessions(call))])
 
 
-def session_list(realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Reply[PeerT]:
-    return Reply([[s.id for s in _sessions(realm, args, kwargs)]])
+def session_list(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([[s.id for s in _sessions(call)]])
 
 
-def session_get(realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Reply[PeerT]:
-    return Reply([meta.session_details(_session(realm, args, kwargs))])
+def session_get(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([meta.session_details(_session(call))])
 
 
-def session_kill(realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Reply[PeerT]:
-    victim = _session(realm, args, kwargs)
-    if victim is caller:
+def session_kill(call: Invoked[PeerT]) -> Reply[PeerT]:
+    victim = _session(call)
+    if victim is call.caller:
         # As the spec says: no *other* session has that id.
         raise ApplicationError(ApplicationError.NO_SUCH_SESSION, "a session cannot kill itself")
-    reason = _argument(args, kwargs, 1, "reason", _is_string, "wamp.close.normal")
-    message = _argument(args, kwargs, 2, "message", _is_string, None)
+    reason = call.argument(1, "reason", _is_string, "wamp.close.normal")
+    message = call.argument(2, "message", _is_string, None)
     try:
         check_or_raise_uri(reason, "reason")
     except InvalidUriError:
         raise ApplicationError(ApplicationError.INVALID_URI, f"invalid reason {reason!r}") from None
-    return Reply(then=realm.goodbye(victim, reason, message))
+    return Reply(then=call.realm.goodbye(victim, reason, message))
 
 
 # -- subscriptions ------------------------------------------------------------------------------
 
 
-def _subscription(realm: Realm[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Subscription[PeerT]:
-    subscription_id = _argument(args, kwargs, 0, "subscription", is_id)
-    subscription = realm.subscriptions.get(subscription_id)
-    if subscription is None:
-        raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, f"no subscription {subscription_id} in this realm")
-    return subscription
+def _subscription(call: Invoked[PeerT]) -> Subscription[PeerT]:
+    return call.identified(call.realm.subscriptions.get, "subscription", ApplicationError.NO_SUCH_SUBSCRIPTION)
 
 
-def subscription_list(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
+def subscription_list(call: Invoked[PeerT]) -> Reply[PeerT]:
     lists: dict[str, list[int]] = {policy: [] for policy in POLICIES}
-    for subscription in realm.subscriptions:
+    for subscription in call.realm.subscriptions:
         lists[subscription.match].append(subscription.id)
     return Reply([lists])
 
 
-def subscription_lookup(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
-    topic = _argument(args, kwargs, 0, "topic", _is_string)
-    options = _argument(args, kwargs, 1, "options", _is_options, {})
-    subscription = realm.subscriptions.lookup(topic, options.get("match", EXACT))
+def subscription_lookup(call: Invoked[PeerT]) -> Reply[PeerT]:
+    topic = call.argument(0, "topic", _is_string)
+    options = call.argument(1, "options", _is_options, {})
+    subscription = call.realm.subscriptions.lookup(topic, options.get("match", EXACT))
     return Reply([None if subscription is None else subscription.id])
 
 
-def subscription_match(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
-    topic = _argument(args, kwargs, 0, "topic", _is_string)
+def subscription_match(call: Invoked[PeerT]) -> Reply[PeerT]:
+    topic = call.argument(0, "topic", _is_string)
     try:
         check_pattern(topic, EXACT)
     except InvalidUriError:
         raise ApplicationError(ApplicationError.INVALID_URI, f"invalid topic {topic!r}") from None
-    ids = [s.id for s in realm.subscriptions.matching(topic)]
+    ids = [s.id for s in call.realm.subscriptions.matching(topic)]
     return Reply([ids or None])
 
 
-def subscription_get(realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]) -> Reply[PeerT]:
-    return Reply([meta.subscription_details(_subscription(realm, args, kwargs))])
+def subscription_get(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([meta.subscription_details(_subscription(call))])
 
 
-def subscription_list_subscribers(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
-    return Reply([[s.id for s in _subscription(realm, args, kwargs).subscribers]])
+def subscription_list_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([[s.id for s in _subscription(call).subscribers]])
 
 
-def subscription_count_subscribers(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
-    return Reply([len(_subscription(realm, args, kwargs).subscribers)])
+def subscription_count_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([len(_subscription(call).subscribers)])
 
 
-def subscription_get_events(
-    realm: Realm[PeerT], caller: Session[PeerT], args: list[Any], kwargs: dict[str, Any]
-) -> Reply[PeerT]:
-    subscription = _subscription(realm, args, kwargs)
-    if caller not in subscription.subscribers:
+def subscription_get_events(call: Invoked[PeerT]) -> Reply[PeerT]:
+    """The last ``limit`` events kept on the topics of one of the caller's subscriptions, oldest first."""
+    subscription = _subscription(call)
+    if call.caller not in subscription.subscribers:
         detail = f"subscription {subscription.id} is not this session's"
         raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, detail)
-    limit = _argument(args, kwargs, 1, "limit", _is_limit, DEFAULT_EVENTS_LIMIT)
-    kept = realm.broker.history_of(subscription, caller)[-limit:]
+    limit = call.argument(1, "limit", _is_limit, DEFAULT_EVENTS_LIMIT)
+    kept = call.realm.broker.history_of(subscription, call.caller)[-limit:]
     return Reply([[_history_entry(subscription, k.time, k.item) for k in kept]])
 
 

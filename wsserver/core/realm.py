@@ -18,7 +18,6 @@ dealer with the router as the callee.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Generic
 
 from autobahn.wamp import message as wamp
@@ -32,27 +31,15 @@ from wsserver.core.subscriptions import SubscriptionTable
 
 
 class Realm(Generic[PeerT]):
-    """
-    A routing namespace. ``next_id`` gives router-scope ids (subscriptions, registrations,
-    invocations), ``random_id`` publication ids, ``clock`` the time in seconds since the epoch;
-    ``retain_ttl`` and ``history_size`` configure the broker (see :class:`Broker`).
-    """
+    """A routing namespace: its joined sessions by id, its broker and its dealer."""
 
     __slots__ = ("name", "sessions", "broker", "dealer")
 
-    def __init__(
-        self,
-        name: str,
-        next_id: Callable[[], int],
-        random_id: Callable[[], int],
-        clock: Callable[[], float],
-        retain_ttl: float | None = None,
-        history_size: int = 0,
-    ) -> None:
+    def __init__(self, name: str, broker: Broker[PeerT], dealer: Dealer[PeerT]) -> None:
         self.name = name
         self.sessions: dict[int, Session[PeerT]] = {}
-        self.broker: Broker[PeerT] = Broker(next_id, random_id, clock, retain_ttl, history_size)
-        self.dealer: Dealer[PeerT] = Dealer(next_id)
+        self.broker = broker
+        self.dealer = dealer
         for procedure, provider in procedures.meta_api(self).items():
             self.dealer.provide(procedure, provider)
 

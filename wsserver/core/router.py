@@ -33,6 +33,8 @@ from autobahn.wamp.message import check_or_raise_uri
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures, RoleFeatures
 
 from wsserver.core.actions import Action, Close, CloseReason, Send, error_reply
+from wsserver.core.broker import Broker
+from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, Handling, PeerT, Session, State
@@ -90,8 +92,10 @@ class Router(Generic[PeerT]):
         self._random_id = random_id
         # Router-scope ids: a counter is enough and never collides.
         counter = itertools.count(1)
+        next_id = counter.__next__
         self.realms: dict[str, Realm[PeerT]] = {
-            name: Realm(name, counter.__next__, random_id, clock, retain_ttl, history_size) for name in realms
+            name: Realm(name, Broker(next_id, random_id, clock, retain_ttl, history_size), Dealer(next_id))
+            for name in realms
         }
         self._roles = roles(history=history_size > 0)
 
