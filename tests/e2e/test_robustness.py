@@ -1,0 +1,169 @@
+"""
+Hostile and careless clients against the running server: a network fuzz of malformed handshakes,
+frames and messages, and a churn of sessions that come and go. Throughout, a well-behaved session
+receives every event; afterwards the router holds nothing for the clients that left.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.e2e.broker_clients import Client
+from tests.e2e.conftest import wait_for
+
+HANDSHAKE = (
+    "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
+).encode()
+HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]).encode()
+
+
+def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, masked: bool = True, rsv: int = 0,
+          length: int | None = None) -> bytes:
+    """A client frame; every field may be made wrong on purpose."""
+    n = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        header = struct.pack("!BB", first, mask_bit | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    return header + (b"\0\0\0\0" if masked else b"") + payload
+
+
+def fuzz_case(rng: random.Random) -> tuple[bool, bytes]:
+    """(whether to do the handshake first, the bytes to send)."""
+    kind = rng.randrange(12)
+    if kind == 0:  # truncated handshake
+        return False, HANDSHAKE[: rng.randrange(1, len(HANDSHAKE) - 4)]
+    if kind == 1:  # garbage instead of HTTP
+        return False, rng.randbytes(rng.randrange(1, 300))
+    cases = [
+        lambda: frame(b"x", opcode=rng.choice([3, 4, 5, 6, 7, 11, 12, 13, 14, 15])),  # reserved opcodes
+        lambda: frame(b"\xff\xfe\xc3\x28" + rng.randbytes(8)),  # bad UTF-8 in a text frame
+        lambda: frame(b"ping", opcode=0x9, fin=False),  # fragmented control frame
+        lambda: frame(b"", length=2**62),  # a huge length header
+        lambda: frame(HELLO, masked=False),  # unmasked client frame
+        lambda: frame(b"x", opcode=0x0),  # continuation with nothing to continue
+        lambda: frame(HELLO, rsv=rng.randrange(1, 8)),  # reserved bits
+        lambda: frame(HELLO) + rng.randbytes(rng.randrange(1, 200)),  # random bytes after a message
+        lambda: frame(rng.randbytes(rng.randrange(1, 300)), opcode=0x2),  # binary garbage
+        lambda: frame(HELLO) + frame(json.dumps([rng.randrange(100), rng.random(), {}]).encode()),  # bad WAMP
+    ]
+    return True, cases[kind - 2]()
+
+
+def run_case(port: int, seed: int) -> None:
+    rng = random.Random(seed)
+    handshake, data = fuzz_case(rng)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if handshake:
+            sock.sendall(HANDSHAKE)
+            response = b""
+            while b"\r\n\r\n" not in response:
+                chunk = sock.recv(4096)
+                assert chunk, "server closed during a valid handshake"
+                response += chunk
+            assert response.startswith(b"HTTP/1.1 101")
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # the server closes, whatever it thought of it
+                pass
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+
+
+@pytest.fixture
+def watched(server: Any) -> Any:
+    """The server, a subscriber, and a publisher thread that publishes 1, 2, 3... until stopped."""
+    watcher = Client(server.ws_url)
+    inbox = watcher.subscribe("com.example.heartbeat")
+    publisher = Client(server.ws_url)
+    stop = threading.Event()
+    published: list[int] = []
+
+    def publish() -> None:
+        while not stop.is_set():
+            published.append(len(published) + 1)
+            publisher.publish("com.example.heartbeat", published[-1])
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+
+    def finish() -> list[int]:
+        stop.set()
+        thread.join(10)
+        received = [inbox.get()[0][0] for _ in published]
+        assert inbox.nothing_within(0.2)
+        return received
+
+    yield server, watcher, finish, published
+    stop.set()
+    watcher.leave()
+    publisher.leave()
+
+
+def test_network_fuzz_leaves_the_server_serving_everyone_else(watched: Any) -> None:
+    server, _, finish, published = watched
+    seeds = range(2000)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda seed: run_case(server.port, seed), seeds))
+    assert finish() == published
+    assert server.proc.poll() is None
+    assert "Unhandled Error" not in server.log and "Traceback" not in server.log
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def churn(port: int, cycles: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for n in range(cycles):
+        ws = ws_connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["wamp.2.json"])
+        ws.send(HELLO.decode())
+        ws.recv(timeout=5)
+        for topic in {f"com.example.churn.{rng.randrange(50)}", f"com.example.own.{seed}.{n}"}:
+            ws.send(json.dumps([32, 1, {}, topic]))
+            ws.recv(timeout=5)
+        if n % 2:
+            ws.close()  # clean WebSocket close, no GOODBYE
+        else:
+            ws.socket.close()  # the client just vanishes
+
+
+def test_churn_leaves_no_session_subscription_or_memory_behind(watched: Any) -> None:
+    server, watcher, finish, published = watched
+    pid = server.proc.pid
+    churn(server.port, 200, seed=-1)  # warm up the allocator, caches and imports
+    wait_for(lambda: watcher.call("wamp.session.count") == 2, timeout=10)
+    baseline = rss(pid)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda seed: churn(server.port, 500, seed), range(4)))
+    wait_for(lambda: watcher.call("wamp.session.count") == 2, timeout=10)
+    subscriptions = watcher.call("wamp.subscription.list")
+    assert subscriptions["exact"] == [watcher_subscription(watcher)]
+    assert subscriptions["prefix"] == [] and subscriptions["wildcard"] == []
+    growth = rss(pid) - baseline
+    assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB over 2000 sessions"
+    assert finish() == published
+
+
+def watcher_subscription(watcher: Client) -> int:
+    return int(watcher.call("wamp.subscription.lookup", "com.example.heartbeat"))
+
