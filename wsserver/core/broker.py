@@ -52,7 +52,7 @@ from wsserver.core.session import PeerT, Session
 from wsserver.core.subscriptions import Subscription, SubscriptionTable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is built slower, and this one is built per publication
 class Audience:
     """Who may receive a publication: publisher exclusion and the publisher's black- and whitelists."""
 
@@ -137,7 +137,7 @@ class Publisher:
     authrole: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is built slower, and this one is built per publication
 class Publication:
     """One publication, as routed, retained and kept in history."""
 
