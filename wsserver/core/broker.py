@@ -16,8 +16,8 @@ one EVENT per subscription, as the spec says.
 
 The audience, per the spec's black- and whitelisting rules: a subscriber receives the event if
 it is not the publisher (when ``exclude_me``, the default), is in every ``eligible*`` list given
-(whitelists narrow) and in no ``exclude*`` list (blacklists remove). Without lists, routing skips
-the per-subscriber test.
+(whitelists narrow) and in no ``exclude*`` list (blacklists remove). Without lists, routing only
+drops the publisher, and builds neither the lists nor a per-subscriber test.
 
 Two stores keep publications after routing (see eventstore.py), both per concrete topic:
 
