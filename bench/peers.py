@@ -122,7 +122,8 @@ class Wsserver(Server):
 
     def command(self) -> list[str]:
         twistd = str(Path(sys.executable).with_name("twistd"))
-        return [twistd, "-n", "--pidfile=", "wsserver", "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"]
+        return [twistd, "-n", "--pidfile=", "wsserver", "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+                "--flash-policy-port", "0"]
 
 
 class Crossbar(Server):

@@ -13,6 +13,7 @@ from twisted.python import usage
 from wsserver.demo import DemoProducer
 from wsserver.service import EndpointService, WampServer
 from wsserver.tap import Options, makeService
+from wsserver.transports.flashpolicy import FlashPolicyService
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 
@@ -55,6 +56,9 @@ def test_repeatable_options_collect_every_value(tmp_path: Path) -> None:
         (["--slow-consumer", "sometimes"], "must be one of disconnect, drop"),
         (["--hello-timeout", "0"], "more than 0"),
         (["--max-connections-per-ip", "0"], "at least 1"),
+        (["--flash-allow-domain", 'evil" to-ports="*'], "not a domain Flash can match"),
+        (["--flash-allow-ports", "80,http"], "port numbers separated by commas"),
+        (["--flash-policy-port", "99999"], "from 0 to 65535"),
     ],
 )
 def test_bad_options_are_refused_with_a_reason(args: list[str], complaint: str) -> None:
@@ -62,11 +66,18 @@ def test_bad_options_are_refused_with_a_reason(args: list[str], complaint: str) 
         parse(*args)
 
 
+def test_flash_policy_port_is_required_only_when_given() -> None:
+    assert not parse()["flash-policy-port-explicit"] and parse()["flash-policy-port"] == 843
+    options = parse("--flash-policy-port", "843")
+    assert options["flash-policy-port-explicit"]
+    assert parse("--flash-policy-port", "0")["flash-policy-port"] == 0
+
+
 def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     server = makeService(parse("--listen", "tcp:0", "--listen", "tcp:0", "--demo"), reactor=MemoryReactorClock())
     assert isinstance(server, WampServer)
     children = list(server)
-    assert [type(c) for c in children] == [EndpointService, EndpointService, DemoProducer]
+    assert [type(c) for c in children] == [FlashPolicyService, EndpointService, EndpointService, DemoProducer]
     assert list(server.router.realms) == ["realm1"]
 
 

@@ -25,6 +25,13 @@ from twisted.logger import Logger
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
+from wsserver.transports.flashpolicy import (
+    FlashPolicy,
+    FlashPolicyService,
+    PolicyServerFactory,
+    SniffingFactory,
+    policy_document,
+)
 from wsserver.transports.websocket import ConnectionLimits, WampServerFactory
 
 log = Logger()
@@ -105,6 +112,7 @@ class WampServer(MultiService):
         realms: Sequence[str] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
         limits: ConnectionLimits = ConnectionLimits(),
+        flash_policy: FlashPolicy = FlashPolicy(),
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
@@ -122,9 +130,26 @@ class WampServer(MultiService):
         )
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout)
         self.shutdown_timeout = shutdown_timeout
-        self.listeners = [EndpointService(reactor, description, self.site) for description in listen]
+        self.flash_policy = flash_policy
+        policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
+        if flash_policy.port:
+            # First, so that it is bound when the site logs "listening on" (readiness for tests).
+            policy_factory = PolicyServerFactory(self.policy_document, reactor, flash_policy.timeout)
+            FlashPolicyService(
+                reactor, policy_factory, flash_policy.port, flash_policy.interface, flash_policy.required
+            ).setServiceParent(self)
+        # Every site port also answers the Flash policy request (Flash's fallback after port 843).
+        listening = SniffingFactory(self.site, self.policy_document, reactor, flash_policy.timeout)
+        self.listeners = [EndpointService(reactor, description, listening) for description in listen]
         for listener in self.listeners:
             listener.setServiceParent(self)
+
+    def policy_document(self) -> bytes:
+        """The Flash socket policy: the configured ports, or those the site listens on."""
+        ports = self.flash_policy.ports or tuple(
+            listener.port.getHost().port for listener in self.listeners if listener.port is not None
+        )
+        return policy_document(self.flash_policy.domains, ports)
 
     def publish(
         self,

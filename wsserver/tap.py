@@ -16,6 +16,8 @@ from twisted.python import usage
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
+from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
+from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
 from wsserver.transports.websocket import SLOW_CONSUMER_POLICIES, ConnectionLimits
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -42,6 +44,8 @@ class Options(usage.Options):
         ["hello-timeout", None, 10.0, "Seconds a WebSocket may stay open without a WAMP HELLO (then close 1008).", float],
         ["ping-interval", None, 30.0, "Ping a connection after this many idle seconds; 0 turns pings off.", float],
         ["ping-timeout", None, 10.0, "Drop a connection whose pong does not come back within this many seconds.", float],
+        ["flash-policy-interface", None, "", "Interface for the Flash socket policy port. [default: all]"],
+        ["flash-allow-ports", None, None, "Ports the Flash policy allows, comma-separated. [default: the ports of --listen]"],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
@@ -61,10 +65,25 @@ class Options(usage.Options):
         self["listen"] = []
         self["realm"] = []
         self["allowed-origin"] = []
+        self["flash-allow-domain"] = []
+        self["flash-policy-port"] = DEFAULT_FLASH_POLICY_PORT
+        self["flash-policy-port-explicit"] = False
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss). [default: tcp:8080]"""
         self["listen"].append(endpoint)
+
+    def opt_flash_policy_port(self, port: str) -> None:
+        """Serve the Flash socket policy (for the web-socket-js shim) on this port; 0 turns it off. Port 843 needs root (with --uid/--gid) or CAP_NET_BIND_SERVICE: without it, the default port is skipped with a warning, an explicit one stops the server. [default: 843]"""
+        try:
+            self["flash-policy-port"] = int(port)
+        except ValueError:
+            raise usage.UsageError(f"--flash-policy-port: not a port number: {port!r}") from None
+        self["flash-policy-port-explicit"] = True
+
+    def opt_flash_allow_domain(self, domain: str) -> None:
+        """A domain whose Flash movies may connect (*, example.com, *.example.com); repeat for several. [default: *]"""
+        self["flash-allow-domain"].append(domain)
 
     def opt_realm(self, name: str) -> None:
         """A realm clients may join; repeat for several. [default: realm1]"""
@@ -78,6 +97,18 @@ class Options(usage.Options):
         self["listen"] = self["listen"] or [DEFAULT_LISTEN]
         self["realm"] = self["realm"] or [DEFAULT_REALM]
         self["allowed-origin"] = self["allowed-origin"] or ["*"]
+        self["flash-allow-domain"] = self["flash-allow-domain"] or ["*"]
+        for domain in self["flash-allow-domain"]:
+            if not DOMAIN_PATTERN.match(domain):
+                raise usage.UsageError(f"--flash-allow-domain: not a domain Flash can match: {domain!r}")
+        try:
+            self["flash-allow-ports"] = tuple(
+                int(port) for port in (self["flash-allow-ports"] or "").split(",") if port.strip()
+            )
+        except ValueError:
+            raise usage.UsageError("--flash-allow-ports takes port numbers separated by commas") from None
+        if not 0 <= self["flash-policy-port"] <= 65535:
+            raise usage.UsageError("--flash-policy-port must be from 0 to 65535")
         web = Path(self["web"]) if self["web"] else default_web_dir()
         if not web.is_dir():
             raise usage.UsageError(f"--web: {web} is not a directory")
@@ -126,6 +157,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             ping_timeout=options["ping-timeout"],
         ),
         shutdown_timeout=options["shutdown-timeout"],
+        flash_policy=FlashPolicy(
+            port=options["flash-policy-port"],
+            interface=options["flash-policy-interface"],
+            domains=tuple(options["flash-allow-domain"]),
+            ports=options["flash-allow-ports"],
+            required=options["flash-policy-port-explicit"],
+        ),
         retain_ttl=options["retain-ttl"],
         history_size=options["history-size"],
     )

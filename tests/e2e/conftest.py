@@ -55,7 +55,9 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start the server; reuse the previous port on a restart so clients can reconnect."""
         listen = self.listen.format(port=self.port)
-        cmd = [TWISTD, "-n", "--pidfile=", "wsserver", "--listen", listen, *self.args]
+        # Port 843 is a real, machine-wide port: tests ask for a policy port only when they test it.
+        policy = [] if "--flash-policy-port" in self.args else ["--flash-policy-port", "0"]
+        cmd = [TWISTD, "-n", "--pidfile=", "wsserver", "--listen", listen, *policy, *self.args]
         self._listening.clear()
         self.proc = subprocess.Popen(
             cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
