@@ -20,8 +20,6 @@ import inspect
 import json
 import os
 import queue
-import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -34,6 +32,7 @@ from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.prerequisites import node_command
 from tests.e2e.wampclient import Inbox, WampClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,18 +88,6 @@ def exchange(ws: ClientConnection, message: list[Any]) -> list[Any]:
     """Send one message on a raw session and return the next one received."""
     ws.send(json.dumps(message))
     return list(json.loads(ws.recv(timeout=5)))
-
-
-def node_command(script: Path, *args: str) -> list[str]:
-    """``node [flags] script args``; skips the test when Node or AutobahnJS is missing."""
-    node = shutil.which("node")
-    if node is None or not (REPO / "node_modules" / "autobahn" / "package.json").is_file():
-        pytest.skip("node or node_modules/autobahn is missing (npm ci)")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
-    major = int(re.match(r"v(\d+)", version).group(1))  # type: ignore[union-attr]
-    # AutobahnJS 26 uses the global WebSocket, which Node 20 has only behind this flag.
-    flags = ["--experimental-websocket"] if major < 22 else []
-    return [node, *flags, str(script), *args]
 
 
 class NodePeer:

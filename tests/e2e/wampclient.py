@@ -159,7 +159,7 @@ class WampClient:
 
     def publish(self, topic: str, *args: Any, acknowledge: bool = True, **kwargs: Any) -> Any:
         """Publish; with ``acknowledge`` (the default) wait for PUBLISHED and return the publication."""
-        option_names = ("exclude_me", "disclose_me", "retain", "exclude", "eligible")
+        option_names = ("exclude_me", "retain", "exclude", "eligible")
         options = {name: kwargs.pop(name) for name in option_names if name in kwargs}
         publish_options = PublishOptions(acknowledge=acknowledge, **options)
         return self._call(self.session.publish, topic, *args, options=publish_options, **kwargs)

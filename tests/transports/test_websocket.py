@@ -240,7 +240,8 @@ def limited_factory(router: Router[Any], clock: MemoryReactorClock, **limits: An
 
 def test_connections_per_address_are_limited_with_429(router: Router[Any]) -> None:
     factory = limited_factory(router, MemoryReactorClock(), max_connections_per_ip=2)
-    first, second = Client(factory), Client(factory)
+    first = Client(factory)
+    Client(factory)
     assert Client(factory).response.startswith(b"HTTP/1.1 429")
     first.protocol.connectionLost(Failure(ConnectionDone()))
     assert Client(factory).response.startswith(b"HTTP/1.1 101")

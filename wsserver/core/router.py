@@ -37,7 +37,7 @@ from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.realm import Realm
-from wsserver.core.session import TRANSITIONS, Handling, PeerT, Session, State
+from wsserver.core.session import TRANSITIONS, PeerT, Session, State
 
 __all__ = ["Action", "Close", "CloseReason", "Router", "Send", "roles"]
 
