@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WEB_SOCKET_JS_SDIST := $(VENV)/downloads/websockify-0.5.1.tar.gz
 
 .PHONY: run test bench assets install clean
 
@@ -17,9 +18,14 @@ test: install
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# Third-party JavaScript from the npm registry, pinned by package-lock.json, copied into web/vendor/.
-assets: node_modules/.package-lock.json
+# Third-party files for the site, copied into web/vendor/ and checked by tools/copy_assets.py: JavaScript
+# from the npm registry, pinned by package-lock.json; the web-socket-js Flash shim from a PyPI sdist.
+assets: node_modules/.package-lock.json $(WEB_SOCKET_JS_SDIST)
 	$(PYTHON) tools/copy_assets.py
+
+# web-socket-js's RFC 6455 build ships in websockify's 0.5.1 sdist (include/web-socket-js/).
+$(WEB_SOCKET_JS_SDIST): | $(BIN)/python
+	$(BIN)/pip download -q --no-deps --no-binary :all: --dest $(@D) websockify==0.5.1
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -2,7 +2,8 @@
 """
 Copy the site's third-party files into ``web/vendor/``, each one checked against a pinned SHA-256.
 
-Run by ``make assets`` after ``npm ci`` has installed ``node_modules/`` from package-lock.json:
+Run by ``make assets`` after ``npm ci`` has installed ``node_modules/`` from package-lock.json and
+``pip download`` has fetched the source distributions named below into ``.venv/downloads/``:
 
     python3 tools/copy_assets.py
 
@@ -11,8 +12,9 @@ package, this table pins the exact bytes a browser will load, so a version bump 
 changes the served file cannot slip through without someone updating the hash here on purpose.
 
 Adding an asset is adding a row to ``ASSETS``: where the file is after installation (relative to the
-repository root), where it goes under ``web/vendor/``, and its SHA-256 (``sha256sum FILE``). Standard
-library only, so it runs before any virtualenv exists.
+repository root; or, for a file inside a downloaded ``.tar.gz``, the archive and the member's path in
+it), where it goes under ``web/vendor/``, and its SHA-256 (``sha256sum FILE``). Standard library
+only, so it runs before any virtualenv exists.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ class Asset:
     dest: str  # path relative to web/vendor/; the URL path is /vendor/<dest>
     sha256: str  # hex digest of the exact bytes we serve
     origin: str  # where the file comes from and how to get it, for error messages
+    #: A .tar.gz (relative to the repository root) holding ``source`` as a member; "": a plain file.
+    archive: str = ""
 
 
 ASSETS: list[Asset] = [
@@ -49,6 +54,23 @@ ASSETS: list[Asset] = [
         sha256="6cf1c2fa3b6f9efc8b4024156cf4b2f6163b422203511eb98f93d33c094ae7cb",
         origin="npm package autobahn-browser 22.11.1 (run `npm ci`)",
     ),
+    # web-socket-js, the Flash WebSocket shim for browsers without WebSocket. Its RFC 6455 build
+    # (handshake with Sec-WebSocket-Version: 13) ships in websockify's old sdist; the Makefile
+    # fetches it with `pip download`. New BSD License (swfobject.js: MIT), stated in each file.
+    *(
+        Asset(
+            source=f"websockify-0.5.1/include/web-socket-js/{name}",
+            dest=f"web-socket-js/{name}",
+            sha256=sha256,
+            origin="PyPI sdist websockify==0.5.1 (run `make assets`)",
+            archive=".venv/downloads/websockify-0.5.1.tar.gz",
+        )
+        for name, sha256 in [
+            ("web_socket.js", "1ee8627070e5965f132d5771eeb70b8f8da8b3d5761537c23ddfb6686b149cf1"),
+            ("swfobject.js", "8677971b119ccdb82af697ff0e08f218490d15116f221d44301f1cc8797e67d4"),
+            ("WebSocketMain.swf", "22733d693d0ce58b4e1e6457b6465a8b7a9dabc8a82180a93e8a5184b041b967"),
+        ]
+    ),
 ]
 
 
@@ -60,13 +82,30 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_source(asset: Asset, repo: Path) -> bytes:
+    """The source's bytes, from a plain file or from a member of ``asset.archive``."""
+    if not asset.archive:
+        try:
+            return (repo / asset.source).read_bytes()
+        except FileNotFoundError:
+            raise AssetError(f"missing {asset.source}: it comes from {asset.origin}") from None
+    try:
+        with tarfile.open(repo / asset.archive, "r:gz") as archive:
+            member = archive.extractfile(asset.source)  # None for a directory
+            if member is None:
+                raise KeyError(asset.source)
+            return member.read()
+    except FileNotFoundError:
+        raise AssetError(f"missing {asset.archive}: it comes from {asset.origin}") from None
+    except KeyError:
+        raise AssetError(f"missing {asset.source} in {asset.archive} (from {asset.origin})") from None
+    except (tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {asset.archive} (from {asset.origin}): {error}") from None
+
+
 def read_verified(asset: Asset, repo: Path) -> bytes:
     """The source file's bytes, or AssetError if it is missing or does not match the pinned hash."""
-    path = repo / asset.source
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AssetError(f"missing {asset.source}: it comes from {asset.origin}") from None
+    data = read_source(asset, repo)
     actual = sha256_of(data)
     if actual != asset.sha256:
         raise AssetError(

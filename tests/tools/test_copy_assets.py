@@ -5,9 +5,12 @@ missing or mismatched asset is reported with what to do about it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
+import io
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -99,3 +102,50 @@ def test_every_pinned_hash_is_a_sha256(copy_assets: ModuleType) -> None:
     for asset in copy_assets.ASSETS:
         assert len(asset.sha256) == 64 and int(asset.sha256, 16) >= 0, asset
         assert not Path(asset.dest).is_absolute() and ".." not in Path(asset.dest).parts, asset
+
+
+def make_archive_asset(copy_assets: ModuleType, repo: Path, content: bytes, sha256: str | None = None) -> object:
+    """An asset that is one member of a .tar.gz, as a PyPI sdist fetched by `pip download` holds it."""
+    archive = repo / "downloads" / "pkg-1.0.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    member = tarfile.TarInfo("pkg-1.0/include/lib.swf")
+    member.size = len(content)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(content))
+    return copy_assets.Asset(
+        source="pkg-1.0/include/lib.swf",
+        dest="pkg/lib.swf",
+        sha256=sha256 or hashlib.sha256(content).hexdigest(),
+        origin="PyPI sdist pkg==1.0 (run `make assets`)",
+        archive="downloads/pkg-1.0.tar.gz",
+    )
+
+
+def test_a_verified_member_of_an_archive_is_copied(copy_assets: ModuleType, tmp_path: Path) -> None:
+    asset = make_archive_asset(copy_assets, tmp_path, b"FWS\x0a")
+    assert copy_assets.copy_assets([asset], repo=tmp_path, vendor=tmp_path / "vendor") == []
+    assert (tmp_path / "vendor" / "pkg" / "lib.swf").read_bytes() == b"FWS\x0a"
+
+
+def test_an_archive_member_is_checked_like_a_file(copy_assets: ModuleType, tmp_path: Path) -> None:
+    asset = make_archive_asset(copy_assets, tmp_path, b"tampered", sha256="0" * 64)
+    [error] = copy_assets.copy_assets([asset], repo=tmp_path, vendor=tmp_path / "vendor")
+    assert "checksum mismatch for pkg-1.0/include/lib.swf (from PyPI sdist pkg==1.0" in error
+    assert not (tmp_path / "vendor" / "pkg" / "lib.swf").exists()
+
+
+def test_a_missing_archive_or_member_is_reported_with_how_to_get_it(copy_assets: ModuleType, tmp_path: Path) -> None:
+    asset = make_archive_asset(copy_assets, tmp_path, b"FWS")
+    elsewhere = dataclasses.replace(asset, source="pkg-1.0/include/other.swf")
+    gone = dataclasses.replace(asset, archive="downloads/gone-2.0.tar.gz")
+    assert copy_assets.copy_assets([elsewhere, gone], repo=tmp_path, vendor=tmp_path / "vendor") == [
+        "missing pkg-1.0/include/other.swf in downloads/pkg-1.0.tar.gz (from PyPI sdist pkg==1.0 (run `make assets`))",
+        "missing downloads/gone-2.0.tar.gz: it comes from PyPI sdist pkg==1.0 (run `make assets`)",
+    ]
+
+
+def test_a_damaged_archive_is_reported(copy_assets: ModuleType, tmp_path: Path) -> None:
+    asset = make_archive_asset(copy_assets, tmp_path, b"FWS")
+    (tmp_path / "downloads" / "pkg-1.0.tar.gz").write_bytes(b"not gzip")
+    [error] = copy_assets.copy_assets([asset], repo=tmp_path, vendor=tmp_path / "vendor")
+    assert error.startswith("cannot read downloads/pkg-1.0.tar.gz (from PyPI sdist pkg==1.0")
