@@ -139,7 +139,7 @@ class WampServer(MultiService):
                 reactor, policy_factory, flash_policy.port, flash_policy.interface, flash_policy.required
             ).setServiceParent(self)
         # Every site port also answers the Flash policy request (Flash's fallback after port 843).
-        listening = SniffingFactory(self.site, self.policy_document, reactor, flash_policy.timeout)
+        listening = SniffingFactory(self.site, self.policy_document, reactor, limits.handshake_timeout)
         self.listeners = [EndpointService(reactor, description, listening) for description in listen]
         for listener in self.listeners:
             listener.setServiceParent(self)

@@ -28,8 +28,8 @@ def test_a_silent_or_dribbling_http_client_is_dropped(start_server: Any) -> None
     silent = socket.create_connection(("127.0.0.1", server.port))
     dribbler = socket.create_connection(("127.0.0.1", server.port))
     dribbler.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
-    assert closed_within(silent, 5) < 4
-    assert closed_within(dribbler, 5) < 4
+    assert closed_within(silent, 5) < 3
+    assert closed_within(dribbler, 5) < 3
     # Everyone else is served.
     with ws_connect(server.ws_url, subprotocols=["wamp.2.json"]) as ws:
         ws.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]))

@@ -133,10 +133,14 @@ def test_site_port_hands_everything_else_to_the_site_with_the_bytes_read(clock: 
     assert not connection.closed and clock.getDelayedCalls() == []
 
 
-def test_site_port_hands_over_a_client_that_sends_nothing_after_the_timeout(clock: Clock) -> None:
-    connection = Connection(SniffingFactory(site_factory(), lambda: DOCUMENT, clock, timeout=3))
-    clock.advance(3)
-    assert isinstance(connection.transport.protocol, Site)
+def test_site_port_closes_a_client_that_says_nothing_within_the_timeout(clock: Clock) -> None:
+    silent = Connection(SniffingFactory(site_factory(), lambda: DOCUMENT, clock, timeout=3))
+    hesitant = Connection(SniffingFactory(site_factory(), lambda: DOCUMENT, clock, timeout=3))
+    hesitant.protocol.dataReceived(b"<policy")
+    clock.advance(2.9)
+    assert not silent.closed and not hesitant.closed
+    clock.advance(0.1)
+    assert silent.closed and hesitant.closed
 
 
 class DeniedReactor(MemoryReactor):

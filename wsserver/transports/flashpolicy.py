@@ -13,7 +13,8 @@ So the policy is served twice:
 - :class:`PolicyServerFactory` on port 843 (``FlashPolicyService`` binds it before twistd drops
   root);
 - :class:`SniffingFactory` on the site's own ports: a connection whose first bytes are the policy
-  request gets the policy; any other is handed, with the bytes read so far, to the site.
+  request gets the policy; any other is handed, with the bytes read so far, to the site. One
+  that says nothing within the site's idle timeout is closed.
 
 A connection is answered only for the exact request. Anything else is closed without an answer
 as soon as it cannot be the request any more: at its first wrong byte, or when it is longer.
@@ -154,9 +155,9 @@ class Sniffer(protocol.Protocol):
         self._hand_over()
 
     def _undecided(self) -> None:
-        # A prefix of the request that stopped: let the site deal with it (its own timeout
-        # applies), since "<" could start anything.
-        self._hand_over()
+        # Silence (or a prefix of the policy request, then silence) for the site's own idle
+        # timeout: the site would close it now too.
+        self.transport.loseConnection()
 
     def _hand_over(self) -> None:
         wrapped = self.factory.wrapped.buildProtocol(self.transport.getPeer())
