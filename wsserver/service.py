@@ -12,6 +12,7 @@ goes to every subscriber of the topic on every transport.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.core.limits import SessionLimits
+from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
+from wsserver.transports.echo import ECHO_PATH, Admission, EchoServerFactory
 from wsserver.transports.flashpolicy import (
     FlashPolicy,
     FlashPolicyService,
@@ -96,7 +100,9 @@ class WampServer(MultiService):
     """
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
-    topic for ``wamp.subscription.get_events`` (0: no event history).
+    topic for ``wamp.subscription.get_events`` (0: no event history). ``realms``: policies
+    (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
+    may cost.
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -109,18 +115,20 @@ class WampServer(MultiService):
         listen: Sequence[str],
         web_dir: Path,
         ws_path: str = "ws",
-        realms: Sequence[str] = ("realm1",),
+        realms: Sequence[str | RealmPolicy] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
         limits: ConnectionLimits = ConnectionLimits(),
         flash_policy: FlashPolicy = FlashPolicy(),
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
+        session_limits: SessionLimits = SessionLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
-            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size
+            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
+            random_bytes=os.urandom, limits=session_limits,
         )
         self.ws_factory = WampServerFactory(
             self.router,
@@ -128,7 +136,10 @@ class WampServer(MultiService):
             limits=limits,
             reactor=reactor,
         )
-        self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout)
+        # The plain WebSocket echo at /echo: the same origins and limits, counted on their own.
+        self.echo_factory = EchoServerFactory(Admission(limits, allowed_origins), reactor=reactor)
+        self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
+                               websockets={ECHO_PATH: self.echo_factory})
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
@@ -168,6 +179,10 @@ class WampServer(MultiService):
 
     def startService(self) -> None:
         self.ws_factory.doStart()
+        open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
+        if open_realms:
+            log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
+                     "in realm {realms} (see --config)", realms=", ".join(open_realms))
         super().startService()
 
     @defer.inlineCallbacks
@@ -175,7 +190,10 @@ class WampServer(MultiService):
         # Stop accepting first, then say goodbye to everyone connected.
         for listener in self.listeners:
             yield listener.stopService()
-        yield self.ws_factory.close_all(self.reactor, self.shutdown_timeout)
+        yield defer.gatherResults([
+            self.ws_factory.close_all(self.reactor, self.shutdown_timeout),
+            self.echo_factory.close_all(self.reactor, self.shutdown_timeout),
+        ])
         yield super().stopService()
         self.ws_factory.doStop()
 
