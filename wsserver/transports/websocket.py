@@ -35,6 +35,12 @@ from wsserver.delivery import Peer, carry_out
 log = Logger()
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
+#: Attributes Autobahn fills during the opening handshake and never reads again.
+HANDSHAKE_LEFTOVERS = (
+    "http_headers", "http_headers_cnt", "http_request_data", "http_response_data", "http_status_line",
+    "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
+    "websocket_protocols", "websocket_extensions", "_wskey",
+)
 #: Slow-consumer policies: close the connection, or drop the events it cannot take.
 DISCONNECT, DROP = "disconnect", "drop"
 SLOW_CONSUMER_POLICIES = (DISCONNECT, DROP)
@@ -95,7 +101,7 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
         if self._send_paused:
             self._write_backlogged(encoded)
-        elif self.state == STATE_OPEN and not self.send_queue:
+        elif self.state == STATE_OPEN:
             self.transport.write(encoded[0])
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
@@ -204,9 +210,23 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         self._client_ip = client_ip
 
     def onOpen(self) -> None:
+        self._forget_handshake()
         self.session = self.factory.router.attach(self)
         # A WebSocket that never says HELLO holds a connection slot for nothing.
         self._hello_deadline = self.factory.clock.callLater(self.factory.limits.hello_timeout, self._hello_timed_out)
+
+    def _forget_handshake(self) -> None:
+        """
+        Drop what Autobahn keeps of the opening handshake: an idle connection should cost little
+        (thousands of them sit open). Autobahn reads none of it after the handshake.
+        """
+        for name in HANDSHAKE_LEFTOVERS:
+            setattr(self, name, None)
+        # Autobahn queues frames only for "chopped" or "sync" sends, which we never make: an
+        # immutable empty queue instead of a deque saves ~760 bytes and fails loudly if that changes.
+        self.send_queue = ()
+        # One serializer for all connections: Autobahn copies it per connection only for statistics.
+        self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
 
     def _hello_timed_out(self) -> None:
         session = self.session
@@ -221,6 +241,11 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         session = self.session
         if session is None:
             return
+        if self._hello_deadline is not None:
+            # The first message decides: a HELLO, or a violation that closes the connection.
+            if self._hello_deadline.active():
+                self._hello_deadline.cancel()
+            self._hello_deadline = None
         router = self.factory.router
         serializer = self._object_serializer
         try:
