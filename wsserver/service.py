@@ -12,7 +12,6 @@ goes to every subscriber of the topic on every transport.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from wsserver.core.limits import SessionLimits
-from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
@@ -100,9 +97,7 @@ class WampServer(MultiService):
     """
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
-    topic for ``wamp.subscription.get_events`` (0: no event history). ``realms``: policies
-    (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
-    may cost.
+    topic for ``wamp.subscription.get_events`` (0: no event history).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -115,20 +110,18 @@ class WampServer(MultiService):
         listen: Sequence[str],
         web_dir: Path,
         ws_path: str = "ws",
-        realms: Sequence[str | RealmPolicy] = ("realm1",),
+        realms: Sequence[str] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
         limits: ConnectionLimits = ConnectionLimits(),
         flash_policy: FlashPolicy = FlashPolicy(),
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
-        session_limits: SessionLimits = SessionLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
-            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
-            random_bytes=os.urandom, limits=session_limits,
+            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size
         )
         self.ws_factory = WampServerFactory(
             self.router,
@@ -179,10 +172,6 @@ class WampServer(MultiService):
 
     def startService(self) -> None:
         self.ws_factory.doStart()
-        open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
-        if open_realms:
-            log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
-                     "in realm {realms} (see --config)", realms=", ".join(open_realms))
         super().startService()
 
     @defer.inlineCallbacks
