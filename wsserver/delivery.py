@@ -10,13 +10,13 @@ turn leaves in one ``send()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 
 from autobahn.wamp import message as wamp
 
-from wsserver.core.router import Action, Close, CloseReason, Send
+from wsserver.core.router import Action, Close, CloseReason, Delay, Send
 
 
 class Peer(Protocol):
@@ -31,8 +31,15 @@ class Peer(Protocol):
     def close_transport(self, reason: CloseReason, detail: str) -> None: ...
 
 
-def carry_out(actions: Iterable[Action[Peer]]) -> None:
-    """Write every Send and perform every Close, in order."""
+#: Run a function later: ``call_later(seconds, function, *args)`` (a reactor's ``callLater``).
+CallLater = Callable[..., Any]
+
+
+def carry_out(actions: Iterable[Action[Peer]], call_later: CallLater | None = None) -> None:
+    """
+    Write every Send and perform every Close, in order; a Delay's actions are carried out later
+    with ``call_later`` (required where the router may answer with a Delay: a client's messages).
+    """
     for action in actions:
         if type(action) is Send:
             recipients = action.recipients
@@ -48,6 +55,8 @@ def carry_out(actions: Iterable[Action[Peer]]) -> None:
                 if data is None:
                     data = encoded[peer.wire_format] = peer.encode(message)
                 peer.write_encoded(data)
-        else:
-            assert type(action) is Close
+        elif type(action) is Close:
             action.session.peer.close_transport(action.reason, action.detail)
+        else:
+            assert type(action) is Delay and call_later is not None, action
+            call_later(action.seconds, carry_out, action.actions, call_later)

@@ -3,7 +3,9 @@ A router driven by raw WAMP lists, as a transport would drive it, with determini
 clock that moves only when a test moves it (``h.clock.now += 5``).
 
 ``outbox(actions)`` turns the returned actions into {peer: [messages]} so tests can assert on
-what each peer would receive; ``wire(actions)`` shows them as the lists a client would decode.
+what each peer would receive (a Delay shows as ("delay", seconds) before what it delays);
+``wire(actions)`` shows them as the lists a client would decode. Random bytes (challenges,
+nonces) are a counter's, so they are different every time and the same in every run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from autobahn.wamp import message as wamp
 
 from wsserver.core.decoding import ProtocolViolation, decode
-from wsserver.core.router import Action, Close, Router, Send
+from wsserver.core.router import Action, Close, Delay, Router, Send
 from wsserver.core.session import Session
 
 HELLO_DETAILS = {"roles": {"subscriber": {}, "publisher": {}}}
@@ -30,10 +32,22 @@ class Clock:
         return self.now
 
 
+class RandomBytes:
+    """Bytes that differ on every call, and in the same way in every run."""
+
+    def __init__(self) -> None:
+        self.calls = itertools.count(1)
+
+    def __call__(self, n: int) -> bytes:
+        call = next(self.calls)
+        return bytes((call * 131 + i * 7) % 256 for i in range(n))
+
+
 class Harness:
-    def __init__(self, realms: tuple[str, ...] = ("realm1",), **router_options: Any) -> None:
+    def __init__(self, realms: tuple[Any, ...] = ("realm1",), **router_options: Any) -> None:
         ids = itertools.count(1000)
         self.clock = Clock()
+        router_options.setdefault("random_bytes", RandomBytes())
         self.router: Router[str] = Router(realms, ids.__next__, clock=self.clock, **router_options)
         self.sessions: dict[str, Session[str]] = {}
         self._requests = itertools.count(1)
@@ -54,10 +68,11 @@ class Harness:
             actions += self.router.receive(session, message)
         return actions
 
-    def join(self, name: str, realm: str = "realm1") -> Session[str]:
+    def join(self, name: str, realm: str = "realm1", **details: Any) -> Session[str]:
+        """HELLO with ``details`` besides the roles (e.g. authmethods) and expect WELCOME."""
         self.attach(name)
-        (welcome,) = outbox(self.send(name, [1, realm, HELLO_DETAILS]))[name]
-        assert isinstance(welcome, wamp.Welcome)
+        (welcome,) = outbox(self.send(name, [1, realm, dict(HELLO_DETAILS, **details)]))[name]
+        assert isinstance(welcome, wamp.Welcome), welcome
         return self.sessions[name]
 
     def subscribe(self, name: str, topic: str, request: int = 1, **options: Any) -> int:
@@ -96,6 +111,9 @@ def outbox(actions: list[Action[str]]) -> dict[str, list[Any]]:
         if isinstance(action, Send):
             for session in action.recipients:
                 received.setdefault(session.peer, []).append(action.message)
+        elif isinstance(action, Delay):
+            for peer, messages in outbox(list(action.actions)).items():
+                received.setdefault(peer, []).extend([("delay", action.seconds), *messages])
         else:
             assert isinstance(action, Close)
             received.setdefault(action.session.peer, []).append(("close", action.reason))

@@ -10,8 +10,10 @@ in order (see :mod:`wsserver.delivery`):
   is one message object for all its recipients, so a transport serializes and frames it once per
   wire format and writes those bytes to each (the fan-out fast path).
 - :class:`Close`: close that session's transport, after writing what came before.
+- :class:`Delay`: carry out ``actions`` after ``seconds`` (the transport's clock). Only a refused
+  login is answered this way: every failure after the same delay, whatever failed.
 
-Every part of the core (router, broker, dealer, meta API) answers with these two shapes, and a
+Every part of the core (router, broker, dealer, meta API) answers with these shapes, and a
 request that fails is answered with :func:`error_reply`, so there is one way to say "no".
 """
 
@@ -52,7 +54,15 @@ class Close(Generic[PeerT]):
     detail: str
 
 
-Action = Send[PeerT] | Close[PeerT]
+@dataclass(frozen=True, slots=True)
+class Delay(Generic[PeerT]):
+    """Carry out ``actions`` ``seconds`` from now (after the actions before this one)."""
+
+    seconds: float
+    actions: Sequence[Action[PeerT]]
+
+
+Action = Send[PeerT] | Close[PeerT] | Delay[PeerT]
 
 
 def error_reply(

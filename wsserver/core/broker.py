@@ -14,6 +14,12 @@ so an EVENT is one message object per (subscription, publication), serialized on
 transport however many receive it, and a session subscribed by several matching patterns gets
 one EVENT per subscription, as the spec says.
 
+With permissions (a realm with roles that may not do everything), a subscriber also receives an
+event only if its role may subscribe to the concrete topic, also through a prefix or wildcard
+subscription. That filter looks at the subscription's roles, not its subscribers: when every
+role present may receive the topic (the usual case), the recipients are not filtered at all.
+Retained events and event history are filtered the same way for whoever reads them.
+
 The audience, per the spec's black- and whitelisting rules: a subscriber receives the event if
 it is not the publisher (when ``exclude_me``, the default), is in every ``eligible*`` list given
 (whitelists narrow) and in no ``exclude*`` list (blacklists remove). Without lists, routing only
@@ -46,8 +52,10 @@ from autobahn.wamp.exception import ApplicationError, InvalidUriError
 
 from wsserver.core import meta
 from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.authorization import Authorizer
 from wsserver.core.eventstore import EventStore, Kept
 from wsserver.core.matching import EXACT, check_pattern
+from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
 from wsserver.core.subscriptions import Subscription, SubscriptionTable
 
@@ -171,7 +179,8 @@ class Broker(Generic[PeerT]):
     The broker of one realm. ``next_id`` gives subscription ids, ``random_id`` publication ids,
     ``clock`` the time in seconds since the epoch. ``retain_ttl``: seconds a retained event is
     kept (None: until replaced). ``history_size``: events kept per topic for
-    ``wamp.subscription.get_events`` (0: no history).
+    ``wamp.subscription.get_events`` (0: no history). ``authorizer``: who may receive which topics
+    (None: everyone everything).
     """
 
     def __init__(
@@ -181,9 +190,11 @@ class Broker(Generic[PeerT]):
         clock: Callable[[], float],
         retain_ttl: float | None = None,
         history_size: int = 0,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
+        self._authorizer = authorizer
         self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
         self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock)
         self.history: EventStore[Publication] | None = (
@@ -204,7 +215,7 @@ class Broker(Generic[PeerT]):
         actions: list[Action[PeerT]] = [Send(wamp.Subscribed(request.request, subscription.id), (session,))]
         if request.get_retained:
             for kept in self.retained.latest(subscription.topic, subscription.match):
-                if kept.item.audience.admits(session):
+                if kept.item.audience.admits(session) and self._may_receive(session, kept.item.topic):
                     actions.append(Send(event(subscription, kept.item, retained=True), (session,)))
         if not meta.is_reserved(subscription.topic):
             if created:
@@ -265,7 +276,7 @@ class Broker(Generic[PeerT]):
         """What the history keeps on the topics ``subscription`` matches that ``reader`` may see, oldest first."""
         assert self.history is not None, "history is off"
         kept = self.history.latest(subscription.topic, subscription.match)
-        return [k for k in kept if k.item.audience.admits_identity(reader)]
+        return [k for k in kept if k.item.audience.admits_identity(reader) and self._may_receive(reader, k.item.topic)]
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -274,11 +285,19 @@ class Broker(Generic[PeerT]):
         if self.history is not None and not publication.audience.names_sessions:
             self.history.keep(publication.topic, publication)
         actions: list[Action[PeerT]] = []
+        authorizer = self._authorizer
         for subscription in self.subscriptions.matching(publication.topic):
             recipients = publication.audience.select(subscription.subscribers)
+            if authorizer is not None and recipients:
+                denied = authorizer.denied(subscription.roles, publication.topic)
+                if denied:
+                    recipients = [s for s in recipients if s.authrole not in denied]
             if recipients:
                 actions.append(Send(event(subscription, publication), recipients))
         return actions
+
+    def _may_receive(self, session: Session[PeerT], topic: str) -> bool:
+        return self._authorizer is None or self._authorizer.allows(session.authrole, SUBSCRIBE, topic)
 
     def _unsubscribed(
         self, session_id: int, removed: Iterable[tuple[Subscription[PeerT], bool]]

@@ -150,8 +150,11 @@ class PatternIndex(Generic[V]):
             if root is not None:
                 reached = [root]
                 for part in parts:
+                    # An empty part (a wildcard pattern looked up as a URI) must not count "" twice:
+                    # the nodes reached would double with every empty component.
+                    keys = (part, "") if part else ("",)
                     reached = [
-                        child for node in reached for key in (part, "") if (child := node.children.get(key)) is not None
+                        child for node in reached for key in keys if (child := node.children.get(key)) is not None
                     ]
                     if not reached:
                         break

@@ -12,6 +12,11 @@ Joining and leaving are the realm's business because both touch everything in it
   the calls it can no longer serve. The session is gone before any of that is published, so it
   is never told about its own leaving.
 
+Who may join and what each may do is the realm's too: its
+:class:`~wsserver.core.authentication.Authenticator` turns a HELLO into an identity, and
+:meth:`Realm.forbids` asks its :class:`~wsserver.core.authorization.Authorizer` (None when every
+role may do everything: nothing is checked then) before a request reaches the broker or dealer.
+
 The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
 """
@@ -21,9 +26,12 @@ from __future__ import annotations
 from typing import Generic
 
 from autobahn.wamp import message as wamp
+from autobahn.wamp.exception import ApplicationError
 
 from wsserver.core import meta, procedures
 from wsserver.core.actions import Action, Send
+from wsserver.core.authentication import Authenticator
+from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.session import PeerT, Session, State
@@ -31,21 +39,41 @@ from wsserver.core.subscriptions import SubscriptionTable
 
 
 class Realm(Generic[PeerT]):
-    """A routing namespace: its joined sessions by id, its broker and its dealer."""
+    """
+    A routing namespace: its joined sessions by id, its broker and its dealer, who may join
+    (``authenticator``) and what each role may do (``authorizer``; None: everything).
+    """
 
-    __slots__ = ("name", "sessions", "broker", "dealer")
+    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer")
 
-    def __init__(self, name: str, broker: Broker[PeerT], dealer: Dealer[PeerT]) -> None:
+    def __init__(
+        self,
+        name: str,
+        broker: Broker[PeerT],
+        dealer: Dealer[PeerT],
+        authenticator: Authenticator,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self.name = name
         self.sessions: dict[int, Session[PeerT]] = {}
         self.broker = broker
         self.dealer = dealer
+        self.authenticator = authenticator
+        self.authorizer = authorizer
         for procedure, provider in procedures.meta_api(self).items():
             self.dealer.provide(procedure, provider)
 
     @property
     def subscriptions(self) -> SubscriptionTable[PeerT]:
         return self.broker.subscriptions
+
+    def forbids(
+        self, session: Session[PeerT], action: str, uri: str, error: str = ApplicationError.NOT_AUTHORIZED
+    ) -> tuple[str, str] | None:
+        """(``error``, why) if ``session``'s role may not ``action`` ``uri``; None if it may."""
+        if self.authorizer is None or self.authorizer.allows(session.authrole, action, uri):
+            return None
+        return error, f"role {session.authrole!r} may not {action} {uri!r}"
 
     def join(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` was welcomed (its id and identity are set): add it and announce it."""

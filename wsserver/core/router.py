@@ -11,12 +11,24 @@ returns too (others learn that the session left). A message the transport cannot
 :meth:`Router.violation`. Python code inside the server publishes with :meth:`Router.publish`.
 
 What each message does in each state is the table in :mod:`wsserver.core.session`; the router
-runs the session's life (HELLO, GOODBYE, ABORT) itself and hands requests to the session's realm:
-its broker (:mod:`~wsserver.core.broker`) or its dealer (:mod:`~wsserver.core.dealer`).
+runs the session's life (HELLO, CHALLENGE / AUTHENTICATE, GOODBYE, ABORT) itself and hands requests
+to the session's realm: its broker (:mod:`~wsserver.core.broker`) or its dealer
+(:mod:`~wsserver.core.dealer`). Each realm follows its :class:`~wsserver.core.policy.RealmPolicy`
+(realms given by name are open to anyone). Before a request reaches them, it must pass::
+
+    PUBLISH    the session's rate (limits.py), its role's permission to publish the topic, and,
+               with disclose_me, to disclose itself on it
+    SUBSCRIBE  its role's permission to subscribe to the pattern, and its number of subscriptions
+    CALL       its role's permission to call the procedure
+    REGISTER   its role's permission to register the procedure
+
+A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
+A refused login gets ABORT after ``refusal_delay`` seconds, the same for every failure.
 
 The router never calls a transport, never reads a clock and draws no random numbers: ids come
 from the ``random_id`` it is given (global scope: sessions, publications) and from a counter
-(router scope: subscriptions, registrations, invocations), the time from ``clock``.
+(router scope: subscriptions, registrations, invocations), the time from ``clock``, challenge
+bytes and nonces from ``random_bytes``.
 
 WELCOME announces exactly the features implemented (:func:`roles`).
 """
@@ -32,14 +44,18 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import check_or_raise_uri
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures, RoleFeatures
 
-from wsserver.core.actions import Action, Close, CloseReason, Send, error_reply
+from wsserver.core.actions import Action, Close, CloseReason, Delay, Send, error_reply
+from wsserver.core.authentication import Authenticator, Identity, Outcome, Refusal
+from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
+from wsserver.core.limits import PUBLISH_RATE_EXCEEDED, TOO_MANY_SUBSCRIPTIONS, SessionLimits
+from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State
 
-__all__ = ["Action", "Close", "CloseReason", "Router", "Send", "roles"]
+__all__ = ["Action", "Close", "CloseReason", "Delay", "Router", "Send", "roles"]
 
 #: The broker features WELCOME announces; ``event_history`` is added when history is kept.
 BROKER_FEATURES: dict[str, bool] = {
@@ -56,8 +72,12 @@ DEALER_FEATURES: dict[str, bool] = {"session_meta_api": True}
 
 #: Not among autobahn's ApplicationError constants.
 ERROR_PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
+#: The spec's ERROR for a publisher that may not disclose itself (publisher identification).
+OPTION_DISALLOWED_DISCLOSE_ME = "wamp.error.option_disallowed.disclose_me"
 CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
+#: Seconds between a failed login and its ABORT.
+REFUSAL_DELAY = 0.5
 
 
 def roles(history: bool) -> dict[str, RoleFeatures]:
@@ -73,30 +93,42 @@ def _epoch() -> float:
 
 class Router(Generic[PeerT]):
     """
-    The WAMP router core. ``realms`` names the realms clients may join; ``random_id`` must return
-    a uniformly random integer in [1, 2**53] (session and publication ids are global-scope ids);
-    ``clock`` returns the time in seconds since the epoch (subscription creation times, history
-    timestamps, retained event expiry). ``retain_ttl``: seconds a retained event is kept (None:
-    until the next one replaces it). ``history_size``: events kept per topic for
-    ``wamp.subscription.get_events`` (0: no event history).
+    The WAMP router core. ``realms`` are the realms clients may join: policies, or names of
+    realms open to anyone. ``random_id`` must return a uniformly random integer in [1, 2**53]
+    (session and publication ids are global-scope ids); ``clock`` returns the time in seconds
+    since the epoch (subscription creation times, history timestamps, retained event expiry,
+    publish rates). ``retain_ttl``: seconds a retained event is kept (None: until the next one
+    replaces it). ``history_size``: events kept per topic for ``wamp.subscription.get_events``
+    (0: no event history). ``random_bytes(n)``: ``n`` random bytes, for challenges (needed when
+    a realm has principals). ``limits``: what one session may cost. ``refusal_delay``: seconds
+    between a failed login and its ABORT.
     """
 
     def __init__(
         self,
-        realms: Iterable[str],
+        realms: Iterable[str | RealmPolicy],
         random_id: Callable[[], int],
         clock: Callable[[], float] = _epoch,
         retain_ttl: float | None = None,
         history_size: int = 0,
+        random_bytes: Callable[[int], bytes] | None = None,
+        limits: SessionLimits = SessionLimits(),
+        refusal_delay: float = REFUSAL_DELAY,
     ) -> None:
         self._random_id = random_id
+        self._clock = clock
+        self.limits = limits
+        self.refusal_delay = refusal_delay
         # Router-scope ids: a counter is enough and never collides.
         counter = itertools.count(1)
         next_id = counter.__next__
-        self.realms: dict[str, Realm[PeerT]] = {
-            name: Realm(name, Broker(next_id, random_id, clock, retain_ttl, history_size), Dealer(next_id))
-            for name in realms
-        }
+        self.realms: dict[str, Realm[PeerT]] = {}
+        for given in realms:
+            policy = open_realm(given) if isinstance(given, str) else given
+            authorizer = None if policy.unrestricted else Authorizer(policy.roles)
+            broker: Broker[PeerT] = Broker(next_id, random_id, clock, retain_ttl, history_size, authorizer)
+            authenticator = Authenticator(policy, random_bytes, clock)
+            self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
         self._roles = roles(history=history_size > 0)
 
     # -- what a transport calls ------------------------------------------------------------------
@@ -171,15 +203,38 @@ class Router(Generic[PeerT]):
             error = ApplicationError.NO_SUCH_REALM
             abort = wamp.Abort(error, message=f"no realm {name!r} on this server")
             return [Send(abort, (session,)), Close(session, CloseReason.NORMAL, error)]
+        assert isinstance(hello, wamp.Hello)
+        return self._authenticated(session, realm, realm.authenticator.hello(hello))
+
+    def _on_authenticate(self, session: Session[PeerT], answer: wamp.Authenticate) -> list[Action[PeerT]]:
+        pending, session.pending = session.pending, None
+        assert pending is not None, "only AUTHENTICATING sessions have a challenge pending"
+        realm = self.realms[pending.realm]
+        return self._authenticated(session, realm, realm.authenticator.authenticate(pending, answer))
+
+    def _authenticated(self, session: Session[PeerT], realm: Realm[PeerT], outcome: Outcome) -> list[Action[PeerT]]:
+        """Carry on with what authentication said: WELCOME, CHALLENGE, or ABORT after the refusal delay."""
+        if isinstance(outcome, Identity):
+            return self._welcome(session, realm, outcome)
+        if isinstance(outcome, Refusal):
+            session.state = State.CLOSED
+            abort = wamp.Abort(outcome.error, message=outcome.message)
+            return [Delay(self.refusal_delay, [Send(abort, (session,)), Close(session, CloseReason.NORMAL, outcome.error)])]
+        session.state = State.AUTHENTICATING
+        session.pending = outcome
+        return [Send(wamp.Challenge(outcome.method, outcome.extra), (session,))]
+
+    def _welcome(self, session: Session[PeerT], realm: Realm[PeerT], identity: Identity) -> list[Action[PeerT]]:
         session_id = self._random_id()
         while session_id in realm.sessions:
             session_id = self._random_id()
         session.id = session_id
         session.realm = realm.name
-        session.authid = f"anonymous-{session_id}"
-        session.authrole = "anonymous"
-        session.authmethod = "anonymous"
-        session.authprovider = "static"
+        session.authid = identity.authid or f"anonymous-{session_id}"
+        session.authrole = identity.authrole
+        session.authmethod = identity.authmethod
+        session.authprovider = identity.authprovider
+        session.publish_bucket = self.limits.bucket(self._clock())
         session.state = State.OPEN
         welcome = wamp.Welcome(
             session_id,
@@ -206,22 +261,44 @@ class Router(Generic[PeerT]):
         return [Close(session, CloseReason.NORMAL, abort.reason), *left]
 
     def _on_subscribe(self, session: Session[PeerT], subscribe: wamp.Subscribe) -> list[Action[PeerT]]:
-        return self._realm_of(session).broker.subscribe(session, subscribe)
+        realm = self._realm_of(session)
+        refused = realm.forbids(session, SUBSCRIBE, subscribe.topic) or self._subscriptions_full(session, realm, subscribe)
+        if refused is not None:
+            return [error_reply(session, subscribe.MESSAGE_TYPE, subscribe.request, *refused)]
+        return realm.broker.subscribe(session, subscribe)
 
     def _on_unsubscribe(self, session: Session[PeerT], unsubscribe: wamp.Unsubscribe) -> list[Action[PeerT]]:
         return self._realm_of(session).broker.unsubscribe(session, unsubscribe)
 
     def _on_publish(self, session: Session[PeerT], publish: PublishRequest) -> list[Action[PeerT]]:
-        return self._realm_of(session).broker.publish(session, publish.message, publish.disclose_me)
+        realm = self._realm_of(session)
+        message = publish.message
+        refused = (
+            self._over_rate(session)
+            or realm.forbids(session, PUBLISH, message.topic)
+            or (realm.forbids(session, DISCLOSE, message.topic, OPTION_DISALLOWED_DISCLOSE_ME) if publish.disclose_me else None)
+        )
+        if refused is not None:
+            # Only an acknowledged PUBLISH expects an answer.
+            return [error_reply(session, message.MESSAGE_TYPE, message.request, *refused)] if message.acknowledge else []
+        return realm.broker.publish(session, message, publish.disclose_me)
 
     def _on_register(self, session: Session[PeerT], register: wamp.Register) -> list[Action[PeerT]]:
-        return self._realm_of(session).dealer.register(session, register)
+        realm = self._realm_of(session)
+        refused = realm.forbids(session, REGISTER, register.procedure)
+        if refused is not None:
+            return [error_reply(session, register.MESSAGE_TYPE, register.request, *refused)]
+        return realm.dealer.register(session, register)
 
     def _on_unregister(self, session: Session[PeerT], unregister: wamp.Unregister) -> list[Action[PeerT]]:
         return self._realm_of(session).dealer.unregister(session, unregister)
 
     def _on_call(self, session: Session[PeerT], call: wamp.Call) -> list[Action[PeerT]]:
-        return self._realm_of(session).dealer.call(session, call)
+        realm = self._realm_of(session)
+        refused = realm.forbids(session, CALL, call.procedure)
+        if refused is not None:
+            return [error_reply(session, call.MESSAGE_TYPE, call.request, *refused)]
+        return realm.dealer.call(session, call)
 
     def _on_yield(self, session: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
         return self._realm_of(session).dealer.yield_result(session, answer)
@@ -242,12 +319,34 @@ class Router(Generic[PeerT]):
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def _over_rate(self, session: Session[PeerT]) -> tuple[str, str] | None:
+        """Why ``session`` may not publish now (its rate limit), or None."""
+        bucket = session.publish_bucket
+        if bucket is None or bucket.take(self._clock()):
+            return None
+        limits = self.limits
+        return PUBLISH_RATE_EXCEEDED, f"over {limits.publish_rate:g} publications a second (bursts of {limits.publish_burst})"
+
+    def _subscriptions_full(
+        self, session: Session[PeerT], realm: Realm[PeerT], subscribe: wamp.Subscribe
+    ) -> tuple[str, str] | None:
+        """Why ``session`` may not add this subscription (it holds as many as it may), or None."""
+        limit = self.limits.max_subscriptions
+        if not limit or len(session.subscriptions) < limit:
+            return None
+        existing = realm.subscriptions.lookup(subscribe.topic, subscribe.match)
+        if existing is not None and session in existing.subscribers:
+            return None
+        return TOO_MANY_SUBSCRIPTIONS, f"a session may hold {limit} subscriptions"
+
     def _leave(self, session: Session[PeerT], new_state: State) -> list[Action[PeerT]]:
         """End the WAMP session (if one is joined); return what others must be told."""
         realm = self.realms.get(session.realm) if session.realm is not None else None
         left = realm.leave(session) if realm is not None else []
         session.realm = None
         session.id = 0
+        session.pending = None
+        session.publish_bucket = None
         session.state = new_state
         return left
 

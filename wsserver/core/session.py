@@ -11,9 +11,14 @@ The states::
 
     ESTABLISHING --HELLO ok--> OPEN --GOODBYE from peer (we reply)-----------> ESTABLISHING
          |                      |  --router says GOODBYE--> CLOSING --GOODBYE--> (transport closed)
-         |                      |    (shutdown, wamp.session.kill)
+         |                      ^    (shutdown, wamp.session.kill)
          |                      |  --ABORT from peer---------------------------> (transport closed)
+         |--HELLO, CHALLENGE--> AUTHENTICATING --AUTHENTICATE ok: WELCOME
+         |                           '--AUTHENTICATE wrong: ABORT (delayed), transport closed
          '--HELLO refused / anything else: ABORT, transport closed
+
+A session that is refused (a failed login included) is CLOSED at once, while the ABORT that
+tells it waits out the refusal delay: whatever it sends meanwhile is ignored.
 
 ``TRANSITIONS`` maps (state, kind of incoming message) to what the router does with it; a pair
 that is not in the table is a protocol violation: the router answers ABORT
@@ -32,7 +37,9 @@ import enum
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from wsserver.core.authentication import Pending
     from wsserver.core.dealer import Invocation, Registration
+    from wsserver.core.limits import TokenBucket
     from wsserver.core.subscriptions import Subscription
 
 PeerT = TypeVar("PeerT")
@@ -40,6 +47,7 @@ PeerT = TypeVar("PeerT")
 
 class State(enum.Enum):
     ESTABLISHING = "establishing"
+    AUTHENTICATING = "authenticating"
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -49,6 +57,7 @@ class Handling(enum.Enum):
     """What the router does with a message in a state (the values name ``Router`` methods)."""
 
     HELLO = "_on_hello"
+    AUTHENTICATE = "_on_authenticate"
     GOODBYE = "_on_goodbye"
     GOODBYE_REPLY = "_on_goodbye_reply"
     ABORT = "_on_abort"
@@ -85,6 +94,8 @@ TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.ESTABLISHING, "Hello"): Handling.HELLO,
     (State.ESTABLISHING, "InvalidHello"): Handling.HELLO,
     (State.ESTABLISHING, "Abort"): Handling.ABORT,
+    (State.AUTHENTICATING, "Authenticate"): Handling.AUTHENTICATE,
+    (State.AUTHENTICATING, "Abort"): Handling.ABORT,
     (State.OPEN, "Goodbye"): Handling.GOODBYE,
     (State.OPEN, "Abort"): Handling.ABORT,
     **{(State.OPEN, kind): handling for kind, handling in REQUESTS.items()},
@@ -94,7 +105,10 @@ TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.CLOSING, "Abort"): Handling.ABORT,
     **{(State.CLOSING, kind): Handling.IGNORE for kind in REQUESTS},
     # The transport is being closed: whatever still arrives is moot.
-    **{(State.CLOSED, kind): Handling.IGNORE for kind in ("Hello", "InvalidHello", "Goodbye", "Abort", *REQUESTS)},
+    **{
+        (State.CLOSED, kind): Handling.IGNORE
+        for kind in ("Hello", "InvalidHello", "Authenticate", "Goodbye", "Abort", *REQUESTS)
+    },
 }
 
 
@@ -106,7 +120,7 @@ class Session(Generic[PeerT]):
 
     __slots__ = (
         "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
-        "subscriptions", "registrations", "invocations",
+        "subscriptions", "registrations", "invocations", "pending", "publish_bucket",
     )
 
     def __init__(self, peer: PeerT) -> None:
@@ -124,6 +138,10 @@ class Session(Generic[PeerT]):
         self.registrations: set[Registration[PeerT]] = set()
         #: The calls in flight that it made or must answer.
         self.invocations: set[Invocation[PeerT]] = set()
+        #: While AUTHENTICATING: the challenge sent and what must answer it.
+        self.pending: Pending | None = None
+        #: Its publish rate limit (None: not limited).
+        self.publish_bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value} realm={self.realm!r}>"

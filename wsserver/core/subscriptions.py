@@ -14,6 +14,10 @@ every subscriber. So the table keeps:
 - per session, the set of its subscriptions (``Session.subscriptions``), so a session that leaves
   is dropped from each in one step, and an emptied subscription is deleted with it.
 
+A subscription also counts its subscribers by role (``roles``), so routing can tell whether
+every subscriber may receive a topic by looking at a few roles, not at every subscriber (see
+authorization.py).
+
 A subscription exists exactly as long as it has a subscriber. Each change reports what happened
 (created, session added, deleted) because the broker turns exactly that into meta events.
 """
@@ -31,7 +35,7 @@ from wsserver.core.session import PeerT, Session
 class Subscription(Generic[PeerT]):
     """One (topic pattern, match policy) and the sessions subscribed to it."""
 
-    __slots__ = ("id", "topic", "match", "created", "subscribers")
+    __slots__ = ("id", "topic", "match", "created", "subscribers", "roles")
 
     def __init__(self, subscription_id: int, topic: str, match: str, created: float) -> None:
         self.id = subscription_id
@@ -40,6 +44,8 @@ class Subscription(Generic[PeerT]):
         #: When it was created, in seconds since the epoch (the router's clock).
         self.created = created
         self.subscribers: set[Session[PeerT]] = set()
+        #: authrole -> how many of the subscribers have it.
+        self.roles: dict[str | None, int] = {}
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.match} {self.topic!r} x{len(self.subscribers)}>"
@@ -87,14 +93,19 @@ class SubscriptionTable(Generic[PeerT]):
             self._index.add(topic, match, subscription)
             self._by_id[subscription.id] = subscription
         added = session not in subscription.subscribers
-        subscription.subscribers.add(session)
-        session.subscriptions.add(subscription)
+        if added:
+            subscription.subscribers.add(session)
+            subscription.roles[session.authrole] = subscription.roles.get(session.authrole, 0) + 1
+            session.subscriptions.add(subscription)
         return subscription, created, added
 
     def unsubscribe(self, session: Session[PeerT], subscription: Subscription[PeerT]) -> bool:
-        """Remove ``session`` from ``subscription``; return True if that deleted the subscription."""
-        subscription.subscribers.discard(session)
-        session.subscriptions.discard(subscription)
+        """Remove ``session`` (a subscriber) from ``subscription``; return True if that deleted the subscription."""
+        subscription.subscribers.remove(session)
+        session.subscriptions.remove(subscription)
+        remaining = subscription.roles.pop(session.authrole) - 1
+        if remaining:
+            subscription.roles[session.authrole] = remaining
         if subscription.subscribers:
             return False
         self._index.remove(subscription.topic, subscription.match)

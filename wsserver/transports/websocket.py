@@ -268,7 +268,7 @@ class WampServerProtocol(WampWebSocketServerProtocol):
             return
         try:
             for message in messages:
-                carry_out(router.receive(session, message))
+                carry_out(router.receive(session, message), self.factory.clock.callLater)
         except Exception:
             # A bug of ours must cost this one connection, never the server.
             log.failure("internal error handling a message from {peer}", peer=self.peer)
