@@ -33,6 +33,7 @@ from wsserver.transports.flashpolicy import (
     SniffingFactory,
     policy_document,
 )
+from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
 from wsserver.transports.websocket import ConnectionLimits, WampServerFactory
 
 log = Logger()
@@ -99,6 +100,8 @@ class WampServer(MultiService):
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
     topic for ``wamp.subscription.get_events`` (0: no event history).
 
+    ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
+
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
     answer, then drops whatever is left.
@@ -117,6 +120,7 @@ class WampServer(MultiService):
         shutdown_timeout: float = 5.0,
         retain_ttl: float | None = None,
         history_size: int = 0,
+        hixie76: bool = False,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -142,8 +146,13 @@ class WampServer(MultiService):
             FlashPolicyService(
                 reactor, policy_factory, flash_policy.port, flash_policy.interface, flash_policy.required
             ).setServiceParent(self)
+        # With --hixie76, draft-76 handshakes are taken off a connection before the site sees it.
+        self.hixie76 = Hixie76Endpoints(self.router, self.echo_factory.admission, reactor, ws_path, ECHO_PATH)
+        site: Any = self.site
+        if hixie76:
+            site = Hixie76SniffingFactory(self.site, self.hixie76, reactor, limits.handshake_timeout)
         # Every site port also answers the Flash policy request (Flash's fallback after port 843).
-        listening = SniffingFactory(self.site, self.policy_document, reactor, limits.handshake_timeout)
+        listening = SniffingFactory(site, self.policy_document, reactor, limits.handshake_timeout)
         self.listeners = [EndpointService(reactor, description, listening) for description in listen]
         for listener in self.listeners:
             listener.setServiceParent(self)
@@ -182,6 +191,7 @@ class WampServer(MultiService):
         yield defer.gatherResults([
             self.ws_factory.close_all(self.reactor, self.shutdown_timeout),
             self.echo_factory.close_all(self.reactor, self.shutdown_timeout),
+            self.hixie76.close_all(self.reactor, self.shutdown_timeout),
         ])
         yield super().stopService()
         self.ws_factory.doStop()

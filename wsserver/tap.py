@@ -55,6 +55,7 @@ class Options(usage.Options):
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it)."],
         ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+        ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]
 
     compData = usage.Completions(
@@ -169,6 +170,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ),
         retain_ttl=options["retain-ttl"],
         history_size=options["history-size"],
+        hixie76=bool(options["hixie76"]),
     )
     if options["demo"]:
         realm = options["realm"][0]
