@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,10 +36,21 @@ class FlashSite(NamedTuple):
 
 
 @pytest.fixture
-def flash_site(start_server: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[FlashSite]:
-    server = start_server("--web", str(site_with_ruffle(tmp_path)))
-    with socket_proxy(server.port, tmp_path / "websockify.log") as proxy_port:
-        yield FlashSite(server, glue_source(server.port, proxy_port))
+def start_flash_site(start_server: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[Callable[..., FlashSite]]:
+    """``start_flash_site(*server_args)``: the server, its site with Ruffle, and a socket proxy to it."""
+    with ExitStack() as running:
+
+        def start(*args: str) -> FlashSite:
+            server = start_server("--web", str(site_with_ruffle(tmp_path)), *args)
+            proxy_port = running.enter_context(socket_proxy(server.port, tmp_path / "websockify.log"))
+            return FlashSite(server, glue_source(server.port, proxy_port))
+
+        yield start
+
+
+@pytest.fixture
+def flash_site(start_flash_site: Callable[..., FlashSite]) -> FlashSite:
+    return start_flash_site()
 
 
 def open_on_flash(browser: Chromium, site: FlashSite, path: str) -> Page:  # noqa: F811
@@ -86,3 +98,12 @@ def test_pubsub_page_receives_an_event_published_from_python(flash_site: FlashSi
     publish_once(flash_site.server.ws_url, topic, "from python", 1, note="\u00e9\u2603")
     event = wait_for_event_containing(page, "from python", 20)
     assert '["from python",1]' in event and '{"note":"\u00e9\u2603"}' in event
+
+
+def test_dashboard_shows_the_demo_through_the_swf(start_flash_site: Callable[..., FlashSite], browser: Chromium) -> None:  # noqa: F811
+    page = open_on_flash(browser, start_flash_site("--demo"), "/dashboard.html")
+    wait_for_state(page, "open", FLASH_OPEN_TIMEOUT)
+    first = int(page.wait_for("/^\\d+$/.test(document.getElementById('ticker-value').textContent)"
+                              " && document.getElementById('ticker-value').textContent", 20))
+    page.wait_for(f"Number(document.getElementById('ticker-value').textContent) > {first}", 20)
+    assert page.evaluate("!isNaN(Date.parse(document.getElementById('clock-value').textContent))")

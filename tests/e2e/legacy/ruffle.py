@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..conftest import wait_for
 from ..prerequisites import REPO, unavailable
+from ..test_flashpolicy import free_port
 
 RUFFLE = REPO / "node_modules" / "@ruffle-rs" / "ruffle"
 GLUE = Path(__file__).with_name("ruffle-glue.js")
@@ -42,12 +43,6 @@ def site_with_ruffle(workdir: Path) -> Path:
     shutil.copytree(installed, web)
     (web / RUFFLE_PATH.strip("/")).symlink_to(RUFFLE, target_is_directory=True)
     return web
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accepts_connections(port: int) -> bool:
