@@ -88,3 +88,69 @@ def test_twistd_lists_the_plugin_and_its_help_shows_every_option() -> None:
     help_text = subprocess.run([TWISTD, "wsserver", "--help"], capture_output=True, text=True, check=True).stdout
     for option in ("--listen", "--web", "--ws-path", "--realm", "--allowed-origin", "--max-message-size", "--demo"):
         assert option in help_text
+
+
+# -- --config and the per-session limits ---------------------------------------------------------
+
+CONFIG = """\
+[server]
+max-subscriptions = 7
+listen = ["tcp:1", "tcp:2"]
+demo = true
+
+[realms.members]
+[realms.members.roles.member]
+permissions = [{ uri = "com.example.", match = "prefix", allow = ["subscribe"] }]
+[realms.members.principals.alice]
+role = "member"
+wampcra = "secret"
+"""
+
+
+def test_a_config_file_gives_options_and_the_command_line_overrides_them(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(CONFIG)
+    options = parse("--config", str(path), "--listen", "tcp:3", "--max-subscriptions", "9")
+    assert options["listen"] == ["tcp:3"] and options["max-subscriptions"] == 9 and options["demo"]
+    assert options["realm"] == ["members"]
+    assert parse(f"--config={path}")["listen"] == ["tcp:1", "tcp:2"]
+    assert parse("--config", str(path), "--realm", "realm1")["realm"] == ["realm1"]
+
+
+def test_make_service_serves_the_configured_realms_and_limits(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(CONFIG)
+    server = makeService(parse("--config", str(path), "--realm", "members", "--realm", "realm1",
+                               "--max-publish-rate", "5", "--publish-burst", "6"), reactor=MemoryReactorClock())
+    assert isinstance(server, WampServer)
+    realms = server.router.realms
+    assert not realms["members"].authenticator.policy.open_to_anyone
+    assert realms["members"].authenticator.offered == ("wampcra",)
+    assert realms["realm1"].authenticator.policy.open_to_anyone  # named on the command line, not in the file
+    limits = server.router.limits
+    assert (limits.publish_rate, limits.publish_burst, limits.max_subscriptions) == (5.0, 6, 7)
+    default = makeService(parse("--listen", "tcp:0"), reactor=MemoryReactorClock()).router  # type: ignore[attr-defined]
+    assert (default.limits.publish_rate, default.limits.publish_burst, default.limits.max_subscriptions) == (1000.0, 10_000, 1000)
+
+
+def test_a_bad_config_file_stops_the_server_with_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(CONFIG.replace('role = "member"', 'role = "member"\nrol = "x"'))
+    with pytest.raises(usage.UsageError, match=rf"^{path}:11: realms.members.principals.alice.rol: unknown key 'rol'"):
+        parse("--config", str(path))
+    result = subprocess.run([TWISTD, "-n", "wsserver", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and f"{path}:11:" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["--max-publish-rate", "-1"], "must not be negative"),
+        (["--max-subscriptions", "-1"], "must not be negative"),
+        (["--publish-burst", "0"], "at least 1"),
+        (["--config", "/no/such/file.toml"], "cannot read"),
+    ],
+)
+def test_bad_limits_and_config_paths_are_refused(args: list[str], complaint: str) -> None:
+    with pytest.raises(usage.UsageError, match=complaint):
+        parse(*args)

@@ -12,6 +12,7 @@ goes to every subscriber of the topic on every transport.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.core.limits import SessionLimits
+from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
@@ -98,7 +101,9 @@ class WampServer(MultiService):
     """
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
-    topic for ``wamp.subscription.get_events`` (0: no event history).
+    topic for ``wamp.subscription.get_events`` (0: no event history). ``realms``: policies
+    (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
+    may cost.
 
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
 
@@ -113,7 +118,7 @@ class WampServer(MultiService):
         listen: Sequence[str],
         web_dir: Path,
         ws_path: str = "ws",
-        realms: Sequence[str] = ("realm1",),
+        realms: Sequence[str | RealmPolicy] = ("realm1",),
         allowed_origins: Sequence[str] = ("*",),
         limits: ConnectionLimits = ConnectionLimits(),
         flash_policy: FlashPolicy = FlashPolicy(),
@@ -121,11 +126,13 @@ class WampServer(MultiService):
         retain_ttl: float | None = None,
         history_size: int = 0,
         hixie76: bool = False,
+        session_limits: SessionLimits = SessionLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
-            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size
+            realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
+            random_bytes=os.urandom, limits=session_limits,
         )
         self.ws_factory = WampServerFactory(
             self.router,
@@ -181,6 +188,10 @@ class WampServer(MultiService):
 
     def startService(self) -> None:
         self.ws_factory.doStart()
+        open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
+        if open_realms:
+            log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
+                     "in realm {realms} (see --config)", realms=", ".join(open_realms))
         super().startService()
 
     @defer.inlineCallbacks

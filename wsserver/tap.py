@@ -7,12 +7,17 @@ text of every option is its ``optParameters`` row or its ``opt_*`` docstring.
 
 from __future__ import annotations
 
+import getopt
+import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
+from wsserver.config import load as load_config
+from wsserver.core.limits import SessionLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
@@ -34,6 +39,10 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        ["config", None, None, "Read realms, roles, principals and server options from this TOML file (see the README); options given on the command line override it. [default: realm1, open to anyone]"],
+        ["max-publish-rate", None, 1000.0, "Publications a second one WAMP session may make, sustained; more get ERROR wsserver.error.publish_rate_exceeded. 0 turns the limit off.", float],
+        ["publish-burst", None, 10_000, "Publications one WAMP session may make at once before --max-publish-rate applies.", int],
+        ["max-subscriptions", None, 1000, "Subscriptions one WAMP session may hold; more get ERROR wsserver.error.too_many_subscriptions. 0 turns the limit off.", int],
         ["web", None, None, "Serve the site from this directory. [default: the site installed with wsserver]"],
         ["ws-path", None, "ws", "Path of the WAMP WebSocket endpoint on the site."],
         ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
@@ -62,8 +71,12 @@ class Options(usage.Options):
         optActions={"web": usage.CompleteDirs(descr="site directory")},
     )
 
+    #: Options that may be given several times (lists in the --config file).
+    repeatable = ("listen", "realm", "allowed-origin", "flash-allow-domain")
+
     def __init__(self) -> None:
         super().__init__()
+        self.config: Config | None = None
         self["listen"] = []
         self["realm"] = []
         self["allowed-origin"] = []
@@ -95,9 +108,30 @@ class Options(usage.Options):
         """Accept WebSocket connections from browser pages of this origin only (* is a wildcard, e.g. https://*.example.com); repeat for several. Others get HTTP 403. [default: any origin]"""
         self["allowed-origin"].append(pattern)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Read --config first: its [server] options go before the command line, which overrides them."""
+        arguments = sys.argv[1:] if options is None else list(options)
+        try:
+            found = getopt.getopt(arguments, self.shortOpt, self.longOpt)[0]
+        except getopt.GetoptError:
+            found = []  # the parse below says what is wrong
+        given = {name.lstrip("-"): value for name, value in found}
+        if given.get("config"):
+            flags = {name for name, *_ in self.optFlags}
+            kinds = {
+                name: FLAG if name in flags else LIST if name in self.repeatable else VALUE
+                for name in self.synonyms if name not in ("help", "version")
+            }
+            try:
+                self.config = load_config(given["config"], kinds)
+            except ConfigError as error:
+                raise usage.UsageError(str(error)) from None
+            arguments = self.config.arguments(set(given)) + arguments
+        super().parseOptions(arguments)
+
     def postOptions(self) -> None:
         self["listen"] = self["listen"] or [DEFAULT_LISTEN]
-        self["realm"] = self["realm"] or [DEFAULT_REALM]
+        self["realm"] = self["realm"] or (list(self.config.realms) if self.config else [DEFAULT_REALM])
         self["allowed-origin"] = self["allowed-origin"] or ["*"]
         self["flash-allow-domain"] = self["flash-allow-domain"] or ["*"]
         for domain in self["flash-allow-domain"]:
@@ -135,6 +169,11 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
+        for name in ("max-publish-rate", "max-subscriptions"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
+        if self["publish-burst"] < 1:
+            raise usage.UsageError("--publish-burst must be at least 1")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -146,7 +185,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         listen=options["listen"],
         web_dir=options["web"],
         ws_path=options["ws-path"],
-        realms=options["realm"],
+        realms=options.config.policies(options["realm"]) if options.config else options["realm"],
         allowed_origins=options["allowed-origin"],
         limits=ConnectionLimits(
             max_message_size=options["max-message-size"],
@@ -171,6 +210,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         retain_ttl=options["retain-ttl"],
         history_size=options["history-size"],
         hixie76=bool(options["hixie76"]),
+        session_limits=SessionLimits(
+            publish_rate=options["max-publish-rate"],
+            publish_burst=options["publish-burst"],
+            max_subscriptions=options["max-subscriptions"],
+        ),
     )
     if options["demo"]:
         realm = options["realm"][0]
