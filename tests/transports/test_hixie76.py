@@ -326,12 +326,15 @@ def test_a_session_without_hello_is_closed_after_the_hello_timeout(server: Serve
     assert joined.read() == b""
 
 
-def test_a_lost_connection_leaves_no_session(server: Server) -> None:
+@pytest.mark.parametrize("ending", [b"", b"\xff\x00", b"\x00" + b"x" * 1001])  # lost, closed, failed
+def test_an_ended_connection_leaves_no_session(server: Server, ending: bytes) -> None:
     wire = server.join()
     wire.send(b"\x00" + json.dumps([32, 1, {}, "com.example.t"]).encode() + b"\xff")
+    wire.send(ending)
     wire.lose()
     realm = server.router.realms["realm1"]
-    assert realm.sessions == {} and len(server.endpoints.connections) == 0
+    assert realm.sessions == {} and len(realm.subscriptions) == 0
+    assert len(server.endpoints.connections) == 0 and server.admission.admitted == 0
 
 
 @pytest.mark.parametrize("policy, still_connected", [("disconnect", False), ("drop", True)])

@@ -309,6 +309,7 @@ class Hixie76Connection(Protocol):
         self._client_ip: str | None = None
         self._protocol_answered: str | None = None
         self._deadline: Any = None
+        self._answered = False  # the handshake was answered: gone() is due when the connection ends
 
     def connectionMade(self) -> None:
         self.peer = peer2str(self.transport)  # "tcp4:1.2.3.4:5678", as Autobahn names peers
@@ -362,6 +363,7 @@ class Hixie76Connection(Protocol):
         self.transport.write(handshake_response(self.request, key3, self._protocol_answered, secure))
         self.request = None  # not needed any more: an idle connection should cost little
         self.state = OPEN
+        self._answered = True
         # Told when the client stops reading (see write_frame).
         self.transport.registerProducer(self, True)
         self.opened()
@@ -400,14 +402,14 @@ class Hixie76Connection(Protocol):
             call.cancel()
 
     def connectionLost(self, reason: Any = None) -> None:
-        was_open = self.state in (OPEN, CLOSING)
         self.state = CLOSED
         self._cancel_deadline()
         self.endpoints.connections.discard(self)
         if self._client_ip is not None:
             self.endpoints.admission.release(self._client_ip)
             self._client_ip = None
-        if was_open:
+        if self._answered:
+            self._answered = False
             self.gone()
 
     # -- a client that does not read: IPushProducer, as WampServerProtocol (websocket.py) ----------
