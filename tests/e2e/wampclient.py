@@ -10,7 +10,10 @@ reactor in a background thread, behind a blocking facade::
         client.publish("com.example.topic", 1, "two", k=3)        # acknowledged by default
         assert inbox.get() == ((1, "two"), {"k": 3})
 
-WAMP errors raise ``autobahn.wamp.exception.ApplicationError`` in the calling thread.
+WAMP errors raise ``autobahn.wamp.exception.ApplicationError`` in the calling thread. To log in,
+pass one of autobahn's authenticators and the authid::
+
+    WampClient(url, authenticator=create_authenticator("ticket", ticket="..."), authid="alice")
 """
 
 from __future__ import annotations
@@ -78,10 +81,22 @@ class Inbox:
 
 
 class _Session(ApplicationSession):
-    def __init__(self, config: ComponentConfig) -> None:
+    def __init__(self, config: ComponentConfig, authenticator: Any = None, authid: str | None = None) -> None:
         super().__init__(config)
+        self.authenticator = authenticator
+        self.login_authid = authid
         self.joined: defer.Deferred[Any] = defer.Deferred()
         self.gone: defer.Deferred[None] = defer.Deferred()
+
+    def onConnect(self) -> None:
+        if self.authenticator is None:
+            return super().onConnect()
+        auth = self.authenticator
+        self.join(self.config.realm, authmethods=[auth.name], authid=self.login_authid, authextra=auth.authextra)
+        return None
+
+    def onChallenge(self, challenge: Any) -> Any:
+        return self.authenticator.on_challenge(self, challenge)
 
     def onJoin(self, details: Any) -> None:
         self.joined.callback(details)
@@ -103,11 +118,13 @@ class WampClient:
 
     def __init__(
         self, ws_url: str, realm: str = "realm1", serializer: str = "json", timeout: float = 10.0,
-        trust_pem: bytes | None = None,
+        trust_pem: bytes | None = None, authenticator: Any = None, authid: str | None = None,
     ) -> None:
         """``trust_pem``: for wss://, the certificate (PEM) to trust, e.g. a test's self-signed one."""
         self.timeout = timeout
         self.trust_pem = trust_pem
+        self.authenticator = authenticator
+        self.authid = authid
         self._reactor = reactor()
         self.session: _Session = self._call(self._connect, ws_url, realm, serializer)
 
@@ -123,7 +140,7 @@ class WampClient:
         sessions: list[_Session] = []
 
         def make_session() -> _Session:
-            sessions.append(_Session(ComponentConfig(realm=realm)))
+            sessions.append(_Session(ComponentConfig(realm=realm), self.authenticator, self.authid))
             return sessions[-1]
 
         factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
