@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from autobahn.wamp.auth import create_authenticator, derive_key
 from nacl.signing import SigningKey
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import wait_for
@@ -73,6 +74,20 @@ def server(start_server: Any, tmp_path: Path) -> Any:
     path = tmp_path / "wsserver.toml"
     path.write_text(config_text())
     return start_server("--config", str(path))
+
+
+def test_a_challenge_left_unanswered_is_closed_after_the_hello_timeout(start_server: Any, tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(config_text())
+    server = start_server("--config", str(path), "--hello-timeout", "1")
+    with ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
+        ws.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}, "authmethods": ["ticket"], "authid": "alice"}]))
+        assert json.loads(ws.recv(timeout=5)) == [4, "ticket", {}]
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert 0.9 < time.monotonic() - started < 3
 
 
 #: method -> (authid, what the client knows, the authenticator autobahn-python logs in with)

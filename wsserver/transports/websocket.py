@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import CloseReason, Router
-from wsserver.core.session import Session
+from wsserver.core.session import Session, State
 from wsserver.delivery import Peer, carry_out
 
 log = Logger()
@@ -269,6 +269,9 @@ class WampServerProtocol(WampWebSocketServerProtocol):
         try:
             for message in messages:
                 carry_out(router.receive(session, message), self.factory.clock.callLater)
+            if session.state is State.AUTHENTICATING and self._hello_deadline is None:
+                # A CHALLENGE went out: its AUTHENTICATE has the HELLO timeout to arrive.
+                self._hello_deadline = self.factory.clock.callLater(self.factory.limits.hello_timeout, self._hello_timed_out)
         except Exception:
             # A bug of ours must cost this one connection, never the server.
             log.failure("internal error handling a message from {peer}", peer=self.peer)

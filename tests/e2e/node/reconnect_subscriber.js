@@ -31,25 +31,8 @@ if (typeof WebSocket === "undefined") {
   process.exit(2);
 }
 
-// Node 20's WebSocket (undici before nodejs/undici#3566) fires "error" but never "close" when it
-// cannot connect, and AutobahnJS only listens for "close": its retries would stop while the server
-// is down. Deliver the close the standard requires, once, if the runtime did not.
-class WebSocketThatAlwaysCloses extends WebSocket {
-  constructor(...args) {
-    super(...args);
-    let closeSeen = false;
-    this.addEventListener("close", () => (closeSeen = true));
-    this.addEventListener("error", () =>
-      setTimeout(() => {
-        if (!closeSeen && this.onclose) {
-          closeSeen = true;
-          this.onclose({ code: 1006, reason: "connection failed", wasClean: false });
-        }
-      }, 100),
-    );
-  }
-}
-globalThis.WebSocket = WebSocketThatAlwaysCloses;
+// Retries while the server is down must see each failed attempt end (Node 20's WebSocket).
+require("./reconnect_websocket.js");
 
 const autobahn = require("autobahn");
 
