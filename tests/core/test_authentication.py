@@ -241,3 +241,8 @@ def test_abort_instead_of_authenticate_ends_it_quietly(h: Harness) -> None:
 def test_a_router_without_random_bytes_refuses_realms_with_principals() -> None:
     with pytest.raises(ValueError, match="needs random_bytes"):
         Harness((realm(),), random_bytes=None)
+
+
+def test_a_shutdown_closes_a_session_that_is_still_logging_in(h: Harness) -> None:
+    hello(h, "a", "ticket", authid="alice")
+    assert outbox(h.router.goodbye(h.sessions["a"]))["a"] == [("close", CloseReason.GOING_AWAY)]

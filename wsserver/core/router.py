@@ -166,7 +166,7 @@ class Router(Generic[PeerT]):
         self, session: Session[PeerT], reason: str = CLOSE_SYSTEM_SHUTDOWN, message: str | None = None
     ) -> list[Action[PeerT]]:
         """Start the router's side of the GOODBYE handshake with ``session``."""
-        if session.state is State.ESTABLISHING:
+        if session.state in (State.ESTABLISHING, State.AUTHENTICATING):
             return [Close(session, CloseReason.GOING_AWAY, reason)]
         if session.state is not State.OPEN:
             return []
