@@ -256,7 +256,7 @@ class _Reader:
     # -- generic -------------------------------------------------------------------------------
 
     def table(self, parent: dict[str, Any], at: Path_, required: bool = True) -> dict[str, Any]:
-        value = parent.get(at[-1], None if required else {})
+        value: Any = parent.get(str(at[-1]), None if required else {})
         if not isinstance(value, dict):
             self.fail(at, "must be a table" if value is not None else "is missing")
         return value

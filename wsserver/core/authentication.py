@@ -30,7 +30,8 @@ cryptosign  ``challenge``: 32 random bytes, hex  Ed25519: the signature (64 byte
 Failing must not tell an unknown authid from a wrong secret. So an unknown principal still gets
 a challenge, shaped like a real one (a salted WAMP-CRA challenge carries a salt made from the
 authid and a server secret, so it is the same on every attempt), and its AUTHENTICATE is checked
-against a decoy credential at the same cost; both end in the same :class:`Refusal`. The router
+against a decoy credential at the same cost (the cost of the realm's first principal with that
+credential: give a realm's ticket hashes the same iterations); both end in the same :class:`Refusal`. The router
 sends every refusal after the same constant delay (an action for the transport, see
 :mod:`~wsserver.core.actions`), which also slows down guessing.
 
