@@ -70,16 +70,19 @@ ticket = "{hash_ticket("alice-ticket", "fedcba9876543210")}"
 
 
 @pytest.fixture
-def server(start_server: Any, tmp_path: Path) -> Any:
+def config(tmp_path: Path) -> Path:
     path = tmp_path / "wsserver.toml"
     path.write_text(config_text())
-    return start_server("--config", str(path))
+    return path
 
 
-def test_a_challenge_left_unanswered_is_closed_after_the_hello_timeout(start_server: Any, tmp_path: Path) -> None:
-    path = tmp_path / "wsserver.toml"
-    path.write_text(config_text())
-    server = start_server("--config", str(path), "--hello-timeout", "1")
+@pytest.fixture
+def server(start_server: Any, config: Path) -> Any:
+    return start_server("--config", str(config))
+
+
+def test_a_challenge_left_unanswered_is_closed_after_the_hello_timeout(start_server: Any, config: Path) -> None:
+    server = start_server("--config", str(config), "--hello-timeout", "1")
     with ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
         ws.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}, "authmethods": ["ticket"], "authid": "alice"}]))
         assert json.loads(ws.recv(timeout=5)) == [4, "ticket", {}]
