@@ -128,7 +128,9 @@ class Wsserver(Server):
                 # total), which Crossbar does not have.
                 "--max-connections-per-ip", "1000000", "--max-connections", "1000000",
                 # Crossbar's config below turns its auto-ping off too: same work on both sides.
-                "--ping-interval", "0"]
+                "--ping-interval", "0",
+                # One publisher sends as fast as the server acknowledges: no per-session rate limit.
+                "--max-publish-rate", "0"]
 
 
 class Crossbar(Server):
