@@ -28,7 +28,8 @@ from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.site import build_site
-from wsserver.transports.echo import ECHO_PATH, Admission, EchoServerFactory
+from wsserver.transports.admission import Admission, ConnectionLimits
+from wsserver.transports.echo import ECHO_PATH, EchoServerFactory
 from wsserver.transports.flashpolicy import (
     FlashPolicy,
     FlashPolicyService,
@@ -37,7 +38,7 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
-from wsserver.transports.websocket import ConnectionLimits, WampServerFactory
+from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
 
@@ -134,14 +135,11 @@ class WampServer(MultiService):
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits,
         )
-        self.ws_factory = WampServerFactory(
-            self.router,
-            allowed_origins=list(allowed_origins),
-            limits=limits,
-            reactor=reactor,
-        )
-        # The plain WebSocket echo at /echo: the same origins and limits, counted on their own.
-        self.echo_factory = EchoServerFactory(Admission(limits, allowed_origins), reactor=reactor)
+        # One origin check and one connection budget for every WebSocket endpoint of the site.
+        self.admission = Admission(limits, allowed_origins)
+        self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)
+        # The plain WebSocket echo at /echo.
+        self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory})
         self.shutdown_timeout = shutdown_timeout
@@ -154,7 +152,7 @@ class WampServer(MultiService):
                 reactor, policy_factory, flash_policy.port, flash_policy.interface, flash_policy.required
             ).setServiceParent(self)
         # With --hixie76, draft-76 handshakes are taken off a connection before the site sees it.
-        self.hixie76 = Hixie76Endpoints(self.router, self.echo_factory.admission, reactor, ws_path, ECHO_PATH)
+        self.hixie76 = Hixie76Endpoints(self.router, self.admission, reactor, ws_path, ECHO_PATH)
         site: Any = self.site
         if hixie76:
             site = Hixie76SniffingFactory(self.site, self.hixie76, reactor, limits.handshake_timeout)

@@ -24,7 +24,7 @@ from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
-from wsserver.transports.websocket import SLOW_CONSUMER_POLICIES, ConnectionLimits
+from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"

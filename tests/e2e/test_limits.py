@@ -71,3 +71,20 @@ def test_a_foreign_origin_gets_403(start_server: Any) -> None:
         ws_connect(server.ws_url, subprotocols=["wamp.2.json"], origin="https://evil.example")
     assert refused.value.response.status_code == 403
     ws_connect(server.ws_url, subprotocols=["wamp.2.json"], origin="https://app.example").close()
+
+
+def test_ws_and_echo_share_one_connection_budget(start_server: Any) -> None:
+    server = start_server("--max-connections-per-ip", "1")
+    with ws_connect(server.ws_url, subprotocols=["wamp.2.json"]):
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"ws://127.0.0.1:{server.port}/echo")
+        assert refused.value.response.status_code == 429
+    wait_for(lambda: _echo_admitted(server.port), timeout=5)
+
+
+def _echo_admitted(port: int) -> bool:
+    try:
+        ws_connect(f"ws://127.0.0.1:{port}/echo").close()
+    except InvalidStatus:
+        return False
+    return True

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from tests.transports.test_websocket import TCPLikeTransport, client_frame, server_frames
 from wsserver.transports.echo import Admission, EchoServerFactory
-from wsserver.transports.websocket import ConnectionLimits
+from wsserver.transports.admission import ConnectionLimits
 
 
 def web_socket_js_request(origin: str = "http://127.0.0.1:8080", path: str = "/echo") -> bytes:

@@ -38,7 +38,8 @@ from wsserver.transports.hixie76 import (
     key_number,
     parse_head,
 )
-from wsserver.transports.websocket import ConnectionLimits, WampServerFactory
+from wsserver.transports.admission import ConnectionLimits
+from wsserver.transports.websocket import WampServerFactory
 
 # The example of §1.3.
 KEY1, KEY2, KEY3 = "4 @1  46546xW%0l 1 5", "12998 5 Y3 1  .P00", b"^n:ds[4U"

@@ -22,7 +22,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from wsserver.core.router import Router
-from wsserver.transports.websocket import ConnectionLimits, WampServerFactory, client_address
+from wsserver.transports.admission import ConnectionLimits, client_address
+from wsserver.transports.websocket import WampServerFactory
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 ENCODERS = {
@@ -190,7 +191,7 @@ def test_lost_connection_leaves_no_session_or_subscription(factory: WampServerFa
         client.protocol.connectionLost(Failure(ConnectionDone()))
     realm = router.realms["realm1"]
     assert realm.sessions == {} and len(realm.subscriptions) == 0
-    assert factory.connections == set()
+    assert len(factory.connections) == 0 and factory.admission.admitted == 0
 
 
 def test_foreign_origin_is_refused_with_403(router: Router[Any]) -> None:
@@ -245,7 +246,7 @@ def test_connections_per_address_are_limited_with_429(router: Router[Any]) -> No
     assert Client(factory).response.startswith(b"HTTP/1.1 429")
     first.protocol.connectionLost(Failure(ConnectionDone()))
     assert Client(factory).response.startswith(b"HTTP/1.1 101")
-    assert factory.open_by_ip == {"127.0.0.1": 2} and factory.admitted == 2
+    assert factory.admission.open_by_ip == {"127.0.0.1": 2} and factory.admission.admitted == 2
 
 
 def test_total_connections_are_limited_with_503(router: Router[Any]) -> None:

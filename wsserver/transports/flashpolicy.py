@@ -134,6 +134,20 @@ class PolicyServerFactory(protocol.Factory):
         self.waiting: set[PolicyProtocol] = set()
 
 
+def switch_protocol(transport: Any, new: protocol.Protocol, received: bytes) -> None:
+    """
+    Give ``transport`` to ``new`` for good, as Autobahn's WebSocketResource does (from now on bytes
+    go to it directly, not through the sniffer), then the bytes the sniffer read.
+    """
+    if isinstance(transport, ProtocolWrapper):  # TLS
+        transport.wrappedProtocol = new
+    else:
+        transport.protocol = new
+    new.makeConnection(transport)
+    if received:
+        new.dataReceived(received)
+
+
 class Sniffer(protocol.Protocol):
     """The first bytes on a site port: the policy request, or the site's (then it steps aside)."""
 
@@ -161,16 +175,7 @@ class Sniffer(protocol.Protocol):
 
     def _hand_over(self) -> None:
         wrapped = self.factory.wrapped.buildProtocol(self.transport.getPeer())
-        transport = self.transport
-        # Give the transport to the site's protocol for good, as Autobahn's WebSocketResource
-        # does: from now on bytes go to it directly, not through us.
-        if isinstance(transport, ProtocolWrapper):
-            transport.wrappedProtocol = wrapped
-        else:
-            transport.protocol = wrapped
-        wrapped.makeConnection(transport)
-        if self.received:
-            wrapped.dataReceived(self.received)
+        switch_protocol(self.transport, wrapped, self.received)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.deadline.active():

@@ -58,8 +58,8 @@ every transport: it is a :class:`~wsserver.delivery.Peer` with the wire format `
 "json")``, so an EVENT is encoded and framed once for all its draft-76 subscribers. A client that
 does not read is held to ``max_send_buffer`` beyond Twisted's buffer mark, as on ``/ws``.
 
-Admission. The echo service's :class:`~wsserver.transports.echo.Admission` (same origins and
-connection limits as ``/ws``, counted together with ``/echo``).
+Admission. The site's one :class:`~wsserver.transports.admission.Admission`, shared with ``/ws``
+and ``/echo``: the same origins, and one connection budget.
 """
 
 from __future__ import annotations
@@ -77,14 +77,13 @@ from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 
-from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import CloseReason, Router
-from wsserver.core.session import Session
 from wsserver.delivery import Peer, carry_out
-from wsserver.transports.echo import QUIT, Admission, OpenConnections, Refused
-from wsserver.transports.websocket import DROP
+from wsserver.transports.admission import DROP, Admission, ConnectionLimits, OpenConnections, Refused
+from wsserver.transports.echo import QUIT
+from wsserver.transports.flashpolicy import switch_protocol
+from wsserver.transports.wampsession import WampConnection
 
 log = Logger()
 
@@ -274,17 +273,6 @@ class FrameReader:
         return 0, 0
 
 
-def switch_protocol(transport: Any, new: Protocol, received: bytes) -> None:
-    """Give ``transport`` to ``new`` for good (as Autobahn's WebSocketResource does), then the bytes read."""
-    if isinstance(transport, ProtocolWrapper):  # TLS
-        transport.wrappedProtocol = new
-    else:
-        transport.protocol = new
-    new.makeConnection(transport)
-    if received:
-        new.dataReceived(received)
-
-
 # -- connections ----------------------------------------------------------------------------------
 
 AWAITING_KEY3, OPEN, CLOSING, CLOSED = "awaiting key", "open", "closing", "closed"
@@ -468,13 +456,11 @@ class Hixie76Echo(Hixie76Connection):
             self.send_text(payload)
 
 
-class Hixie76Wamp(Hixie76Connection):
+class Hixie76Wamp(WampConnection, Hixie76Connection):
     """The WAMP path over draft 76: one WAMP-JSON session, a :class:`~wsserver.delivery.Peer`."""
 
     required_protocol = WAMP_JSON
     wire_format: object = ("hixie76", "json")
-    session: Session[Peer] | None = None
-    _hello_deadline: Any = None
 
     def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
         """The message as one text frame, and whether it may be dropped for a slow client."""
@@ -489,50 +475,36 @@ class Hixie76Wamp(Hixie76Connection):
                  peer=self.peer, reason=reason.value, detail=detail)
         self.start_closing()
 
-    def opened(self) -> None:
-        self.session = self.endpoints.router.attach(self)
-        timeout = self.endpoints.admission.limits.hello_timeout
-        self._hello_deadline = self.endpoints.clock.callLater(timeout, self._hello_timed_out)
+    # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
 
-    def _hello_timed_out(self) -> None:
-        if self.session is not None and self.session.id == 0:
-            log.info("{peer} sent no HELLO within {seconds} s", peer=self.peer,
-                     seconds=self.endpoints.admission.limits.hello_timeout)
-            self.start_closing()
+    @property
+    def wamp_router(self) -> Router[Peer]:
+        return self.endpoints.router
+
+    @property
+    def wamp_clock(self) -> IReactorTime:
+        return self.endpoints.clock
+
+    @property
+    def wamp_limits(self) -> ConnectionLimits:
+        return self.endpoints.admission.limits
+
+    def close_for_silence(self, reason: str) -> None:
+        self.start_closing()  # draft 76's closing frame carries no code or reason
+
+    def close_for_internal_error(self) -> None:
+        self.start_closing()
+
+    # -- Hixie76Connection --------------------------------------------------------------------------
+
+    def opened(self) -> None:
+        self.start_session()
 
     def message_received(self, payload: bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        if self._hello_deadline is not None:
-            # The first message decides: a HELLO, or a violation that closes the connection.
-            self._cancel(self._hello_deadline)
-            self._hello_deadline = None
-        router = self.endpoints.router
-        try:
-            try:
-                raw = self.endpoints.json_objects.unserialize(payload)
-            except Exception as error:
-                raise ProtocolViolation(f"cannot unserialize json: {error}") from error
-            messages = decode(raw)
-        except ProtocolViolation as violation:
-            log.info("protocol violation from {peer}: {detail}", peer=self.peer, detail=str(violation))
-            carry_out(router.violation(session, str(violation)))
-            return
-        try:
-            for message in messages:
-                carry_out(router.receive(session, message), self.endpoints.clock.callLater)
-        except Exception:
-            log.failure("internal error handling a message from {peer}", peer=self.peer)
-            self.session = None
-            carry_out(router.detach(session))
-            self.start_closing()
+        self.wamp_message_received(payload, False, self.endpoints.json_objects)
 
     def gone(self) -> None:
-        self._cancel(self._hello_deadline)
-        session, self.session = self.session, None
-        if session is not None:
-            carry_out(self.endpoints.router.detach(session))
+        self.end_session()
 
 
 class Hixie76Endpoints:

@@ -29,25 +29,8 @@ if (typeof WebSocket === "undefined") {
   process.exit(2);
 }
 
-// The WebSocket in some Node versions (undici before nodejs/undici#3566, e.g. Node 20) fires "error"
-// but never "close" when it cannot connect; AutobahnJS listens only for "close", so it would
-// wait forever. Deliver the close the standard requires, once, if the runtime did not.
-class WebSocketThatAlwaysCloses extends WebSocket {
-  constructor(...args) {
-    super(...args);
-    let closeSeen = false;
-    this.addEventListener("close", () => (closeSeen = true));
-    this.addEventListener("error", () =>
-      setTimeout(() => {
-        if (!closeSeen && this.onclose) {
-          closeSeen = true;
-          this.onclose({ code: 1006, reason: "connection failed", wasClean: false });
-        }
-      }, 100),
-    );
-  }
-}
-globalThis.WebSocket = WebSocketThatAlwaysCloses;
+// A failed connection must reach AutobahnJS as a close, in every Node version (see that file).
+require("./reconnect_websocket.js");
 
 const autobahn = require("autobahn");
 

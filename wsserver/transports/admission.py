@@ -1,0 +1,172 @@
+"""
+Who may open a WebSocket, and what one may cost: shared by every WebSocket endpoint of the site
+(``/ws``, ``/echo``, and what ``--hixie76`` carries), so that they draw on one connection budget.
+
+Theory of operation
+-------------------
+:class:`ConnectionLimits` is the configuration (each field is a ``twistd wsserver`` option).
+During each opening handshake an endpoint asks the one :class:`Admission` to ``admit`` the
+client: it checks the Origin (cross-site WebSocket hijacking: a foreign page must not ride on the
+user's cookies; clients that send no Origin are not browsers and are not affected), then the
+total and per-address counts, and either counts the connection and returns the address it is
+counted under, or raises :class:`Refused` with the HTTP status (403, 503, 429). When the
+connection ends, the endpoint ``release``s that address. :class:`OpenConnections` tracks an
+endpoint's live connections so that shutdown can wait for them, bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.util import wildcards2patterns
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+#: Slow-consumer policies: close the connection, or drop the events it cannot take.
+DISCONNECT, DROP = "disconnect", "drop"
+SLOW_CONSUMER_POLICIES = (DISCONNECT, DROP)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client may cost the server; each is a ``twistd wsserver`` option (see tap.py)."""
+
+    max_message_size: int = 1024 * 1024
+    #: Bytes a client may leave unread beyond Twisted's buffer mark, then the policy applies.
+    max_send_buffer: int = 1024 * 1024
+    slow_consumer_policy: str = DISCONNECT
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 256
+    #: Take the client's address from X-Forwarded-For (only behind a proxy that sets it).
+    trust_proxy: bool = False
+    handshake_timeout: float = 10.0
+    hello_timeout: float = 10.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+
+
+def client_address(peer: str, headers: dict[str, str], trust_proxy: bool) -> str:
+    """
+    The client's IP address: the TCP peer ("tcp4:1.2.3.4:5678"), or, behind a trusted proxy, the
+    address that proxy saw: the last entry of X-Forwarded-For (nginx appends $remote_addr).
+    """
+    if trust_proxy:
+        forwarded = headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    kind, _, rest = peer.partition(":")
+    return rest.rsplit(":", 1)[0] if kind in ("tcp4", "tcp6") else peer
+
+
+class Refused(Exception):
+    """A connection the :class:`Admission` does not let in: the HTTP status and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Admission:
+    """
+    The origin check and the connection counts for a set of endpoints. Call :meth:`admit` during
+    the handshake and, if it returned, :meth:`release` with its result when the connection ends.
+    """
+
+    def __init__(self, limits: ConnectionLimits, allowed_origins: Sequence[str] = ("*",)) -> None:
+        self.limits = limits
+        self.origin_patterns = wildcards2patterns(list(allowed_origins) or ["*"])
+        #: Open connections per client address, and in all.
+        self.open_by_ip: dict[str, int] = {}
+        self.admitted = 0
+
+    def admit(self, peer: str, headers: Mapping[str, str], origin: str | None) -> str:
+        """
+        Count one more connection from ``peer`` (Autobahn's "tcp4:1.2.3.4:5678") and return the
+        client address it is counted under; raise :class:`Refused` instead when it may not open.
+        ``headers``: lower-case names (X-Forwarded-For counts behind a trusted proxy).
+        """
+        client_ip = client_address(peer, headers, self.limits.trust_proxy)
+        if origin and not any(p.match(origin) for p in self.origin_patterns):
+            log.info("refused WebSocket from origin {origin} ({ip})", origin=origin, ip=client_ip)
+            raise Refused(403, f"origin {origin} is not allowed")
+        if self.admitted >= self.limits.max_connections:
+            log.warn("refused WebSocket from {ip}: {limit} connections open (--max-connections)",
+                     ip=client_ip, limit=self.limits.max_connections)
+            raise Refused(503, "server is at its connection limit")
+        if self.open_by_ip.get(client_ip, 0) >= self.limits.max_connections_per_ip:
+            log.info("refused WebSocket from {ip}: {limit} connections from there (--max-connections-per-ip)",
+                     ip=client_ip, limit=self.limits.max_connections_per_ip)
+            raise Refused(429, "too many connections from your address")
+        self.open_by_ip[client_ip] = self.open_by_ip.get(client_ip, 0) + 1
+        self.admitted += 1
+        return client_ip
+
+    def release(self, client_ip: str) -> None:
+        """One connection counted by :meth:`admit` is gone."""
+        self.admitted -= 1
+        remaining = self.open_by_ip[client_ip] - 1
+        if remaining:
+            self.open_by_ip[client_ip] = remaining
+        else:
+            del self.open_by_ip[client_ip]
+
+
+class OpenConnections:
+    """The live connections of one endpoint, and a way to wait until none is left."""
+
+    def __init__(self) -> None:
+        self.live: set[Any] = set()
+        self._waiting_for_none: list[defer.Deferred[None]] = []
+
+    def add(self, connection: Any) -> None:
+        self.live.add(connection)
+
+    def discard(self, connection: Any) -> None:
+        self.live.discard(connection)
+        if not self.live:
+            waiting, self._waiting_for_none = self._waiting_for_none, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def __iter__(self) -> Any:
+        return iter(list(self.live))
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def all_gone(self, clock: IReactorTime, timeout: float, abort: Callable[[Any], None]) -> defer.Deferred[None]:
+        """Fires when every connection is gone; after ``timeout`` seconds, ``abort`` the stragglers."""
+        if not self.live:
+            return defer.succeed(None)
+        gone: defer.Deferred[None] = defer.Deferred()
+        self._waiting_for_none.append(gone)
+
+        def abort_stragglers() -> None:
+            for connection in list(self.live):
+                abort(connection)
+
+        deadline = clock.callLater(timeout, abort_stragglers)
+        gone.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        return gone
+
+
+def protocol_options(limits: ConnectionLimits) -> dict[str, Any]:
+    """The Autobahn protocol options every WebSocket endpoint of the site sets from ``limits``."""
+    return {
+        "maxMessagePayloadSize": limits.max_message_size,
+        "maxFramePayloadSize": limits.max_message_size,
+        # When Autobahn itself fails a connection (message too big: 1009, bad UTF-8: 1007, ...)
+        # it sends a close frame with the code, so the client learns why.
+        "failByDrop": False,
+        "openHandshakeTimeout": limits.handshake_timeout,
+        # Autobahn pings an idle connection and drops it when the pong does not come back.
+        "autoPingInterval": limits.ping_interval,
+        "autoPingTimeout": limits.ping_timeout,
+    }
