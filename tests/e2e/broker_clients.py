@@ -10,12 +10,10 @@ Real peers for the broker and dealer end-to-end tests.
       client.call("wamp.session.count")
 
 - :class:`NodePeer`: AutobahnJS on Node, running ``node/broker_peer.js``, driven by JSON commands.
-- :func:`raw_session`: a raw WebSocket, for what client libraries will not send.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -23,14 +21,11 @@ import queue
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.prerequisites import node_command
 from tests.e2e.wampclient import Inbox, WampClient
@@ -72,22 +67,6 @@ class Client(WampClient):
     def register(self, procedure: str, endpoint: Any) -> Any:
         """Register ``endpoint`` (runs on the reactor thread; may return a Deferred)."""
         return self._call(self.session.register, endpoint, procedure)
-
-
-@contextlib.contextmanager
-def raw_session(ws_url: str) -> Iterator[tuple[ClientConnection, list[Any]]]:
-    """A raw WebSocket (wamp.2.json) that has joined realm1: yields it and the WELCOME."""
-    with ws_connect(ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
-        ws.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}, "caller": {}}}]))
-        welcome = json.loads(ws.recv(timeout=5))
-        assert welcome[0] == 2, welcome
-        yield ws, welcome
-
-
-def exchange(ws: ClientConnection, message: list[Any]) -> list[Any]:
-    """Send one message on a raw session and return the next one received."""
-    ws.send(json.dumps(message))
-    return list(json.loads(ws.recv(timeout=5)))
 
 
 class NodePeer:

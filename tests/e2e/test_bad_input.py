@@ -5,7 +5,6 @@ second, well-behaved session keeps receiving events throughout.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +14,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.rawws import HELLO, raw_session
 from tests.e2e.wampclient import WampClient, publish_once
-
-HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 
 
 class Bystander:
@@ -39,16 +37,6 @@ def bystander(server: Any) -> Iterator[Bystander]:
     watcher = Bystander(server.ws_url)
     yield watcher
     watcher.client.leave()
-
-
-@contextlib.contextmanager
-def raw_session(server: Any, subprotocol: str = "wamp.2.json", hello: bool = True) -> Iterator[ClientConnection]:
-    """A raw WebSocket (websockets library) that has joined realm1 unless ``hello`` is false."""
-    with ws_connect(server.ws_url, subprotocols=[subprotocol], max_size=None, open_timeout=5) as ws:
-        if hello:
-            ws.send(json.dumps(HELLO))
-            assert json.loads(ws.recv(timeout=5))[0] == 2  # WELCOME
-        yield ws
 
 
 def closed_with(ws: ClientConnection) -> tuple[list[Any], int, str]:
@@ -74,7 +62,7 @@ def closed_with(ws: ClientConnection) -> tuple[list[Any], int, str]:
     ],
 )
 def test_malformed_messages_get_abort_and_close_1002(server: Any, bystander: Bystander, payload: Any, detail: str) -> None:
-    with raw_session(server) as ws:
+    with raw_session(server.ws_url) as ws:
         ws.send(payload)
         messages, code, reason = closed_with(ws)
         assert messages[0][0] == 3 and messages[0][2] == "wamp.error.protocol_violation"  # ABORT
@@ -84,7 +72,7 @@ def test_malformed_messages_get_abort_and_close_1002(server: Any, bystander: Bys
 
 
 def test_subscribe_before_hello_is_a_protocol_violation(server: Any, bystander: Bystander) -> None:
-    with raw_session(server, hello=False) as ws:
+    with raw_session(server.ws_url, hello=False) as ws:
         ws.send(json.dumps([32, 1, {}, "com.example.bystander"]))
         messages, code, _ = closed_with(ws)
         assert messages[0][2] == "wamp.error.protocol_violation"
@@ -94,7 +82,7 @@ def test_subscribe_before_hello_is_a_protocol_violation(server: Any, bystander: 
 
 
 def test_invalid_uri_gets_an_error_and_the_session_stays_open(server: Any, bystander: Bystander) -> None:
-    with raw_session(server) as ws:
+    with raw_session(server.ws_url) as ws:
         ws.send(json.dumps([32, 7, {}, "com.example..bad"]))
         error = json.loads(ws.recv(timeout=5))
         assert error[:5] == [8, 32, 7, {}, "wamp.error.invalid_uri"]
@@ -107,7 +95,7 @@ def test_invalid_uri_gets_an_error_and_the_session_stays_open(server: Any, bysta
 
 
 def test_wrong_serializer_in_binary_session(server: Any, bystander: Bystander) -> None:
-    with raw_session(server, subprotocol="wamp.2.msgpack", hello=False) as ws:
+    with raw_session(server.ws_url, subprotocol="wamp.2.msgpack", hello=False) as ws:
         ws.send(json.dumps(HELLO))  # text frame on a msgpack session
         _, code, reason = closed_with(ws)
         assert code == 1002 and "text message on a msgpack session" in reason
@@ -117,7 +105,7 @@ def test_wrong_serializer_in_binary_session(server: Any, bystander: Bystander) -
 def test_oversized_message_is_refused_with_1009(start_server: Any) -> None:
     server = start_server("--max-message-size", "4096")
     watcher = Bystander(server.ws_url)
-    with raw_session(server) as ws:
+    with raw_session(server.ws_url) as ws:
         ws.send(json.dumps([16, 1, {}, "com.example.big", ["x" * 5000]]))
         _, code, _ = closed_with(ws)
         assert code == 1009
@@ -132,7 +120,7 @@ def test_unknown_subprotocol_is_refused_at_the_handshake(server: Any) -> None:
 
 def test_clients_that_drop_without_closing_do_not_disturb_others(server: Any, bystander: Bystander) -> None:
     for _ in range(5):
-        with raw_session(server) as ws:
+        with raw_session(server.ws_url) as ws:
             ws.send(json.dumps([32, 1, {}, "com.example.bystander"]))
             ws.recv(timeout=5)
             ws.socket.close()  # no close handshake, no GOODBYE

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
-from tests.e2e.broker_clients import Client, exchange, raw_session
+from tests.e2e.broker_clients import Client
+from tests.e2e.rawws import exchange, join, raw_session
 
 BROKER_FEATURES = {
     "pattern_based_subscription", "subscriber_blackwhite_listing", "publisher_exclusion",
@@ -37,7 +38,8 @@ def clients(server: Any) -> Iterator[Any]:
 @pytest.mark.parametrize("history", [False, True])
 def test_welcome_announces_exactly_the_features_implemented(start_server: Any, history: bool) -> None:
     server = start_server(*(["--history-size", "5"] if history else []))
-    with raw_session(server.ws_url) as (_, welcome):
+    with raw_session(server.ws_url, hello=False) as ws:
+        welcome = join(ws)
         roles = welcome[2]["roles"]
         assert set(roles) == {"broker", "dealer"}
         expected = BROKER_FEATURES | ({"event_history"} if history else set())
@@ -188,7 +190,7 @@ def test_bad_requests_get_the_specs_errors_and_the_session_stays_open(clients: A
     with pytest.raises(ApplicationError) as refused:
         client.publish("wamp.session.on_join", {"session": 1})
     assert refused.value.error == "wamp.error.invalid_uri"
-    with raw_session(server.ws_url) as (ws, _):  # autobahn-python refuses to send an unknown policy
+    with raw_session(server.ws_url) as ws:  # autobahn-python refuses to send an unknown policy
         assert exchange(ws, [32, 7, {"match": "regex"}, "com.example.x"])[:5] == [8, 32, 7, {}, "wamp.error.invalid_argument"]
         assert exchange(ws, [32, 8, {"match": "prefix"}, "com.example."])[:2] == [33, 8]
     assert client.call("wamp.session.get", client.session_id)["session"] == client.session_id

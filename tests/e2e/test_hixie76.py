@@ -15,13 +15,13 @@ import pytest
 
 from .legacy.hixie76_client import Hixie76Client, Hixie76Error
 from .legacy.websocketjs import fetch_policy, policy_allows, random_text
+from .rawws import HELLO
 from .wampclient import WampClient, publish_once
 
 if TYPE_CHECKING:
     from .conftest import ServerProcess
 
 HOST = "127.0.0.1"
-HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 
 
 @pytest.fixture

@@ -19,7 +19,13 @@ import pytest
 from .legacy.browser import open_page, scripts_fetched
 from .legacy.ruffle import glue_source, site_with_ruffle, socket_proxy
 from .legacy.websocketjs import random_text
-from .test_pages import browser, js_string, wait_for_active_subscription, wait_for_event_containing, wait_for_state  # noqa: F401
+from .test_pages import (  # noqa: F401
+    browser,
+    js_string,
+    wait_for_active_subscription,
+    wait_for_event_containing,
+    wait_for_state,
+)
 from .wampclient import publish_once
 
 if TYPE_CHECKING:

@@ -10,14 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .legacy.websocketjs import WebSocketJsClient, WebSocketJsError, fetch_policy, policy_allows, random_text
+from .legacy.websocketjs import (
+    WebSocketJsClient,
+    WebSocketJsError,
+    fetch_policy,
+    policy_allows,
+    random_text,
+)
+from .rawws import HELLO
 from .wampclient import WampClient, publish_once
 
 if TYPE_CHECKING:
     from .conftest import ServerProcess
 
 HOST = "127.0.0.1"
-HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 
 
 def page_origin(server: ServerProcess) -> str:

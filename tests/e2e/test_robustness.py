@@ -17,15 +17,17 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e import rawws
 from tests.e2e.broker_clients import Client
 from tests.e2e.conftest import wait_for
+from tests.e2e.rawws import rss
 
 HANDSHAKE = (
     "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     "Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
 ).encode()
-HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]).encode()
+HELLO = json.dumps(rawws.HELLO).encode()
 
 
 def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, masked: bool = True, rsv: int = 0,
@@ -125,11 +127,6 @@ def test_network_fuzz_leaves_the_server_serving_everyone_else(watched: Any) -> N
     assert finish() == published
     assert server.proc.poll() is None
     assert "Unhandled Error" not in server.log and "Traceback" not in server.log
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
 
 def churn(port: int, cycles: int, seed: int) -> None:

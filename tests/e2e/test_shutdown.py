@@ -17,14 +17,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import wait_for
-
-HELLO = [1, "realm1", {"roles": {"subscriber": {}}}]
+from tests.e2e.rawws import join
 
 
 def joined(server: Any) -> Any:
     ws = ws_connect(server.ws_url, subprotocols=["wamp.2.json"])
-    ws.send(json.dumps(HELLO))
-    assert json.loads(ws.recv(timeout=5))[0] == 2
+    join(ws)
     return ws
 
 

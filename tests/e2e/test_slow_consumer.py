@@ -18,27 +18,11 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import wait_for
+from tests.e2e.rawws import join, rss
 
-HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 EVENT_SIZE = 100_000
 EVENTS = 1000  # 100 MB to each of the two readers: 200 MB flowing to others
 RSS_BOUND = 64 * 1024 * 1024  # what the server may grow by meanwhile
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def join(ws: ClientConnection, topic: str | None) -> None:
-    ws.send(json.dumps(HELLO))
-    assert json.loads(ws.recv(timeout=5))[0] == 2
-    if topic:
-        ws.send(json.dumps([32, 1, {}, topic]))
-        assert json.loads(ws.recv(timeout=5))[0] == 33
 
 
 class Reader(threading.Thread):
@@ -76,7 +60,7 @@ def flood(start_server: Any, request: Any) -> Iterator[Any]:
     for reader in readers:
         reader.start()
     publisher = connect()
-    join(publisher, None)
+    join(publisher)
     baseline = rss(server.proc.pid)
     peak = [baseline]
     sampling = threading.Event()
@@ -130,6 +114,6 @@ def test_with_drop_policy_a_stuck_subscriber_loses_events_but_stays(flood: Any) 
         received.append(message[4][0])
     assert 0 < len(received) < EVENTS
     publisher = connect()
-    join(publisher, None)
+    join(publisher)
     publisher.send(json.dumps([16, 1, {}, "com.example.flood", ["after"]]))
     assert json.loads(stuck.recv(timeout=5))[4] == ["after"]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
+from tests.e2e.conftest import wait_for
 from tests.e2e.wampclient import WampClient
 
 
@@ -93,14 +94,5 @@ def test_server_stop_says_goodbye_system_shutdown(start_server: Any) -> None:
     reasons: list[str] = []
     client.session.onLeave = lambda details: (reasons.append(details.reason), client.session.disconnect())
     assert server.stop() in (0, -15)  # twistd re-raises the signal it stopped on
-    for _ in range(200):
-        if reasons:
-            break
-        threading_wait(0.02)
+    wait_for(lambda: reasons, timeout=5)
     assert reasons == ["wamp.close.system_shutdown"]
-
-
-def threading_wait(seconds: float) -> None:
-    import threading
-
-    threading.Event().wait(seconds)

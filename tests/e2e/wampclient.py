@@ -32,7 +32,6 @@ from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSeri
 from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOptions  # noqa: E402
 from autobahn.websocket.util import parse_url  # noqa: E402
 from twisted.internet import defer, ssl  # noqa: E402
-from twisted.internet.task import deferLater  # noqa: E402
 from twisted.internet.threads import blockingCallFromThread  # noqa: E402
 
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
@@ -135,30 +134,29 @@ class WampClient:
 
         return blockingCallFromThread(self._reactor, with_timeout)
 
-    @defer.inlineCallbacks
-    def _connect(self, ws_url: str, realm: str, serializer: str) -> Any:
-        sessions: list[_Session] = []
+    def _connect(self, ws_url: str, realm: str, serializer: str) -> defer.Deferred[_Session]:
+        """Connect and join; fires with the session, or fails with why it could not."""
+        created: defer.Deferred[_Session] = defer.Deferred()
 
         def make_session() -> _Session:
-            sessions.append(_Session(ComponentConfig(realm=realm), self.authenticator, self.authid))
-            return sessions[-1]
+            session = _Session(ComponentConfig(realm=realm), self.authenticator, self.authid)
+            created.callback(session)  # Autobahn makes it once the WebSocket is open
+            return session
+
+        def failed(connector: Any, reason: Any) -> None:
+            if not created.called:
+                created.errback(reason)
 
         factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
+        factory.clientConnectionFailed = failed
         secure, host, port, _, _, _ = parse_url(ws_url)
-        connected: defer.Deferred[Any] = defer.Deferred()
-        factory.clientConnectionFailed = lambda connector, reason: connected.errback(reason)
         if secure:
             trust = ssl.Certificate.loadPEM(self.trust_pem) if self.trust_pem else None
             options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
             self._reactor.connectSSL(host, port, factory, options)
         else:
             self._reactor.connectTCP(host, port, factory)
-        while not sessions:
-            if connected.called:
-                yield connected  # raises the connection failure
-            yield _sleep(self._reactor, 0.01)
-        yield sessions[0].joined
-        return sessions[0]
+        return created.addCallback(lambda session: session.joined.addCallback(lambda _: session))
 
     @property
     def session_id(self) -> int:
@@ -197,10 +195,6 @@ class WampClient:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.leave()
-
-
-def _sleep(clock: Any, seconds: float) -> defer.Deferred[None]:
-    return deferLater(clock, seconds, lambda: None)
 
 
 def publish_once(ws_url: str, topic: str, *args: Any, **kwargs: Any) -> None:
