@@ -1,0 +1,165 @@
+"""
+RFC 6455 conformance of ``/echo``: the Autobahn|Testsuite fuzzing client (``wstest -m fuzzingclient``)
+runs all its 517 cases against the server started as users start it, and every case must pass.
+
+The suite runs on Python 2.7 only. The test builds a 2.7 virtualenv once, from the interpreter pyenv
+provides (``pyenv root``/versions/2.7.*) and the pins in ``autobahntestsuite-requirements.txt``, into
+``.venv/autobahntestsuite/``; later runs reuse it until the pins change. Without a 2.7 interpreter the
+test is skipped on a developer machine and fails in CI (``prerequisites.unavailable``).
+
+Two runs, each its own server:
+
+- every case but 9.* with the default options: that is the server users run, so the bounds it sets
+  by default must not refuse a conforming client;
+- the 9.* cases ("limits and performance": messages of up to 16 MiB, in up to 65536 fragments,
+  1000 messages in a row) with the limits in ``RAISED_LIMITS``: by default the server refuses such
+  messages, as it should (close 1009, tested in tests/transports/test_echo.py).
+
+A case passes when its ``behavior`` and its ``behaviorClose`` are both OK or INFORMATIONAL (the suite's
+word for "no verdict, here is what happened", e.g. the close reason echoed), or UNIMPLEMENTED in the
+compression cases 12.* and 13.* only: wsserver has no permessage-deflate yet. FAILED and NON-STRICT
+fail the test. Meanwhile a bystander on ``/ws`` must keep getting every event in time, and the
+server's memory must stay within a stated bound. The reports stay in the test's ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.hostile import Bystander, MemoryWatch
+from tests.e2e.prerequisites import REPO, unavailable
+from tests.e2e.test_echo import echo_url
+
+REQUIREMENTS = Path(__file__).with_name("autobahntestsuite-requirements.txt")
+#: Removed with the project's virtualenv (``make clean``).
+ENVIRONMENT = REPO / ".venv" / "autobahntestsuite"
+
+#: Options of the server for the 9.* run. The largest message of the suite is 16 MiB (9.1.6, 9.2.6);
+#: 9.3.*/9.4.* send 4 MiB in up to 65536 fragments, thousands of frames a second. A bound on
+#: fragments per message or frames per second belongs here, raised that far, and nowhere else.
+RAISED_LIMITS = ["--max-message-size", str(16 * 2**20)]
+
+#: One run is done well within this (about 10 s each here): past it, a case hangs (a closing
+#: handshake that never ends, say) and the run is a failure.
+RUN_TIMEOUT = 300
+
+PASSING = frozenset({"OK", "INFORMATIONAL"})
+#: The compression cases: permessage-deflate is not implemented yet (a later issue).
+UNIMPLEMENTED_ALLOWED = ("12.", "13.")
+
+
+@dataclass(frozen=True)
+class Run:
+    cases: list[str]
+    options: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    #: The number of cases the pinned suite has for ``cases`` less ``exclude``: a run that skipped
+    #: cases, or did none, fails.
+    expected_cases: int = 0
+    #: How much the server may grow while the run lasts. Most cases send a few KiB; the largest
+    #: messages are held several times at once (frames, the joined message, the echo being written).
+    memory_bound: int = 0
+
+
+RUNS = {
+    "default-options": Run(cases=["*"], exclude=["9.*"], expected_cases=517 - 54, memory_bound=32 * 2**20),
+    "limits-9": Run(cases=["9.*"], options=RAISED_LIMITS, expected_cases=54, memory_bound=6 * 16 * 2**20),
+}
+
+
+def python27() -> str:
+    """The path of a Python 2.7 interpreter: pyenv's, else ``python2.7`` on PATH; unavailable() if none."""
+    roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv")]
+    if pyenv := shutil.which("pyenv"):
+        roots.insert(0, subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip())
+    found = [path for root in filter(None, roots) for path in Path(root).glob("versions/2.7*/bin/python2.7")]
+    found.sort(key=lambda path: [int(part) for part in re.findall(r"\d+", path.parents[1].name)], reverse=True)
+    candidates = [str(path) for path in found] + list(filter(None, [shutil.which("python2.7")]))
+    for candidate in candidates:
+        check = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (2, 7))"],
+                               capture_output=True, text=True)  # fmt: skip
+        if check.stdout.strip() == "True":
+            return candidate
+    unavailable("Autobahn|Testsuite needs Python 2.7 and there is none (pyenv's 2.7.18 in the machine image)")
+
+
+def run_logged(command: list[str], what: str) -> None:
+    """Run ``command``; on failure, fail the test with ``what`` and the end of its output."""
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{what} failed ({result.returncode}):\n{result.stdout[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def wstest() -> str:
+    """``wstest`` in the 2.7 virtualenv, built (or rebuilt, when the pins changed) first if needed."""
+    stamp = ENVIRONMENT / REQUIREMENTS.name
+    command = ENVIRONMENT / "bin" / "wstest"
+    if command.exists() and stamp.exists() and stamp.read_text() == REQUIREMENTS.read_text():
+        return str(command)
+    interpreter = python27()
+    shutil.rmtree(ENVIRONMENT, ignore_errors=True)
+    # virtualenv < 20.22 (from the test extras) still creates 2.7 environments; venv cannot.
+    run_logged([sys.executable, "-m", "virtualenv", "--no-periodic-update", "-p", interpreter, str(ENVIRONMENT)],
+               "creating the Python 2.7 virtualenv")  # fmt: skip
+    pip = [str(ENVIRONMENT / "bin" / "pip"), "--disable-pip-version-check", "--no-python-version-warning"]
+    run_logged([*pip, "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)], "installing Autobahn|Testsuite")
+    run_logged([*pip, "check"], f"pip check (is {REQUIREMENTS.name} complete?)")
+    shutil.copyfile(REQUIREMENTS, stamp)  # last: a half-built environment is rebuilt next time
+    return str(command)
+
+
+def fuzz(wstest: str, url: str, run: Run, outdir: Path) -> dict[str, dict[str, Any]]:
+    """Run the fuzzing client against ``url``; return its results by case id ("1.1.1": {"behavior": ...})."""
+    spec = {"outdir": str(outdir), "servers": [{"agent": "wsserver", "url": url}],
+            "cases": run.cases, "exclude-cases": run.exclude}  # fmt: skip
+    outdir.mkdir()
+    (outdir / "spec.json").write_text(json.dumps(spec))
+    try:
+        result = subprocess.run([wstest, "-m", "fuzzingclient", "-s", "spec.json"], cwd=outdir,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)  # fmt: skip
+    except subprocess.TimeoutExpired as timeout:
+        output = timeout.stdout if isinstance(timeout.stdout, str) else (timeout.stdout or b"").decode()
+        pytest.fail(f"wstest did not finish in {RUN_TIMEOUT} s; it printed last:\n{output[-2000:]}", pytrace=False)
+    assert result.returncode == 0, f"wstest exited with {result.returncode}:\n{result.stdout[-4000:]}"
+    (results,) = json.loads((outdir / "index.json").read_text()).values()
+    return dict(results)
+
+
+def case_order(case: str) -> list[int]:
+    return [int(part) for part in case.split(".")]
+
+
+def not_passed(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The cases that did not pass (see the module docstring), one line each, in the suite's order."""
+    lines = []
+    for case in sorted(results, key=case_order):
+        allowed = PASSING | ({"UNIMPLEMENTED"} if case.startswith(UNIMPLEMENTED_ALLOWED) else set())
+        result = results[case]
+        if result["behavior"] not in allowed or result["behaviorClose"] not in allowed:
+            lines.append(f"{case}: {result['behavior']}, close {result['behaviorClose']}"
+                         f" (code {result.get('remoteCloseCode')})")  # fmt: skip
+    return lines
+
+
+@pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
+def test_echo_passes_autobahn_testsuite(run: Run, wstest: str, start_server: Any, tmp_path: Path) -> None:
+    server = start_server(*run.options)
+    outdir = tmp_path / "reports"
+    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        results = fuzz(wstest, echo_url(server), run, outdir)
+    failed = not_passed(results)
+    assert not failed, f"{len(failed)} of {len(results)} cases failed; see {outdir}/index.html:\n" + "\n".join(failed)
+    assert len(results) == run.expected_cases, f"the suite ran {len(results)} cases, not {run.expected_cases}"
+    bystander.check()
+    memory.check(run.memory_bound)
