@@ -60,17 +60,17 @@ PASSING = frozenset({"OK", "INFORMATIONAL"})
 UNIMPLEMENTED_ALLOWED = ("12.", "13.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run:
     cases: list[str]
-    options: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
     #: The number of cases the pinned suite has for ``cases`` less ``exclude``: a run that skipped
     #: cases, or did none, fails.
-    expected_cases: int = 0
+    expected_cases: int
     #: How much the server may grow while the run lasts: the largest message allowed, held a few times
     #: at once (its frames, the joined message, the echo being written), and room for a loaded machine.
-    memory_bound: int = 0
+    memory_bound: int
 
 
 RUNS = {
