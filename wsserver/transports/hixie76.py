@@ -80,10 +80,11 @@ from twisted.logger import Logger
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
-from wsserver.transports.admission import DROP, Admission, ConnectionLimits, OpenConnections, Refused
+from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
-from wsserver.transports.wampsession import WampConnection
+from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
+from wsserver.transports.wampsession import WampConnection, send_kind
 
 log = Logger()
 
@@ -353,12 +354,13 @@ class Hixie76Connection(Protocol):
         self.state = OPEN
         self._answered = True
         # Told when the client stops reading (see write_frame).
-        self.transport.registerProducer(self, True)
+        self.send_buffer = SendBuffer(self.transport, limits=self.endpoints.admission.limits,
+                                      overflow=self._send_buffer_overflowed, peer=self.peer)
+        self.transport.registerProducer(self.send_buffer, True)
         self.opened()
 
     def send_text(self, payload: bytes) -> None:
-        if self.state == OPEN:
-            self.transport.write(text_frame(payload))
+        self.write_frame(text_frame(payload))
 
     def start_closing(self) -> None:
         """The server's side of the closing handshake: 0xFF 0x00, then wait for the client's."""
@@ -367,7 +369,7 @@ class Hixie76Connection(Protocol):
         if self.state != OPEN:
             return
         self.state = CLOSING
-        self.transport.write(CLOSING_FRAME)
+        self.send_buffer.write(CLOSING_FRAME, CONTROL)  # behind what waits for the client
         self._deadline = self.endpoints.clock.callLater(CLOSE_TIMEOUT, self._abort)
 
     def _closing_frame_received(self) -> None:
@@ -400,39 +402,21 @@ class Hixie76Connection(Protocol):
             self._answered = False
             self.gone()
 
-    # -- a client that does not read: IPushProducer, as WampServerProtocol (websocket.py) ----------
+    # -- a client that does not read: the connection's SendBuffer (sendbuffer.py) ---------------
 
-    paused = False
-    backlog = 0
-    dropped = 0
+    send_buffer: SendBuffer
 
-    def pauseProducing(self) -> None:
-        self.paused = True
+    def write_frame(self, frame: bytes, kind: str = PUSH) -> None:
+        """Write ``frame`` if open, through the send buffer (``kind``: see sendbuffer.py)."""
+        if self.state == OPEN:
+            self.send_buffer.write(frame, kind)
 
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.backlog = 0
+    def _send_buffer_overflowed(self, limit: int) -> None:
+        self._abort()  # draft 76 has no close code to say why
 
-    def stopProducing(self) -> None:
-        self.paused = True
-
-    def write_frame(self, frame: bytes, droppable: bool) -> None:
-        """Write ``frame`` if open; past ``max_send_buffer`` unread, drop it or disconnect the client."""
-        if self.state != OPEN:
-            return
-        if not self.paused:
-            self.transport.write(frame)
-            return
-        limits = self.endpoints.admission.limits
-        if self.backlog + len(frame) <= limits.max_send_buffer:
-            self.backlog += len(frame)
-            self.transport.write(frame)
-        elif limits.slow_consumer_policy == DROP and droppable:
-            self.dropped += 1
-        else:
-            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
-                     peer=self.peer, limit=limits.max_send_buffer)
-            self._abort()
+    @property
+    def dropped(self) -> int:
+        return self.send_buffer.dropped
 
     # -- what a route does -------------------------------------------------------------------------
 
@@ -462,12 +446,12 @@ class Hixie76Wamp(WampConnection, Hixie76Connection):
     required_protocol = WAMP_JSON
     wire_format: object = ("hixie76", "json")
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
-        """The message as one text frame, and whether it may be dropped for a slow client."""
+    def encode(self, message: wamp.Message) -> tuple[bytes, str]:
+        """The message as one text frame, and its kind for the send buffer."""
         payload, _ = self.endpoints.json.serialize(message)
-        return text_frame(payload), type(message) is wamp.Event
+        return text_frame(payload), send_kind(message)
 
-    def write_encoded(self, encoded: tuple[bytes, bool]) -> None:
+    def write_encoded(self, encoded: tuple[bytes, str]) -> None:
         self.write_frame(*encoded)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -35,6 +36,7 @@ from wsserver.core.router import Router
 from wsserver.core.session import Session, State
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import ConnectionLimits
+from wsserver.transports.sendbuffer import EVENT, PUSH
 
 log = Logger()
 
@@ -56,6 +58,11 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
         return list(serializer.unserialize(payload))
     except Exception as error:
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
+
+
+def send_kind(message: wamp.Message) -> str:
+    """What ``message`` is to a :class:`~wsserver.transports.sendbuffer.SendBuffer`."""
+    return EVENT if type(message) is wamp.Event else PUSH
 
 
 class WampConnection:

@@ -26,8 +26,9 @@ from twisted.logger import Logger
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
-from wsserver.transports.admission import DROP, Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
-from wsserver.transports.wampsession import WampConnection
+from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
+from wsserver.transports.sendbuffer import SendBuffer
+from wsserver.transports.wampsession import WampConnection, send_kind
 
 log = Logger()
 
@@ -65,76 +66,39 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
     wire_format: object = None
     _object_serializer: Any = None
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
-        """The message framed once (Autobahn's PreparedMessage), and whether it may be dropped."""
+    def encode(self, message: wamp.Message) -> tuple[bytes, str]:
+        """The message framed once (Autobahn's PreparedMessage), and its kind for the send buffer."""
         payload, is_binary = self._serializer.serialize(message)
         frame = self.factory.prepareMessage(payload, is_binary).payloadHybi
-        return frame, type(message) is wamp.Event
+        return frame, send_kind(message)
 
-    def write_encoded(self, encoded: tuple[bytes, bool]) -> None:
-        # This is the per-recipient fan-out path: one attribute test, one buffered write. Autobahn's
+    def write_encoded(self, encoded: tuple[bytes, str]) -> None:
+        # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
         # own sendData would add a debug-log call per write. Compression is never negotiated
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
-        if self._send_paused:
-            self._write_backlogged(encoded)
-        elif self.state == STATE_OPEN:
-            self.transport.write(encoded[0])
+        if self.state == STATE_OPEN:
+            self.send_buffer.write(*encoded)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
             # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
             self.sendCloseFrame(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
 
-    # -- slow consumers: IPushProducer, registered with our transport ---------------------------
-    #
-    # Twisted pauses a streaming producer when the transport's write buffer passes its high-water
-    # mark (64 KiB) and resumes it once the buffer is empty again. While paused, the client is not
-    # reading as fast as we write: everything written until the resume is counted, and when that
-    # passes the factory's max_send_buffer the slow-consumer policy applies. So the buffer a
-    # connection can hold is bounded by the transport's mark plus max_send_buffer.
+    # -- a client that does not read: the connection's SendBuffer (sendbuffer.py) ---------------
 
-    _send_paused = False
-    _backlog = 0
-    dropped_events = 0
-    _dropping = False
+    send_buffer: SendBuffer
 
-    def pauseProducing(self) -> None:
-        self._send_paused = True
+    def _send_buffer_overflowed(self, limit: int) -> None:
+        # The close frame goes out behind what the transport holds; Autobahn drops the connection
+        # when the close handshake times out.
+        self.sendCloseFrame(
+            WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
+            _truncate(f"slow consumer: more than {limit} bytes unread"),
+        )
 
-    def resumeProducing(self) -> None:
-        self._send_paused = False
-        self._backlog = 0
-        if self._dropping:
-            self._dropping = False
-            log.info("{peer} reads again; {count} events were dropped for it so far",
-                     peer=self.peer, count=self.dropped_events)
-
-    def stopProducing(self) -> None:
-        self._send_paused = True
-
-    def _write_backlogged(self, encoded: tuple[bytes, bool]) -> None:
-        frame, droppable = encoded
-        if self.state != STATE_OPEN:
-            return
-        limit = self.factory.limits.max_send_buffer
-        if self._backlog + len(frame) <= limit:
-            self._backlog += len(frame)
-            self.transport.write(frame)
-        elif self.factory.limits.slow_consumer_policy == DROP and droppable:
-            self.dropped_events += 1
-            if not self._dropping:
-                self._dropping = True
-                log.info("{peer} is not reading: dropping its events (over {limit} bytes buffered)",
-                         peer=self.peer, limit=limit)
-        else:
-            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
-                     peer=self.peer, limit=limit)
-            # The close frame queues behind what is buffered; Autobahn drops the connection when
-            # the close handshake times out, which frees the buffer.
-            self.sendCloseFrame(
-                WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
-                _truncate(f"slow consumer: more than {limit} bytes unread"),
-            )
+    @property
+    def dropped_events(self) -> int:
+        return self.send_buffer.dropped
 
     # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
 
@@ -179,7 +143,9 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
         self.factory.connections.add(self)
         # Over twisted.web, the HTTP channel is still registered as the transport's producer.
         self.transport.unregisterProducer()
-        self.transport.registerProducer(self, True)
+        self.send_buffer = SendBuffer(self.transport, limits=self.factory.limits,
+                                      overflow=self._send_buffer_overflowed, peer=self.peer)
+        self.transport.registerProducer(self.send_buffer, True)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)

@@ -1,0 +1,114 @@
+"""
+One bounded send buffer per connection, whatever the transport: what a client that does not read
+may cost the server.
+
+Theory of operation
+-------------------
+A connection writes every frame through its :class:`SendBuffer`, which is registered as the
+streaming producer of the connection's TCP (or TLS) transport. Twisted pauses it when the
+transport's own buffer passes its high-water mark (64 KiB) and resumes it once that buffer is empty
+again. While flowing, a frame goes straight to the transport. While paused, the client is not
+reading as fast as we write: frames wait here, in order, and on resume they go to the transport
+until it pauses us again. What waits here is bounded by kind of frame:
+
+========  ==================================================  ==========================================
+kind      what                                                over ``max_send_buffer`` bytes waiting
+========  ==================================================  ==========================================
+PUSH      what others cause: an INVOCATION, an echo, a pong   ``overflow``: the connection closes it
+EVENT     a published event (fan-out)                         dropped and counted (``--slow-consumer
+                                                              drop``), else as PUSH
+CONTROL   the connection's own close frame or ping            never counted: one at a time
+========  ==================================================  ==========================================
+
+After an overflow the buffer forgets what waits (the memory is freed at once) and takes only
+CONTROL frames, straight to the transport: the close frame goes out behind what the transport
+already holds. So a connection holds at most the transport's mark plus ``max_send_buffer``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from wsserver.transports.admission import DROP, ConnectionLimits
+
+log = Logger()
+
+#: Kinds of frames (see the module docstring).
+PUSH, EVENT, CONTROL = "push", "event", "control"
+
+
+class SendBuffer:
+    """
+    The send side of one connection. Register it with ``transport.registerProducer(buffer, True)``
+    and :meth:`write` every frame through it; ``overflow(limit)`` is called once, when the client
+    leaves more than ``limit`` bytes unread: close the connection then (write its close frame as
+    CONTROL). ``dropped`` counts the events dropped for this client under the drop policy.
+    """
+
+    def __init__(self, transport: Any, *, limits: ConnectionLimits, overflow: Callable[[int], None], peer: str) -> None:
+        self.transport = transport
+        self.limit = limits.max_send_buffer
+        self.drop_events = limits.slow_consumer_policy == DROP
+        self.overflow = overflow
+        self.peer = peer
+        self.paused = False
+        #: Frames waiting for the client, with the bytes each counts against the limit.
+        self.waiting: deque[tuple[bytes, int]] = deque()
+        self.counted = 0
+        self.dropped = 0
+        self._dropping = False
+        self._overflowed = False
+
+    def write(self, frame: bytes, kind: str = PUSH) -> None:
+        """Send ``frame`` (a whole frame) now, or as soon as the client reads; see the module docstring."""
+        if not self.paused and not self.waiting and not self._overflowed:
+            self.transport.write(frame)
+        elif self._overflowed:
+            if kind is CONTROL:
+                self.transport.write(frame)
+        elif kind is CONTROL:
+            self.waiting.append((frame, 0))
+        elif self.counted + len(frame) <= self.limit:
+            self.counted += len(frame)
+            self.waiting.append((frame, len(frame)))
+        elif kind is EVENT and self.drop_events:
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.info("{peer} is not reading: dropping its events (over {limit} bytes buffered)",
+                         peer=self.peer, limit=self.limit)
+        else:
+            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
+                     peer=self.peer, limit=self.limit)
+            self._forget()
+            self.overflow(self.limit)
+
+    def _forget(self) -> None:
+        self._overflowed = True
+        self.waiting.clear()
+        self.counted = 0
+
+    # -- IPushProducer: Twisted's signals from the transport ------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiting = self.waiting
+        while waiting and not self.paused:
+            frame, counted = waiting.popleft()
+            self.counted -= counted
+            self.transport.write(frame)  # may pause us again
+        if not waiting and self._dropping:
+            self._dropping = False
+            log.info("{peer} reads again; {count} events were dropped for it so far",
+                     peer=self.peer, count=self.dropped)
+
+    def stopProducing(self) -> None:
+        self.paused = True
+        self._forget()
