@@ -48,6 +48,12 @@ class ConnectionLimits:
     hello_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
+    #: Frames one WebSocket message may come in; more: close 1009. A browser sends one frame.
+    max_fragments: int = 1024
+    #: Frames (control frames too) one connection may send a second, sustained, and at once;
+    #: more: close 1008. Twice the publish rate and burst (SessionLimits): those refuse first.
+    max_frame_rate: float = 2000.0
+    frame_burst: int = 20_000
 
 
 def client_address(peer: str, headers: dict[str, str], trust_proxy: bool) -> str:

@@ -84,10 +84,11 @@ class SendBuffer:
         else:
             log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
                      peer=self.peer, limit=self.limit)
-            self._forget()
+            self.discard()
             self.overflow(self.limit)
 
-    def _forget(self) -> None:
+    def discard(self) -> None:
+        """Forget what waits: the connection is being closed. From now on only CONTROL frames go out, at once."""
         self._overflowed = True
         self.waiting.clear()
         self.counted = 0
@@ -111,4 +112,4 @@ class SendBuffer:
 
     def stopProducing(self) -> None:
         self.paused = True
-        self._forget()
+        self.discard()

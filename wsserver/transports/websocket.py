@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
-from wsserver.transports.sendbuffer import SendBuffer
+from wsserver.transports.bounds import BoundedWebSocket, truncate
 from wsserver.transports.wampsession import WampConnection, send_kind
 
 log = Logger()
@@ -47,8 +47,6 @@ CLOSE_CODES = {
     CloseReason.GOING_AWAY: WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
     CloseReason.PROTOCOL_VIOLATION: WebSocketProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
 }
-#: A close reason must fit in a control frame (125 bytes with the code).
-MAX_CLOSE_REASON = 120
 
 
 def wamp_serializers() -> list[Any]:
@@ -56,7 +54,7 @@ def wamp_serializers() -> list[Any]:
     return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
 
 
-class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
+class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerProtocol):
     """One WebSocket connection carrying one WAMP session at a time."""
 
     factory: WampServerFactory
@@ -82,19 +80,7 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
             # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
-            self.sendCloseFrame(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
-
-    # -- a client that does not read: the connection's SendBuffer (sendbuffer.py) ---------------
-
-    send_buffer: SendBuffer
-
-    def _send_buffer_overflowed(self, limit: int) -> None:
-        # The close frame goes out behind what the transport holds; Autobahn drops the connection
-        # when the close handshake times out.
-        self.sendCloseFrame(
-            WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
-            _truncate(f"slow consumer: more than {limit} bytes unread"),
-        )
+            self.sendCloseFrame(CLOSE_CODES[reason], truncate(f"{reason.value}: {detail}"))
 
     @property
     def dropped_events(self) -> int:
@@ -116,7 +102,7 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
 
     def close_for_silence(self, reason: str) -> None:
         if self.state == STATE_OPEN:
-            self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION, _truncate(reason))
+            self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION, truncate(reason))
 
     def close_for_internal_error(self) -> None:
         if self.state == STATE_OPEN:
@@ -141,11 +127,6 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
-        # Over twisted.web, the HTTP channel is still registered as the transport's producer.
-        self.transport.unregisterProducer()
-        self.send_buffer = SendBuffer(self.transport, limits=self.factory.limits,
-                                      overflow=self._send_buffer_overflowed, peer=self.peer)
-        self.transport.registerProducer(self.send_buffer, True)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
@@ -229,10 +210,3 @@ class WampServerFactory(WampWebSocketServerFactory):
                 protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down")
         return self.connections.all_gone(clock, timeout, lambda protocol: protocol.transport.abortConnection())
 
-
-def _truncate(text: str) -> bytes:
-    """A close reason as UTF-8 that fits a control frame, cut at a character boundary."""
-    encoded = text.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON:
-        return encoded
-    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
