@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 
 from wsserver.transports.admission import DISCONNECT, DROP, ConnectionLimits
-from wsserver.transports.sendbuffer import CONTROL, EVENT, PUSH, SendBuffer
+from wsserver.transports.sendbuffer import CONTROL, EVENT, PUSH, REPLY, SendBuffer
 
 
 def buffer_for(policy: str = DISCONNECT, limit: int = 1024) -> tuple[SendBuffer, StringTransport, list[int]]:
@@ -74,3 +74,33 @@ def test_resume_sends_only_until_twisted_pauses_again() -> None:
     transport.write = write_then_pause  # type: ignore[method-assign]
     buffer.resumeProducing()
     assert transport.value() == b"1" and len(buffer.waiting) == 1
+
+
+def test_replies_are_paced_not_held_against_the_limit_and_reading_stops_until_they_are_out() -> None:
+    buffer, transport, overflows = buffer_for(limit=1024)
+    buffer.pauseProducing()
+    for _ in range(10):
+        buffer.write(b"r" * 1000, REPLY)  # 10x the limit: a big answer at once
+    assert overflows == [] and transport.producerState == "paused"  # the client's requests wait
+    buffer.write(b"e" * 1000, EVENT)  # behind the replies, in order
+    buffer.resumeProducing()
+    assert transport.value() == b"r" * 10_000 + b"e" * 1000
+    assert transport.producerState == "producing"
+
+
+def test_reading_resumes_only_when_the_last_reply_is_out() -> None:
+    buffer, transport, _ = buffer_for()
+    buffer.pauseProducing()
+    buffer.write(b"1", REPLY)
+    buffer.write(b"2", REPLY)
+    original_write = transport.write
+
+    def write_then_pause(data: bytes) -> None:
+        original_write(data)
+        buffer.pauseProducing()
+
+    transport.write = write_then_pause  # type: ignore[method-assign]
+    buffer.resumeProducing()
+    assert transport.value() == b"1" and transport.producerState == "paused"
+    buffer.resumeProducing()
+    assert transport.value() == b"12" and transport.producerState == "producing"

@@ -17,8 +17,22 @@ kind      what                                                over ``max_send_bu
 PUSH      what others cause: an INVOCATION, an echo, a pong   ``overflow``: the connection closes it
 EVENT     a published event (fan-out)                         dropped and counted (``--slow-consumer
                                                               drop``), else as PUSH
+REPLY     the answer to the client's own request: RESULT,     never counted: paced (below)
+          SUBSCRIBED and its retained events, ERROR, ...
 CONTROL   the connection's own close frame or ping            never counted: one at a time
 ========  ==================================================  ==========================================
+
+Pacing. "The client is not reading" and "the router just answered with a lot at once" look alike
+to Twisted: a SUBSCRIBE with ``get_retained`` on a prefix, or a read full of CALLs to
+``wamp.subscription.get_events``, writes megabytes to a client in one reactor turn, and one that
+reads gets paused all the same. So a REPLY is never held against the limit: it waits, and while
+any reply waits the buffer stops reading from the client (``transport.pauseProducing``), resuming
+once the last one has left. A client that asks faster than it reads is thereby slowed to its own
+reading pace, and the replies waiting are bounded by the answers to one read of its requests
+(Twisted reads 64 KiB at a time): at most one CALL's RESULT (``--max-message-size``, or a meta
+procedure's answer) or one SUBSCRIBE's retained events per request in that read. A client that
+never reads again is cut off by the ping timeout (our ping waits behind its replies, so no pong
+comes), and holds only that much until then.
 
 After an overflow the buffer forgets what waits (the memory is freed at once) and takes only
 CONTROL frames, straight to the transport: the close frame goes out behind what the transport
@@ -38,7 +52,7 @@ from wsserver.transports.admission import DROP, ConnectionLimits
 log = Logger()
 
 #: Kinds of frames (see the module docstring).
-PUSH, EVENT, CONTROL = "push", "event", "control"
+PUSH, EVENT, REPLY, CONTROL = "push", "event", "reply", "control"
 
 
 class SendBuffer:
@@ -56,9 +70,10 @@ class SendBuffer:
         self.overflow = overflow
         self.peer = peer
         self.paused = False
-        #: Frames waiting for the client, with the bytes each counts against the limit.
+        #: Frames waiting for the client, with the bytes each counts against the limit (-1: a reply).
         self.waiting: deque[tuple[bytes, int]] = deque()
         self.counted = 0
+        self.replies_waiting = 0
         self.dropped = 0
         self._dropping = False
         self._overflowed = False
@@ -72,6 +87,11 @@ class SendBuffer:
                 self.transport.write(frame)
         elif kind is CONTROL:
             self.waiting.append((frame, 0))
+        elif kind is REPLY:
+            self.waiting.append((frame, -1))
+            self.replies_waiting += 1
+            if self.replies_waiting == 1:
+                self.transport.pauseProducing()  # no more requests until the replies are out
         elif self.counted + len(frame) <= self.limit:
             self.counted += len(frame)
             self.waiting.append((frame, len(frame)))
@@ -92,6 +112,7 @@ class SendBuffer:
         self._overflowed = True
         self.waiting.clear()
         self.counted = 0
+        self.replies_waiting = 0
 
     # -- IPushProducer: Twisted's signals from the transport ------------------------------------------
 
@@ -103,7 +124,12 @@ class SendBuffer:
         waiting = self.waiting
         while waiting and not self.paused:
             frame, counted = waiting.popleft()
-            self.counted -= counted
+            if counted < 0:
+                self.replies_waiting -= 1
+                if not self.replies_waiting:
+                    self.transport.resumeProducing()
+            else:
+                self.counted -= counted
             self.transport.write(frame)  # may pause us again
         if not waiting and self._dropping:
             self._dropping = False

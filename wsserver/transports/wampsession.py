@@ -36,7 +36,7 @@ from wsserver.core.router import Router
 from wsserver.core.session import Session, State
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import ConnectionLimits
-from wsserver.transports.sendbuffer import EVENT, PUSH
+from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
 
 log = Logger()
 
@@ -60,9 +60,20 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
 
 
+#: What the router sends a session that the session did not ask for (the rest answers its requests).
+UNASKED = frozenset({wamp.Invocation, wamp.Interrupt, wamp.Goodbye, wamp.Abort})
+
+
 def send_kind(message: wamp.Message) -> str:
-    """What ``message`` is to a :class:`~wsserver.transports.sendbuffer.SendBuffer`."""
-    return EVENT if type(message) is wamp.Event else PUSH
+    """
+    What ``message`` is to a :class:`~wsserver.transports.sendbuffer.SendBuffer`: a published
+    EVENT, something else the session did not ask for (PUSH), or a REPLY to its own request,
+    retained events on SUBSCRIBE included, which is paced rather than held against the limit.
+    """
+    kind = type(message)
+    if kind is wamp.Event:
+        return REPLY if message.retained else EVENT
+    return PUSH if kind in UNASKED else REPLY
 
 
 class WampConnection:
