@@ -523,7 +523,8 @@ class Hixie76Endpoints:
                 carry_out(self.router.goodbye(session))
             else:
                 connection.start_closing()
-        return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection())
+        return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection(),
+                                         close=lambda c: c.start_closing())
 
 
 # -- sniffing ---------------------------------------------------------------------------------------

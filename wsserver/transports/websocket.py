@@ -199,8 +199,8 @@ class WampServerFactory(WampWebSocketServerFactory):
     def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
         """
         Say GOODBYE (``wamp.close.system_shutdown``) to every session and close every
-        connection; the result fires when all are gone, or after ``timeout`` seconds, when the
-        stragglers' connections are aborted.
+        connection; the result fires when all are gone. After ``timeout`` seconds the stragglers
+        (sessions that did not answer GOODBYE) get close 1001, and are aborted a moment later.
         """
         for protocol in self.connections:
             session = protocol.session
@@ -208,5 +208,8 @@ class WampServerFactory(WampWebSocketServerFactory):
                 carry_out(self.router.goodbye(session))
             else:
                 protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down")
-        return self.connections.all_gone(clock, timeout, lambda protocol: protocol.transport.abortConnection())
+        return self.connections.all_gone(
+            clock, timeout, lambda protocol: protocol.transport.abortConnection(),
+            close=lambda protocol: protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down"),
+        )
 
