@@ -84,7 +84,7 @@ from wsserver.transports.admission import Admission, ConnectionLimits, OpenConne
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
 from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
-from wsserver.transports.wampsession import WampConnection, send_kind
+from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
 
@@ -440,7 +440,7 @@ class Hixie76Echo(Hixie76Connection):
             self.send_text(payload)
 
 
-class Hixie76Wamp(WampConnection, Hixie76Connection):
+class Hixie76Wamp(Hixie76Connection):
     """The WAMP path over draft 76: one WAMP-JSON session, a :class:`~wsserver.delivery.Peer`."""
 
     required_protocol = WAMP_JSON
@@ -459,36 +459,26 @@ class Hixie76Wamp(WampConnection, Hixie76Connection):
                  peer=self.peer, reason=reason.value, detail=detail)
         self.start_closing()
 
-    # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
-
-    @property
-    def wamp_router(self) -> Router[Peer]:
-        return self.endpoints.router
-
-    @property
-    def wamp_clock(self) -> IReactorTime:
-        return self.endpoints.clock
-
-    @property
-    def wamp_limits(self) -> ConnectionLimits:
-        return self.endpoints.admission.limits
-
-    def close_for_silence(self, reason: str) -> None:
-        self.start_closing()  # draft 76's closing frame carries no code or reason
-
-    def close_for_internal_error(self) -> None:
-        self.start_closing()
-
     # -- Hixie76Connection --------------------------------------------------------------------------
 
+    wamp: WampSession | None = None
+
     def opened(self) -> None:
-        self.start_session()
+        endpoints = self.endpoints
+        # Draft 76's closing frame carries no code or reason: silence and errors close alike.
+        self.wamp = WampSession(self, router=endpoints.router, clock=endpoints.clock,
+                                limits=endpoints.admission.limits, name=self.peer,
+                                close_for_silence=lambda reason: self.start_closing(),
+                                close_for_internal_error=self.start_closing)
+        self.wamp.start()
 
     def message_received(self, payload: bytes) -> None:
-        self.wamp_message_received(payload, False, self.endpoints.json_objects)
+        if self.wamp is not None:
+            self.wamp.message_received(payload, False, self.endpoints.json_objects)
 
     def gone(self) -> None:
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
 
 
 class Hixie76Endpoints:
@@ -518,10 +508,8 @@ class Hixie76Endpoints:
     def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
         """GOODBYE to every WAMP session, the closing frame to the rest; aborted after ``timeout``."""
         for connection in self.connections:
-            session = getattr(connection, "session", None)
-            if session is not None:
-                carry_out(self.router.goodbye(session))
-            else:
+            wamp = getattr(connection, "wamp", None)
+            if wamp is None or not wamp.say_goodbye():
                 connection.start_closing()
         return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection(),
                                          close=lambda c: c.start_closing())

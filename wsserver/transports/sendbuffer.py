@@ -53,6 +53,8 @@ log = Logger()
 
 #: Kinds of frames (see the module docstring).
 PUSH, EVENT, REPLY, CONTROL = "push", "event", "reply", "control"
+#: Shared by every buffer with nothing waiting; never appended to (see _wait).
+NOTHING_WAITING: deque[tuple[bytes, int]] = deque(maxlen=0)
 
 
 class SendBuffer:
@@ -63,6 +65,10 @@ class SendBuffer:
     CONTROL). ``dropped`` counts the events dropped for this client under the drop policy.
     """
 
+    # An idle connection should cost little (thousands sit open): slots, and no deque until needed.
+    __slots__ = ("transport", "limit", "drop_events", "overflow", "peer", "paused", "waiting", "counted",
+                 "replies_waiting", "dropped", "_dropping", "_overflowed")
+
     def __init__(self, transport: Any, *, limits: ConnectionLimits, overflow: Callable[[int], None], peer: str) -> None:
         self.transport = transport
         self.limit = limits.max_send_buffer
@@ -71,7 +77,7 @@ class SendBuffer:
         self.peer = peer
         self.paused = False
         #: Frames waiting for the client, with the bytes each counts against the limit (-1: a reply).
-        self.waiting: deque[tuple[bytes, int]] = deque()
+        self.waiting: deque[tuple[bytes, int]] = NOTHING_WAITING
         self.counted = 0
         self.replies_waiting = 0
         self.dropped = 0
@@ -86,15 +92,15 @@ class SendBuffer:
             if kind is CONTROL:
                 self.transport.write(frame)
         elif kind is CONTROL:
-            self.waiting.append((frame, 0))
+            self._wait((frame, 0))
         elif kind is REPLY:
-            self.waiting.append((frame, -1))
+            self._wait((frame, -1))
             self.replies_waiting += 1
             if self.replies_waiting == 1:
                 self.transport.pauseProducing()  # no more requests until the replies are out
         elif self.counted + len(frame) <= self.limit:
             self.counted += len(frame)
-            self.waiting.append((frame, len(frame)))
+            self._wait((frame, len(frame)))
         elif kind is EVENT and self.drop_events:
             self.dropped += 1
             if not self._dropping:
@@ -107,10 +113,15 @@ class SendBuffer:
             self.discard()
             self.overflow(self.limit)
 
+    def _wait(self, entry: tuple[bytes, int]) -> None:
+        if self.waiting is NOTHING_WAITING:
+            self.waiting = deque()
+        self.waiting.append(entry)
+
     def discard(self) -> None:
         """Forget what waits: the connection is being closed. From now on only CONTROL frames go out, at once."""
         self._overflowed = True
-        self.waiting.clear()
+        self.waiting = NOTHING_WAITING
         self.counted = 0
         self.replies_waiting = 0
 
@@ -131,6 +142,8 @@ class SendBuffer:
             else:
                 self.counted -= counted
             self.transport.write(frame)  # may pause us again
+        if not waiting:
+            self.waiting = NOTHING_WAITING
         if not waiting and self._dropping:
             self._dropping = False
             log.info("{peer} reads again; {count} events were dropped for it so far",

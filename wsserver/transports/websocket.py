@@ -28,7 +28,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.wampsession import WampConnection, send_kind
+from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
 
@@ -54,10 +54,12 @@ def wamp_serializers() -> list[Any]:
     return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
 
 
-class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerProtocol):
+class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     """One WebSocket connection carrying one WAMP session at a time."""
 
     factory: WampServerFactory
+    #: The WAMP session, from the opening handshake on.
+    wamp: WampSession | None = None
 
     # -- Peer (what wsserver.delivery needs) -----------------------------------------------------
 
@@ -86,25 +88,13 @@ class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerPr
     def dropped_events(self) -> int:
         return self.send_buffer.dropped
 
-    # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
+    # -- closing for the session (wsserver.transports.wampsession) ------------------------------
 
-    @property
-    def wamp_router(self) -> Router[Peer]:
-        return self.factory.router
-
-    @property
-    def wamp_clock(self) -> IReactorTime:
-        return self.factory.clock
-
-    @property
-    def wamp_limits(self) -> ConnectionLimits:
-        return self.factory.admission.limits
-
-    def close_for_silence(self, reason: str) -> None:
+    def _close_for_silence(self, reason: str) -> None:
         if self.state == STATE_OPEN:
             self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION, truncate(reason))
 
-    def close_for_internal_error(self) -> None:
+    def _close_for_internal_error(self) -> None:
         if self.state == STATE_OPEN:
             self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, b"internal server error")
 
@@ -130,7 +120,8 @@ class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerPr
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
         self.factory.connections.discard(self)
         if self._client_ip is not None:
             self.factory.admission.release(self._client_ip)
@@ -138,7 +129,11 @@ class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerPr
 
     def onOpen(self) -> None:
         self._forget_handshake()
-        self.start_session()
+        factory = self.factory
+        self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
+                                name=self.peer, close_for_silence=self._close_for_silence,
+                                close_for_internal_error=self._close_for_internal_error)
+        self.wamp.start()
 
     def _forget_handshake(self) -> None:
         """
@@ -154,10 +149,12 @@ class WampServerProtocol(BoundedWebSocket, WampConnection, WampWebSocketServerPr
         self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.wamp_message_received(payload, isBinary, self._object_serializer)
+        if self.wamp is not None:
+            self.wamp.message_received(payload, isBinary, self._object_serializer)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
 
 
 class WampServerFactory(WampWebSocketServerFactory):
@@ -203,10 +200,7 @@ class WampServerFactory(WampWebSocketServerFactory):
         (sessions that did not answer GOODBYE) get close 1001, and are aborted a moment later.
         """
         for protocol in self.connections:
-            session = protocol.session
-            if session is not None:
-                carry_out(self.router.goodbye(session))
-            else:
+            if protocol.wamp is None or not protocol.wamp.say_goodbye():
                 protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down")
         return self.connections.all_gone(
             clock, timeout, lambda protocol: protocol.transport.abortConnection(),
