@@ -403,3 +403,15 @@ def test_a_head_that_never_ends_goes_to_the_site_after_the_timeout(server: Serve
     wire.send(b"GET /ws HTTP/1.1\r\nHost: exa")
     server.clock.advance(10)
     assert is_the_sites(wire.transport.protocol)
+
+
+def test_more_frames_a_second_than_the_rate_abort_the_connection(tmp_path: Path) -> None:
+    server = Server(tmp_path, max_frame_rate=10, frame_burst=20)
+    wire = server.connect().open()
+    wire.send(b"\x00\xff" * 20)  # the burst: 20 empty messages, echoed
+    assert wire.read() == b"\x00\xff" * 20
+    server.clock.advance(1)
+    wire.send(b"\x80\x00" * 10)  # ten more a second later, skipped frames count too
+    assert not wire.transport.disconnected
+    wire.send(b"\x00\xff")
+    assert wire.transport.disconnected

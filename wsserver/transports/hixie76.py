@@ -45,7 +45,8 @@ Frames (§4.2, §5.3). A text frame is 0x00, UTF-8 text, 0xFF. A frame whose typ
 bit set carries a length (base 128, high bit = more bytes follow) and is skipped, except 0xFF with
 length 0: the closing frame. A frame of another type without the high bit is read to its 0xFF and
 dropped. There are no binary messages, pings or close codes. A message (or a skipped frame) longer
-than ``--max-message-size`` fails the connection: it is closed at once, since no code can say why.
+than ``--max-message-size`` fails the connection: it is closed at once, since no code can say why;
+so do more frames a second than ``--max-frame-rate`` (after ``--frame-burst``), as on ``/ws``.
 
 Closing (§4.2, §7.1.1). Either side sends 0xFF 0x00; the other answers the same, and the server
 then closes TCP. When the server starts it (``quit``, GOODBYE, shutdown, no HELLO in time) it waits
@@ -78,6 +79,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from wsserver.core.limits import TokenBucket
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
@@ -223,6 +225,8 @@ class FrameReader:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.closed = False
+        #: Frames read so far, skipped ones too (for the frame rate).
+        self.count = 0
         self._buffer = bytearray()
         self._scanned = 1  # where to resume looking for a sentinel frame's 0xFF
 
@@ -246,6 +250,7 @@ class FrameReader:
                 if len(buffer) < consumed + length:
                     break
                 del buffer[: consumed + length]
+                self.count += 1
             else:
                 end = buffer.find(b"\xff", self._scanned)
                 if end < 0:
@@ -258,6 +263,7 @@ class FrameReader:
                 if frame_type == 0x00:
                     frames.append(bytes(buffer[1:end]))
                 del buffer[: end + 1]
+                self.count += 1
                 self._scanned = 1
         return frames
 
@@ -299,6 +305,7 @@ class Hixie76Connection(Protocol):
         self._protocol_answered: str | None = None
         self._deadline: Any = None
         self._answered = False  # the handshake was answered: gone() is due when the connection ends
+        self._frame_rate: TokenBucket | None = None
 
     def connectionMade(self) -> None:
         self.peer = peer2str(self.transport)  # "tcp4:1.2.3.4:5678", as Autobahn names peers
@@ -333,12 +340,21 @@ class Hixie76Connection(Protocol):
             self._open(key3)
         if self.state not in (OPEN, CLOSING) or not data:
             return
+        counted = self.reader.count
         try:
             frames = self.reader.feed(data)
         except FrameTooLarge as error:
             log.info("closing draft-76 connection from {peer}: {reason}", peer=self.peer, reason=str(error))
             self._abort()
             return
+        if self._frame_rate is not None:
+            now = self.endpoints.clock.seconds()
+            for _ in range(self.reader.count - counted):
+                if not self._frame_rate.take(now):
+                    log.info("closing draft-76 connection from {peer}: more than {rate} frames a second",
+                             peer=self.peer, rate=self._frame_rate.rate)
+                    self._abort()  # no close code could say why
+                    return
         for payload in frames:
             if payload is FrameReader.CLOSING:
                 self._closing_frame_received()
@@ -353,6 +369,9 @@ class Hixie76Connection(Protocol):
         self.request = None  # not needed any more: an idle connection should cost little
         self.state = OPEN
         self._answered = True
+        limits = self.endpoints.admission.limits
+        if limits.max_frame_rate:
+            self._frame_rate = TokenBucket(limits.max_frame_rate, max(1, limits.frame_burst), self.endpoints.clock.seconds())
         # Told when the client stops reading (see write_frame).
         self.send_buffer = SendBuffer(self.transport, limits=self.endpoints.admission.limits,
                                       overflow=self._send_buffer_overflowed, peer=self.peer)
