@@ -58,9 +58,11 @@ def rss(pid: int) -> int:
 # -- below the WebSocket library: frames no library sends, and a client that never reads ----------
 
 
-def open_raw(port: int, path: str = "/ws", subprotocol: str | None = "wamp.2.json") -> socket.socket:
-    """A WebSocket to 127.0.0.1:``port`` as a bare socket, the opening handshake done."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def open_raw(
+    port: int, path: str = "/ws", subprotocol: str | None = "wamp.2.json", sock: socket.socket | None = None
+) -> socket.socket:
+    """A WebSocket to 127.0.0.1:``port`` as a bare socket (``sock``, connected), the opening handshake done."""
+    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
     protocol = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     sock.sendall(

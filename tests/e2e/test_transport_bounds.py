@@ -11,6 +11,7 @@ Each attack runs next to a :class:`~tests.e2e.hostile.Bystander` and under a
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -133,3 +134,27 @@ def test_a_browser_like_client_is_not_limited(start_server: Any) -> None:
             ws.send(json.dumps([16, n + 1, {}, "com.example.quick", [n]]))
         ws.send(json.dumps([32, 2, {}, "com.example.after"]))
         assert json.loads(ws.recv(timeout=5))[0] == 33
+
+
+def test_clients_that_ask_for_a_big_reply_and_never_read_hold_little_and_are_dropped(start_server: Any) -> None:
+    """The paced replies wait as messages (shared with the retained store), and pings still run."""
+    server = start_server("--ping-interval", "1", "--ping-timeout", "1")
+    padding = "r" * EVENT_SIZE
+    with raw_session(server.ws_url) as publisher:
+        for n in range(BURST_EVENTS):
+            publisher.send(json.dumps([16, n + 1, {"retain": True, "acknowledge": True}, f"com.example.burst.{n}", [n, padding]]))
+            assert json.loads(publisher.recv(timeout=5))[0] == 17
+    subscribe = frame(TEXT, json.dumps([32, 1, {"match": "prefix", "get_retained": True}, "com.example.burst."]).encode())
+    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        stuck = []
+        for _ in range(40):  # 40 x 4 MiB asked for (framed at once, 20 of them cost the server 56 MiB)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and (almost) nothing read
+            sock.connect(("127.0.0.1", server.port))
+            stuck.append(open_raw(server.port, "/ws", sock=sock))
+            sock.sendall(JOINED + subscribe)
+        for sock in stuck:  # the ping timeout drops each (its pong could not even be read)
+            assert read_close(sock, timeout=10)[0] is None
+            sock.close()
+    bystander.check()
+    memory.check(MEMORY_BOUND)

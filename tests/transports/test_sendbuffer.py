@@ -104,3 +104,19 @@ def test_reading_resumes_only_when_the_last_reply_is_out() -> None:
     assert transport.value() == b"1" and transport.producerState == "paused"
     buffer.resumeProducing()
     assert transport.value() == b"12" and transport.producerState == "producing"
+
+
+def test_a_reply_waits_as_its_message_and_is_framed_as_it_leaves() -> None:
+    buffer, transport, _ = buffer_for()
+    framed: list[str] = []
+
+    def frame(message: str) -> bytes:
+        framed.append(message)
+        return message.encode()
+
+    buffer.write_reply("now", frame)
+    buffer.pauseProducing()
+    buffer.write_reply("later", frame)
+    assert framed == ["now"] and transport.producerState == "paused"
+    buffer.resumeProducing()
+    assert framed == ["now", "later"] and transport.value() == b"nowlater"

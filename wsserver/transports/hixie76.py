@@ -85,7 +85,7 @@ from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
-from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
+from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, SendBuffer
 from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
@@ -465,13 +465,21 @@ class Hixie76Wamp(Hixie76Connection):
     required_protocol = WAMP_JSON
     wire_format: object = ("hixie76", "json")
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, str]:
-        """The message as one text frame, and its kind for the send buffer."""
-        payload, _ = self.endpoints.json.serialize(message)
-        return text_frame(payload), send_kind(message)
+    def encode(self, message: wamp.Message) -> tuple[Any, str]:
+        """The message as one text frame, and its kind for the send buffer (a REPLY: framed as it leaves)."""
+        kind = send_kind(message)
+        return (message if kind is REPLY else self.frame_message(message)), kind
 
-    def write_encoded(self, encoded: tuple[bytes, str]) -> None:
-        self.write_frame(*encoded)
+    def frame_message(self, message: wamp.Message) -> bytes:
+        payload, _ = self.endpoints.json.serialize(message)
+        return text_frame(payload)
+
+    def write_encoded(self, encoded: tuple[Any, str]) -> None:
+        frame, kind = encoded
+        if kind is not REPLY:
+            self.write_frame(frame, kind)
+        elif self.state == OPEN:
+            self.send_buffer.write_reply(frame, self.frame_message)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         log.info("closing draft-76 WAMP connection from {peer}: {reason}: {detail}",

@@ -29,10 +29,12 @@ reads gets paused all the same. So a REPLY is never held against the limit: it w
 any reply waits the buffer stops reading from the client (``transport.pauseProducing``), resuming
 once the last one has left. A client that asks faster than it reads is thereby slowed to its own
 reading pace, and the replies waiting are bounded by the answers to one read of its requests
-(Twisted reads 64 KiB at a time): at most one CALL's RESULT (``--max-message-size``, or a meta
-procedure's answer) or one SUBSCRIBE's retained events per request in that read. A client that
-never reads again is cut off by the ping timeout (our ping waits behind its replies, so no pong
-comes), and holds only that much until then.
+(Twisted reads 64 KiB at a time): at most one CALL's RESULT or one SUBSCRIBE's retained events per
+request in that read. A reply written through :meth:`SendBuffer.write_reply` waits as its message,
+framed only when it leaves: retained events and kept events share their arguments with the
+router's stores, so what waits costs a message object each, not a second copy of the bytes. A
+client that never reads again is cut off by the ping timeout (our ping waits behind its replies,
+so no pong comes), and holds only that much until then.
 
 After an overflow the buffer forgets what waits (the memory is freed at once) and takes only
 CONTROL frames, straight to the transport: the close frame goes out behind what the transport
@@ -54,7 +56,7 @@ log = Logger()
 #: Kinds of frames (see the module docstring).
 PUSH, EVENT, REPLY, CONTROL = "push", "event", "reply", "control"
 #: Shared by every buffer with nothing waiting; never appended to (see _wait).
-NOTHING_WAITING: deque[tuple[bytes, int]] = deque(maxlen=0)
+NOTHING_WAITING: deque[tuple[Any, int]] = deque(maxlen=0)
 
 
 class SendBuffer:
@@ -77,7 +79,8 @@ class SendBuffer:
         self.peer = peer
         self.paused = False
         #: Frames waiting for the client, with the bytes each counts against the limit (-1: a reply).
-        self.waiting: deque[tuple[bytes, int]] = NOTHING_WAITING
+        #: A reply may wait as (frame it, message): see write_reply.
+        self.waiting: deque[tuple[Any, int]] = NOTHING_WAITING
         self.counted = 0
         self.replies_waiting = 0
         self.dropped = 0
@@ -94,10 +97,7 @@ class SendBuffer:
         elif kind is CONTROL:
             self._wait((frame, 0))
         elif kind is REPLY:
-            self._wait((frame, -1))
-            self.replies_waiting += 1
-            if self.replies_waiting == 1:
-                self.transport.pauseProducing()  # no more requests until the replies are out
+            self._wait_for_reply(frame)
         elif self.counted + len(frame) <= self.limit:
             self.counted += len(frame)
             self._wait((frame, len(frame)))
@@ -113,7 +113,23 @@ class SendBuffer:
             self.discard()
             self.overflow(self.limit)
 
-    def _wait(self, entry: tuple[bytes, int]) -> None:
+    def write_reply(self, message: Any, frame: Callable[[Any], bytes]) -> None:
+        """
+        Send a REPLY: ``frame(message)`` now, or, while the client does not keep up, the message
+        waits unframed (it mostly holds what the router keeps anyway) and is framed when it leaves.
+        """
+        if not self.paused and not self.waiting and not self._overflowed:
+            self.transport.write(frame(message))
+        elif not self._overflowed:
+            self._wait_for_reply((frame, message))
+
+    def _wait_for_reply(self, entry: Any) -> None:
+        self._wait((entry, -1))
+        self.replies_waiting += 1
+        if self.replies_waiting == 1:
+            self.transport.pauseProducing()  # no more requests until the replies are out
+
+    def _wait(self, entry: tuple[Any, int]) -> None:
         if self.waiting is NOTHING_WAITING:
             self.waiting = deque()
         self.waiting.append(entry)
@@ -139,6 +155,8 @@ class SendBuffer:
                 self.replies_waiting -= 1
                 if not self.replies_waiting:
                     self.transport.resumeProducing()
+                if type(frame) is tuple:
+                    frame = frame[0](frame[1])
             else:
                 self.counted -= counted
             self.transport.write(frame)  # may pause us again

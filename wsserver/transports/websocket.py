@@ -28,6 +28,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
+from wsserver.transports.sendbuffer import REPLY
 from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
@@ -66,18 +67,29 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     wire_format: object = None
     _object_serializer: Any = None
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, str]:
-        """The message framed once (Autobahn's PreparedMessage), and its kind for the send buffer."""
-        payload, is_binary = self._serializer.serialize(message)
-        frame = self.factory.prepareMessage(payload, is_binary).payloadHybi
-        return frame, send_kind(message)
+    def encode(self, message: wamp.Message) -> tuple[Any, str]:
+        """
+        The message framed once, and its kind for the send buffer; a REPLY stays a message, framed
+        when it leaves the send buffer (see sendbuffer.py).
+        """
+        kind = send_kind(message)
+        return (message if kind is REPLY else self.frame_message(message)), kind
 
-    def write_encoded(self, encoded: tuple[bytes, str]) -> None:
+    def frame_message(self, message: wamp.Message) -> bytes:
+        """The message as one frame (Autobahn's PreparedMessage)."""
+        payload, is_binary = self._serializer.serialize(message)
+        return self.factory.prepareMessage(payload, is_binary).payloadHybi
+
+    def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
         # own sendData would add a debug-log call per write. Compression is never negotiated
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
         if self.state == STATE_OPEN:
-            self.send_buffer.write(*encoded)
+            frame, kind = encoded
+            if kind is REPLY:
+                self.send_buffer.write_reply(frame, self.frame_message)
+            else:
+                self.send_buffer.write(frame, kind)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
