@@ -350,7 +350,7 @@ def test_a_client_that_does_not_read(tmp_path: Path, policy: str, still_connecte
     assert len(wire.read()) <= 1024
     assert wire.transport.disconnected is not still_connected
     if still_connected:
-        assert wire.transport.protocol.dropped > 0
+        assert wire.transport.protocol.send_buffer.dropped > 0
         wire.transport.producer.resumeProducing()  # it reads again: what waited comes first
         assert 0 < len(wire.messages()) < 20
         carry_out(server.router.publish("realm1", "com.example.t", ["again"]))

@@ -433,10 +433,6 @@ class Hixie76Connection(Protocol):
     def _send_buffer_overflowed(self, limit: int) -> None:
         self._abort()  # draft 76 has no close code to say why
 
-    @property
-    def dropped(self) -> int:
-        return self.send_buffer.dropped
-
     # -- what a route does -------------------------------------------------------------------------
 
     def opened(self) -> None:

@@ -96,10 +96,6 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
             # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
             self.sendCloseFrame(CLOSE_CODES[reason], truncate(f"{reason.value}: {detail}"))
 
-    @property
-    def dropped_events(self) -> int:
-        return self.send_buffer.dropped
-
     # -- closing for the session (wsserver.transports.wampsession) ------------------------------
 
     def _close_for_silence(self, reason: str) -> None:
