@@ -130,7 +130,9 @@ class Wsserver(Server):
                 # Crossbar's config below turns its auto-ping off too: same work on both sides.
                 "--ping-interval", "0",
                 # One publisher sends as fast as the server acknowledges: no per-session rate limit.
-                "--max-publish-rate", "0"]
+                "--max-publish-rate", "0",
+                # Nor a frame rate (Crossbar has neither).
+                "--max-frame-rate", "0"]
 
 
 class Crossbar(Server):

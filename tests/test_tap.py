@@ -152,9 +152,27 @@ def test_a_bad_config_file_stops_the_server_with_file_line_and_key(tmp_path: Pat
         (["--max-publish-rate", "-1"], "must not be negative"),
         (["--max-subscriptions", "-1"], "must not be negative"),
         (["--publish-burst", "0"], "at least 1"),
+        (["--max-fragments", "-1"], "must not be negative"),
+        (["--max-frame-rate", "-1"], "must not be negative"),
+        (["--frame-burst", "0"], "at least 1"),
         (["--config", "/no/such/file.toml"], "cannot read"),
     ],
 )
 def test_bad_limits_and_config_paths_are_refused(args: list[str], complaint: str) -> None:
     with pytest.raises(usage.UsageError, match=complaint):
         parse(*args)
+
+
+# -- what one WebSocket may send: fragments and frames ------------------------------------------------
+
+
+def test_frame_limits_reach_every_endpoint_and_default_to_connection_limits() -> None:
+    from wsserver.transports.admission import ConnectionLimits
+
+    server = makeService(parse("--max-fragments", "8", "--max-frame-rate", "0", "--frame-burst", "9"),
+                         reactor=MemoryReactorClock())
+    limits = server.admission.limits  # type: ignore[attr-defined]
+    assert (limits.max_fragments, limits.max_frame_rate, limits.frame_burst) == (8, 0.0, 9)
+    defaults = parse()
+    assert (defaults["max-fragments"], defaults["max-frame-rate"], defaults["frame-burst"]) == (
+        ConnectionLimits.max_fragments, ConnectionLimits.max_frame_rate, ConnectionLimits.frame_burst)

@@ -54,6 +54,9 @@ class Options(usage.Options):
         ["hello-timeout", None, 10.0, "Seconds a WebSocket may stay open without a WAMP HELLO (then close 1008).", float],
         ["ping-interval", None, 30.0, "Ping a connection after this many idle seconds; 0 turns pings off.", float],
         ["ping-timeout", None, 10.0, "Drop a connection whose pong does not come back within this many seconds.", float],
+        ["max-fragments", None, ConnectionLimits.max_fragments, "Frames one WebSocket message may come in (browsers send one); more: close 1009. 0 turns the limit off.", int],
+        ["max-frame-rate", None, ConnectionLimits.max_frame_rate, "WebSocket frames (pings too) one connection may send a second, sustained; more: close 1008. 0 turns the limit off.", float],
+        ["frame-burst", None, ConnectionLimits.frame_burst, "WebSocket frames one connection may send at once before --max-frame-rate applies.", int],
         ["flash-policy-interface", None, "", "Interface for the Flash socket policy port. [default: all]"],
         ["flash-allow-ports", None, None, "Ports the Flash policy allows, comma-separated. [default: the ports of --listen]"],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
@@ -174,6 +177,11 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
             raise usage.UsageError("--publish-burst must be at least 1")
+        for name in ("max-fragments", "max-frame-rate"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
+        if self["frame-burst"] < 1:
+            raise usage.UsageError("--frame-burst must be at least 1")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -198,6 +206,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             hello_timeout=options["hello-timeout"],
             ping_interval=options["ping-interval"],
             ping_timeout=options["ping-timeout"],
+            max_fragments=options["max-fragments"],
+            max_frame_rate=options["max-frame-rate"],
+            frame_burst=options["frame-burst"],
         ),
         shutdown_timeout=options["shutdown-timeout"],
         flash_policy=FlashPolicy(

@@ -44,8 +44,10 @@ def test_goodbye_then_close_1001_and_exit_bounded_by_the_timeout(start_server: A
     assert json.loads(rude.recv(timeout=5))[2] == "wamp.close.system_shutdown"  # and never answers
     server.proc.wait(timeout=10)
     assert time.monotonic() - started < 2 + 2.5  # the timeout, plus the process's own exit
-    with pytest.raises(ConnectionClosed):
+    # When the timeout ends, the rude client too gets a close frame: 1001, not a dropped TCP (1006).
+    with pytest.raises(ConnectionClosed) as closed:
         rude.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
 def _refused(port: int) -> bool:

@@ -48,6 +48,12 @@ class ConnectionLimits:
     hello_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
+    #: Frames one WebSocket message may come in; more: close 1009. A browser sends one frame.
+    max_fragments: int = 1024
+    #: Frames (control frames too) one connection may send a second, sustained, and at once;
+    #: more: close 1008. Twice the publish rate and burst (SessionLimits): those refuse first.
+    max_frame_rate: float = 2000.0
+    frame_burst: int = 20_000
 
 
 def client_address(peer: str, headers: dict[str, str], trust_proxy: bool) -> str:
@@ -118,6 +124,10 @@ class Admission:
             del self.open_by_ip[client_ip]
 
 
+#: Seconds a connection closed at the end of the shutdown timeout has to take its close frame.
+CLOSE_GRACE = 1.0
+
+
 class OpenConnections:
     """The live connections of one endpoint, and a way to wait until none is left."""
 
@@ -141,8 +151,15 @@ class OpenConnections:
     def __len__(self) -> int:
         return len(self.live)
 
-    def all_gone(self, clock: IReactorTime, timeout: float, abort: Callable[[Any], None]) -> defer.Deferred[None]:
-        """Fires when every connection is gone; after ``timeout`` seconds, ``abort`` the stragglers."""
+    def all_gone(
+        self, clock: IReactorTime, timeout: float, abort: Callable[[Any], None],
+        close: Callable[[Any], None] | None = None,
+    ) -> defer.Deferred[None]:
+        """
+        Fires when every connection is gone. After ``timeout`` seconds, ``close`` the stragglers
+        (their close frame: the client learns why) and ``abort`` those still open CLOSE_GRACE
+        seconds later; without ``close``, abort them at once.
+        """
         if not self.live:
             return defer.succeed(None)
         gone: defer.Deferred[None] = defer.Deferred()
@@ -152,8 +169,13 @@ class OpenConnections:
             for connection in list(self.live):
                 abort(connection)
 
-        deadline = clock.callLater(timeout, abort_stragglers)
-        gone.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        def close_stragglers() -> None:
+            for connection in list(self.live):
+                close(connection)  # type: ignore[misc]
+            deadline[0] = clock.callLater(CLOSE_GRACE, abort_stragglers)
+
+        deadline = [clock.callLater(timeout, abort_stragglers if close is None else close_stragglers)]
+        gone.addBoth(lambda result: deadline[0].cancel() if deadline[0].active() else None)
         return gone
 
 

@@ -12,7 +12,10 @@ Flash shim (text only: the shim fails a connection that receives a binary messag
 Who may connect is decided by the site's one :class:`~wsserver.transports.admission.Admission`,
 shared with ``/ws`` and the draft-76 adapter: the same ``--allowed-origin`` patterns and one
 connection budget. A refused client gets 403 (origin), 503 (the server is full) or 429 (too many
-from its address). Message size, handshake timeout and pings come from the same limits.
+from its address). Message size, handshake timeout and pings come from the same limits, and so do
+the bounds of :mod:`~wsserver.transports.bounds`: an echo is written through the connection's send
+buffer, so a client that sends and never reads is closed with 1008 once ``max_send_buffer`` bytes
+of echoes wait for it (an echo is no event to drop: it is the answer the client asked for).
 
 On shutdown every connection is closed with 1001 (:meth:`EchoServerFactory.close_all`).
 """
@@ -28,7 +31,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from wsserver.transports.admission import Admission, OpenConnections, Refused, protocol_options
+from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
+from wsserver.transports.bounds import BoundedWebSocket
 
 log = Logger()
 
@@ -38,7 +42,7 @@ ECHO_PATH = "echo"
 QUIT = b"quit"
 
 
-class EchoServerProtocol(WebSocketServerProtocol):
+class EchoServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
     """One echo connection: every message goes back as it came; ``quit`` closes."""
 
     factory: EchoServerFactory
@@ -55,6 +59,8 @@ class EchoServerProtocol(WebSocketServerProtocol):
         self.factory.connections.add(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return  # closing: Autobahn still reads until the client's close frame
         if not isBinary and payload == QUIT:
             self.sendClose(WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL, "quit")
         else:
@@ -75,9 +81,16 @@ class EchoServerFactory(WebSocketServerFactory):
 
     def __init__(self, admission: Admission, reactor: Any = None) -> None:
         super().__init__(reactor=reactor)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock: IReactorTime = reactor
         self.admission = admission
         self.connections = OpenConnections()
         self.setProtocolOptions(**protocol_options(admission.limits))
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        return self.admission.limits
 
     def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
         """Close every connection with 1001; fires when all are gone (aborted after ``timeout``)."""

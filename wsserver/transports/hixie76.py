@@ -45,7 +45,8 @@ Frames (§4.2, §5.3). A text frame is 0x00, UTF-8 text, 0xFF. A frame whose typ
 bit set carries a length (base 128, high bit = more bytes follow) and is skipped, except 0xFF with
 length 0: the closing frame. A frame of another type without the high bit is read to its 0xFF and
 dropped. There are no binary messages, pings or close codes. A message (or a skipped frame) longer
-than ``--max-message-size`` fails the connection: it is closed at once, since no code can say why.
+than ``--max-message-size`` fails the connection: it is closed at once, since no code can say why;
+so do more frames a second than ``--max-frame-rate`` (after ``--frame-burst``), as on ``/ws``.
 
 Closing (§4.2, §7.1.1). Either side sends 0xFF 0x00; the other answers the same, and the server
 then closes TCP. When the server starts it (``quit``, GOODBYE, shutdown, no HELLO in time) it waits
@@ -78,12 +79,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from wsserver.core.limits import TokenBucket
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
-from wsserver.transports.admission import DROP, Admission, ConnectionLimits, OpenConnections, Refused
+from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
-from wsserver.transports.wampsession import WampConnection
+from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, SendBuffer
+from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
 
@@ -222,6 +225,8 @@ class FrameReader:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.closed = False
+        #: Frames read so far, skipped ones too (for the frame rate).
+        self.count = 0
         self._buffer = bytearray()
         self._scanned = 1  # where to resume looking for a sentinel frame's 0xFF
 
@@ -245,6 +250,7 @@ class FrameReader:
                 if len(buffer) < consumed + length:
                     break
                 del buffer[: consumed + length]
+                self.count += 1
             else:
                 end = buffer.find(b"\xff", self._scanned)
                 if end < 0:
@@ -257,6 +263,7 @@ class FrameReader:
                 if frame_type == 0x00:
                     frames.append(bytes(buffer[1:end]))
                 del buffer[: end + 1]
+                self.count += 1
                 self._scanned = 1
         return frames
 
@@ -298,6 +305,7 @@ class Hixie76Connection(Protocol):
         self._protocol_answered: str | None = None
         self._deadline: Any = None
         self._answered = False  # the handshake was answered: gone() is due when the connection ends
+        self._frame_rate: TokenBucket | None = None
 
     def connectionMade(self) -> None:
         self.peer = peer2str(self.transport)  # "tcp4:1.2.3.4:5678", as Autobahn names peers
@@ -332,12 +340,21 @@ class Hixie76Connection(Protocol):
             self._open(key3)
         if self.state not in (OPEN, CLOSING) or not data:
             return
+        counted = self.reader.count
         try:
             frames = self.reader.feed(data)
         except FrameTooLarge as error:
             log.info("closing draft-76 connection from {peer}: {reason}", peer=self.peer, reason=str(error))
             self._abort()
             return
+        if self._frame_rate is not None:
+            now = self.endpoints.clock.seconds()
+            for _ in range(self.reader.count - counted):
+                if not self._frame_rate.take(now):
+                    log.info("closing draft-76 connection from {peer}: more than {rate} frames a second",
+                             peer=self.peer, rate=self._frame_rate.rate)
+                    self._abort()  # no close code could say why
+                    return
         for payload in frames:
             if payload is FrameReader.CLOSING:
                 self._closing_frame_received()
@@ -352,13 +369,17 @@ class Hixie76Connection(Protocol):
         self.request = None  # not needed any more: an idle connection should cost little
         self.state = OPEN
         self._answered = True
+        limits = self.endpoints.admission.limits
+        if limits.max_frame_rate:
+            self._frame_rate = TokenBucket(limits.max_frame_rate, max(1, limits.frame_burst), self.endpoints.clock.seconds())
         # Told when the client stops reading (see write_frame).
-        self.transport.registerProducer(self, True)
+        self.send_buffer = SendBuffer(self.transport, limits=self.endpoints.admission.limits,
+                                      overflow=self._send_buffer_overflowed, peer=self.peer)
+        self.transport.registerProducer(self.send_buffer, True)
         self.opened()
 
     def send_text(self, payload: bytes) -> None:
-        if self.state == OPEN:
-            self.transport.write(text_frame(payload))
+        self.write_frame(text_frame(payload))
 
     def start_closing(self) -> None:
         """The server's side of the closing handshake: 0xFF 0x00, then wait for the client's."""
@@ -367,7 +388,7 @@ class Hixie76Connection(Protocol):
         if self.state != OPEN:
             return
         self.state = CLOSING
-        self.transport.write(CLOSING_FRAME)
+        self.send_buffer.write(CLOSING_FRAME, CONTROL)  # behind what waits for the client
         self._deadline = self.endpoints.clock.callLater(CLOSE_TIMEOUT, self._abort)
 
     def _closing_frame_received(self) -> None:
@@ -400,39 +421,17 @@ class Hixie76Connection(Protocol):
             self._answered = False
             self.gone()
 
-    # -- a client that does not read: IPushProducer, as WampServerProtocol (websocket.py) ----------
+    # -- a client that does not read: the connection's SendBuffer (sendbuffer.py) ---------------
 
-    paused = False
-    backlog = 0
-    dropped = 0
+    send_buffer: SendBuffer
 
-    def pauseProducing(self) -> None:
-        self.paused = True
+    def write_frame(self, frame: bytes, kind: str = PUSH) -> None:
+        """Write ``frame`` if open, through the send buffer (``kind``: see sendbuffer.py)."""
+        if self.state == OPEN:
+            self.send_buffer.write(frame, kind)
 
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.backlog = 0
-
-    def stopProducing(self) -> None:
-        self.paused = True
-
-    def write_frame(self, frame: bytes, droppable: bool) -> None:
-        """Write ``frame`` if open; past ``max_send_buffer`` unread, drop it or disconnect the client."""
-        if self.state != OPEN:
-            return
-        if not self.paused:
-            self.transport.write(frame)
-            return
-        limits = self.endpoints.admission.limits
-        if self.backlog + len(frame) <= limits.max_send_buffer:
-            self.backlog += len(frame)
-            self.transport.write(frame)
-        elif limits.slow_consumer_policy == DROP and droppable:
-            self.dropped += 1
-        else:
-            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
-                     peer=self.peer, limit=limits.max_send_buffer)
-            self._abort()
+    def _send_buffer_overflowed(self, limit: int) -> None:
+        self._abort()  # draft 76 has no close code to say why
 
     # -- what a route does -------------------------------------------------------------------------
 
@@ -456,55 +455,53 @@ class Hixie76Echo(Hixie76Connection):
             self.send_text(payload)
 
 
-class Hixie76Wamp(WampConnection, Hixie76Connection):
+class Hixie76Wamp(Hixie76Connection):
     """The WAMP path over draft 76: one WAMP-JSON session, a :class:`~wsserver.delivery.Peer`."""
 
     required_protocol = WAMP_JSON
     wire_format: object = ("hixie76", "json")
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
-        """The message as one text frame, and whether it may be dropped for a slow client."""
-        payload, _ = self.endpoints.json.serialize(message)
-        return text_frame(payload), type(message) is wamp.Event
+    def encode(self, message: wamp.Message) -> tuple[Any, str]:
+        """The message as one text frame, and its kind for the send buffer (a REPLY: framed as it leaves)."""
+        kind = send_kind(message)
+        return (message if kind is REPLY else self.frame_message(message)), kind
 
-    def write_encoded(self, encoded: tuple[bytes, bool]) -> None:
-        self.write_frame(*encoded)
+    def frame_message(self, message: wamp.Message) -> bytes:
+        payload, _ = self.endpoints.json.serialize(message)
+        return text_frame(payload)
+
+    def write_encoded(self, encoded: tuple[Any, str]) -> None:
+        frame, kind = encoded
+        if kind is not REPLY:
+            self.write_frame(frame, kind)
+        elif self.state == OPEN:
+            self.send_buffer.write_reply(frame, self.frame_message)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         log.info("closing draft-76 WAMP connection from {peer}: {reason}: {detail}",
                  peer=self.peer, reason=reason.value, detail=detail)
         self.start_closing()
 
-    # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
-
-    @property
-    def wamp_router(self) -> Router[Peer]:
-        return self.endpoints.router
-
-    @property
-    def wamp_clock(self) -> IReactorTime:
-        return self.endpoints.clock
-
-    @property
-    def wamp_limits(self) -> ConnectionLimits:
-        return self.endpoints.admission.limits
-
-    def close_for_silence(self, reason: str) -> None:
-        self.start_closing()  # draft 76's closing frame carries no code or reason
-
-    def close_for_internal_error(self) -> None:
-        self.start_closing()
-
     # -- Hixie76Connection --------------------------------------------------------------------------
 
+    wamp: WampSession | None = None
+
     def opened(self) -> None:
-        self.start_session()
+        endpoints = self.endpoints
+        # Draft 76's closing frame carries no code or reason: silence and errors close alike.
+        self.wamp = WampSession(self, router=endpoints.router, clock=endpoints.clock,
+                                limits=endpoints.admission.limits, name=self.peer,
+                                close_for_silence=lambda reason: self.start_closing(),
+                                close_for_internal_error=self.start_closing)
+        self.wamp.start()
 
     def message_received(self, payload: bytes) -> None:
-        self.wamp_message_received(payload, False, self.endpoints.json_objects)
+        if self.wamp is not None:
+            self.wamp.message_received(payload, False, self.endpoints.json_objects)
 
     def gone(self) -> None:
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
 
 
 class Hixie76Endpoints:
@@ -534,12 +531,11 @@ class Hixie76Endpoints:
     def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
         """GOODBYE to every WAMP session, the closing frame to the rest; aborted after ``timeout``."""
         for connection in self.connections:
-            session = getattr(connection, "session", None)
-            if session is not None:
-                carry_out(self.router.goodbye(session))
-            else:
+            wamp = getattr(connection, "wamp", None)
+            if wamp is None or not wamp.say_goodbye():
                 connection.start_closing()
-        return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection())
+        return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection(),
+                                         close=lambda c: c.start_closing())
 
 
 # -- sniffing ---------------------------------------------------------------------------------------

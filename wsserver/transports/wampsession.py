@@ -3,17 +3,19 @@ One WAMP session over a connection, whatever its framing: what every WAMP transp
 
 Theory of operation
 -------------------
-A transport's connection class mixes in :class:`WampConnection` and provides ``wamp_router``,
-``wamp_clock`` (an ``IReactorTime``), ``wamp_limits`` (:class:`ConnectionLimits`), ``peer`` (for
-logs) and two ways to close its connection: :meth:`~WampConnection.close_for_silence` and
-:meth:`~WampConnection.close_for_internal_error`. It calls:
+A transport composes, for each connection, a :class:`~wsserver.transports.sendbuffer.SendBuffer`
+(the bytes that wait for the client) and a :class:`WampSession` (router, clock, limits, the HELLO
+timer); it is itself the router's :class:`~wsserver.delivery.Peer`, which says how bytes leave:
+``encode`` frames a message for its wire, ``write_encoded`` writes the frame through its send
+buffer with the kind :func:`send_kind` gives, ``close_transport`` closes. So transports differ only
+in framing and in how they close. The transport calls:
 
-- :meth:`~WampConnection.start_session` once its own handshake is done: the core attaches a
-  session, and the HELLO timer starts (a connection that never says HELLO holds a slot for
-  nothing);
-- :meth:`~WampConnection.wamp_message_received` for each complete message, with the object
-  serializer of the session's wire format;
-- :meth:`~WampConnection.end_session` when the connection is gone, however it went.
+- :meth:`WampSession.start` once its own handshake is done: the core attaches a session, and the
+  HELLO timer starts (a connection that never says HELLO holds a slot for nothing);
+- :meth:`WampSession.message_received` for each complete message, with the object serializer of
+  the session's wire format;
+- :meth:`WampSession.end` when the connection is gone, however it went;
+- :meth:`WampSession.say_goodbye` on shutdown.
 
 The first message stops the HELLO timer: it is a HELLO, or a violation that ends the connection.
 When the router answers a HELLO with a CHALLENGE, the timer runs again until the AUTHENTICATE.
@@ -24,8 +26,10 @@ of ours while handling one costs that connection only, never the server.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -35,6 +39,7 @@ from wsserver.core.router import Router
 from wsserver.core.session import Session, State
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import ConnectionLimits
+from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
 
 log = Logger()
 
@@ -58,75 +63,92 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
 
 
-class WampConnection:
-    """The WAMP session half of a transport connection (a mixin: see the module's docstring)."""
+#: What the router sends a session that the session did not ask for (the rest answers its requests).
+UNASKED = frozenset({wamp.Invocation, wamp.Interrupt, wamp.Goodbye, wamp.Abort})
 
-    session: Session[Peer] | None = None
-    _hello_deadline: IDelayedCall | None = None
-    peer: Any
 
-    # -- what the transport provides ----------------------------------------------------------------
+def send_kind(message: wamp.Message) -> str:
+    """
+    What ``message`` is to a :class:`~wsserver.transports.sendbuffer.SendBuffer`: a published
+    EVENT, something else the session did not ask for (PUSH), or a REPLY to its own request,
+    retained events on SUBSCRIBE included, which is paced rather than held against the limit.
+    """
+    kind = type(message)
+    if kind is wamp.Event:
+        return REPLY if message.retained else EVENT
+    return PUSH if kind in UNASKED else REPLY
 
-    @property
-    def wamp_router(self) -> Router[Peer]:
-        raise NotImplementedError
 
-    @property
-    def wamp_clock(self) -> IReactorTime:
-        raise NotImplementedError
+class WampSession:
+    """
+    The WAMP session of one connection (see the module docstring). ``peer`` is the connection as
+    the router's Peer; ``name`` names it in logs. ``close_for_silence(reason)`` must close the
+    connection when its client said no HELLO (or AUTHENTICATE) in time, ``close_for_internal_error()``
+    after an error of ours (the session is already detached then).
+    """
 
-    @property
-    def wamp_limits(self) -> ConnectionLimits:
-        raise NotImplementedError
+    __slots__ = ("peer", "router", "clock", "limits", "name", "close_for_silence", "close_for_internal_error",
+                 "session", "_hello_deadline")
 
-    def close_for_silence(self, reason: str) -> None:
-        """Close the connection: its client did not say HELLO (or AUTHENTICATE) in time."""
-        raise NotImplementedError
+    def __init__(
+        self, peer: Peer, *, router: Router[Peer], clock: IReactorTime, limits: ConnectionLimits, name: str,
+        close_for_silence: Callable[[str], None], close_for_internal_error: Callable[[], None],
+    ) -> None:
+        self.peer = peer
+        self.router = router
+        self.clock = clock
+        self.limits = limits
+        self.name = name
+        self.close_for_silence = close_for_silence
+        self.close_for_internal_error = close_for_internal_error
+        self.session: Session[Peer] | None = None
+        self._hello_deadline: IDelayedCall | None = None
 
-    def close_for_internal_error(self) -> None:
-        """Close the connection after an error of ours (its session is already detached)."""
-        raise NotImplementedError
-
-    # -- what the transport calls -------------------------------------------------------------------
-
-    def start_session(self) -> None:
-        self.session = self.wamp_router.attach(self)  # type: ignore[arg-type]
+    def start(self) -> None:
+        self.session = self.router.attach(self.peer)
         self._start_hello_timer()
 
-    def wamp_message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> None:
+    def message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> None:
         session = self.session
         if session is None:
             return
         self._stop_hello_timer()
-        router = self.wamp_router
+        router = self.router
         try:
             messages = decode(unserialize(serializer, payload, is_binary))
         except ProtocolViolation as violation:
-            log.info("protocol violation from {peer}: {detail}", peer=self.peer, detail=str(violation))
+            log.info("protocol violation from {peer}: {detail}", peer=self.name, detail=str(violation))
             carry_out(router.violation(session, str(violation)))
             return
         try:
             for message in messages:
-                carry_out(router.receive(session, message), self.wamp_clock.callLater)
+                carry_out(router.receive(session, message), self.clock.callLater)
             if session.state is State.AUTHENTICATING and self._hello_deadline is None:
                 # A CHALLENGE went out: its AUTHENTICATE has the HELLO timeout to arrive.
                 self._start_hello_timer()
         except Exception:
-            log.failure("internal error handling a message from {peer}", peer=self.peer)
+            log.failure("internal error handling a message from {peer}", peer=self.name)
             self.session = None
             carry_out(router.detach(session))
             self.close_for_internal_error()
 
-    def end_session(self) -> None:
+    def say_goodbye(self) -> bool:
+        """GOODBYE ``wamp.close.system_shutdown``; False if there is no session to say it to."""
+        if self.session is None:
+            return False
+        carry_out(self.router.goodbye(self.session))
+        return True
+
+    def end(self) -> None:
         self._stop_hello_timer()
         session, self.session = self.session, None
         if session is not None:
-            carry_out(self.wamp_router.detach(session))
+            carry_out(self.router.detach(session))
 
     # -- the HELLO timer --------------------------------------------------------------------------
 
     def _start_hello_timer(self) -> None:
-        self._hello_deadline = self.wamp_clock.callLater(self.wamp_limits.hello_timeout, self._hello_timed_out)
+        self._hello_deadline = self.clock.callLater(self.limits.hello_timeout, self._hello_timed_out)
 
     def _stop_hello_timer(self) -> None:
         deadline, self._hello_deadline = self._hello_deadline, None
@@ -137,6 +159,6 @@ class WampConnection:
         self._hello_deadline = None
         session = self.session
         if session is not None and session.state in (State.ESTABLISHING, State.AUTHENTICATING):
-            seconds = self.wamp_limits.hello_timeout
-            log.info("{peer} sent no HELLO within {seconds} s", peer=self.peer, seconds=seconds)
+            seconds = self.limits.hello_timeout
+            log.info("{peer} sent no HELLO within {seconds} s", peer=self.name, seconds=seconds)
             self.close_for_silence(f"no WAMP HELLO within {seconds:g} s")

@@ -26,8 +26,10 @@ from twisted.logger import Logger
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
-from wsserver.transports.admission import DROP, Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
-from wsserver.transports.wampsession import WampConnection
+from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
+from wsserver.transports.bounds import BoundedWebSocket, truncate
+from wsserver.transports.sendbuffer import REPLY
+from wsserver.transports.wampsession import WampSession, send_kind
 
 log = Logger()
 
@@ -46,8 +48,6 @@ CLOSE_CODES = {
     CloseReason.GOING_AWAY: WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
     CloseReason.PROTOCOL_VIOLATION: WebSocketProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
 }
-#: A close reason must fit in a control frame (125 bytes with the code).
-MAX_CLOSE_REASON = 120
 
 
 def wamp_serializers() -> list[Any]:
@@ -55,106 +55,54 @@ def wamp_serializers() -> list[Any]:
     return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
 
 
-class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
+class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     """One WebSocket connection carrying one WAMP session at a time."""
 
     factory: WampServerFactory
+    #: The WAMP session, from the opening handshake on.
+    wamp: WampSession | None = None
 
     # -- Peer (what wsserver.delivery needs) -----------------------------------------------------
 
     wire_format: object = None
     _object_serializer: Any = None
 
-    def encode(self, message: wamp.Message) -> tuple[bytes, bool]:
-        """The message framed once (Autobahn's PreparedMessage), and whether it may be dropped."""
-        payload, is_binary = self._serializer.serialize(message)
-        frame = self.factory.prepareMessage(payload, is_binary).payloadHybi
-        return frame, type(message) is wamp.Event
+    def encode(self, message: wamp.Message) -> tuple[Any, str]:
+        """
+        The message framed once, and its kind for the send buffer; a REPLY stays a message, framed
+        when it leaves the send buffer (see sendbuffer.py).
+        """
+        kind = send_kind(message)
+        return (message if kind is REPLY else self.frame_message(message)), kind
 
-    def write_encoded(self, encoded: tuple[bytes, bool]) -> None:
-        # This is the per-recipient fan-out path: one attribute test, one buffered write. Autobahn's
+    def frame_message(self, message: wamp.Message) -> bytes:
+        """The message as one frame (Autobahn's PreparedMessage)."""
+        payload, is_binary = self._serializer.serialize(message)
+        return self.factory.prepareMessage(payload, is_binary).payloadHybi
+
+    def write_encoded(self, encoded: tuple[Any, str]) -> None:
+        # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
         # own sendData would add a debug-log call per write. Compression is never negotiated
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
-        if self._send_paused:
-            self._write_backlogged(encoded)
-        elif self.state == STATE_OPEN:
-            self.transport.write(encoded[0])
+        if self.state == STATE_OPEN:
+            frame, kind = encoded
+            if kind is REPLY:
+                self.send_buffer.write_reply(frame, self.frame_message)
+            else:
+                self.send_buffer.write(frame, kind)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
             # sendCloseFrame, not sendClose: the latter refuses the protocol-level codes (1001, 1002).
-            self.sendCloseFrame(CLOSE_CODES[reason], _truncate(f"{reason.value}: {detail}"))
+            self.sendCloseFrame(CLOSE_CODES[reason], truncate(f"{reason.value}: {detail}"))
 
-    # -- slow consumers: IPushProducer, registered with our transport ---------------------------
-    #
-    # Twisted pauses a streaming producer when the transport's write buffer passes its high-water
-    # mark (64 KiB) and resumes it once the buffer is empty again. While paused, the client is not
-    # reading as fast as we write: everything written until the resume is counted, and when that
-    # passes the factory's max_send_buffer the slow-consumer policy applies. So the buffer a
-    # connection can hold is bounded by the transport's mark plus max_send_buffer.
+    # -- closing for the session (wsserver.transports.wampsession) ------------------------------
 
-    _send_paused = False
-    _backlog = 0
-    dropped_events = 0
-    _dropping = False
-
-    def pauseProducing(self) -> None:
-        self._send_paused = True
-
-    def resumeProducing(self) -> None:
-        self._send_paused = False
-        self._backlog = 0
-        if self._dropping:
-            self._dropping = False
-            log.info("{peer} reads again; {count} events were dropped for it so far",
-                     peer=self.peer, count=self.dropped_events)
-
-    def stopProducing(self) -> None:
-        self._send_paused = True
-
-    def _write_backlogged(self, encoded: tuple[bytes, bool]) -> None:
-        frame, droppable = encoded
-        if self.state != STATE_OPEN:
-            return
-        limit = self.factory.limits.max_send_buffer
-        if self._backlog + len(frame) <= limit:
-            self._backlog += len(frame)
-            self.transport.write(frame)
-        elif self.factory.limits.slow_consumer_policy == DROP and droppable:
-            self.dropped_events += 1
-            if not self._dropping:
-                self._dropping = True
-                log.info("{peer} is not reading: dropping its events (over {limit} bytes buffered)",
-                         peer=self.peer, limit=limit)
-        else:
-            log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
-                     peer=self.peer, limit=limit)
-            # The close frame queues behind what is buffered; Autobahn drops the connection when
-            # the close handshake times out, which frees the buffer.
-            self.sendCloseFrame(
-                WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
-                _truncate(f"slow consumer: more than {limit} bytes unread"),
-            )
-
-    # -- WampConnection (the session half: wsserver.transports.wampsession) ----------------------
-
-    @property
-    def wamp_router(self) -> Router[Peer]:
-        return self.factory.router
-
-    @property
-    def wamp_clock(self) -> IReactorTime:
-        return self.factory.clock
-
-    @property
-    def wamp_limits(self) -> ConnectionLimits:
-        return self.factory.admission.limits
-
-    def close_for_silence(self, reason: str) -> None:
+    def _close_for_silence(self, reason: str) -> None:
         if self.state == STATE_OPEN:
-            self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION, _truncate(reason))
+            self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION, truncate(reason))
 
-    def close_for_internal_error(self) -> None:
+    def _close_for_internal_error(self) -> None:
         if self.state == STATE_OPEN:
             self.sendCloseFrame(WebSocketProtocol.CLOSE_STATUS_CODE_INTERNAL_ERROR, b"internal server error")
 
@@ -177,13 +125,11 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
-        # Over twisted.web, the HTTP channel is still registered as the transport's producer.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
         self.factory.connections.discard(self)
         if self._client_ip is not None:
             self.factory.admission.release(self._client_ip)
@@ -191,7 +137,11 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._forget_handshake()
-        self.start_session()
+        factory = self.factory
+        self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
+                                name=self.peer, close_for_silence=self._close_for_silence,
+                                close_for_internal_error=self._close_for_internal_error)
+        self.wamp.start()
 
     def _forget_handshake(self) -> None:
         """
@@ -207,10 +157,12 @@ class WampServerProtocol(WampConnection, WampWebSocketServerProtocol):
         self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.wamp_message_received(payload, isBinary, self._object_serializer)
+        if self.wamp is not None:
+            self.wamp.message_received(payload, isBinary, self._object_serializer)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.end_session()
+        if self.wamp is not None:
+            self.wamp.end()
 
 
 class WampServerFactory(WampWebSocketServerFactory):
@@ -252,21 +204,14 @@ class WampServerFactory(WampWebSocketServerFactory):
     def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
         """
         Say GOODBYE (``wamp.close.system_shutdown``) to every session and close every
-        connection; the result fires when all are gone, or after ``timeout`` seconds, when the
-        stragglers' connections are aborted.
+        connection; the result fires when all are gone. After ``timeout`` seconds the stragglers
+        (sessions that did not answer GOODBYE) get close 1001, and are aborted a moment later.
         """
         for protocol in self.connections:
-            session = protocol.session
-            if session is not None:
-                carry_out(self.router.goodbye(session))
-            else:
+            if protocol.wamp is None or not protocol.wamp.say_goodbye():
                 protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down")
-        return self.connections.all_gone(clock, timeout, lambda protocol: protocol.transport.abortConnection())
+        return self.connections.all_gone(
+            clock, timeout, lambda protocol: protocol.transport.abortConnection(),
+            close=lambda protocol: protocol.close_transport(CloseReason.GOING_AWAY, "server shutting down"),
+        )
 
-
-def _truncate(text: str) -> bytes:
-    """A close reason as UTF-8 that fits a control frame, cut at a character boundary."""
-    encoded = text.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON:
-        return encoded
-    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."

@@ -1,0 +1,62 @@
+"""
+The bounds every Autobahn WebSocket endpoint shares (wsserver/transports/bounds.py), on the WAMP
+endpoint over StringTransport: fragments per message, frames a second, pongs in the send buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+
+from tests.transports.test_websocket import Client, limited_factory, router  # noqa: F401 (router: a fixture)
+from wsserver.core.router import Router
+
+
+def fragment(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A masked client frame with a zero key, FIN as given."""
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def close_code(client: Client) -> tuple[int, bytes]:
+    (opcode, payload), *_ = [f for f in client.frames() if f[0] == 0x8]
+    return struct.unpack("!H", payload[:2])[0], payload[2:]
+
+
+def test_a_message_in_few_fragments_is_whole_and_too_many_close_1009(router: Router[Any]) -> None:  # noqa: F811
+    factory = limited_factory(router, MemoryReactorClock(), max_fragments=3)
+    client = Client(factory).join()
+    text = json.dumps([32, 1, {}, "com.example.t"]).encode()
+    client.protocol.dataReceived(fragment(0x1, text[:5], False) + fragment(0x0, text[5:10], False)
+                                 + fragment(0x0, text[10:], True))
+    assert client.messages()[0][0] == 33
+    client.protocol.dataReceived(fragment(0x1, b"", False) + fragment(0x0, b"", False) * 3
+                                 + fragment(0x1, text, True))  # never processed
+    code, reason = close_code(client)
+    assert (code, reason) == (1009, b"a message in more than 3 fragments")
+    assert client.messages() == []
+
+
+def test_frames_a_second_are_bounded_with_a_burst_then_close_1008(router: Router[Any]) -> None:  # noqa: F811
+    clock = MemoryReactorClock()
+    factory = limited_factory(router, clock, max_frame_rate=10, frame_burst=20)
+    client = Client(factory)
+    client.protocol.dataReceived(fragment(0x9, b"p", True) * 20)  # the burst: 20 pongs
+    assert [opcode for opcode, _ in client.frames()] == [0xA] * 20
+    clock.advance(1)  # ten more
+    client.protocol.dataReceived(fragment(0x9, b"p", True) * 10)
+    assert len(client.frames()) == 10
+    client.protocol.dataReceived(fragment(0x9, b"p", True) * 2)
+    assert close_code(client) == (1008, b"more than 10 frames a second")
+
+
+def test_pongs_to_a_client_that_does_not_read_fill_its_send_buffer_then_close_1008(router: Router[Any]) -> None:  # noqa: F811
+    factory = limited_factory(router, MemoryReactorClock(), max_send_buffer=1024)
+    client = Client(factory)
+    client.protocol.send_buffer.pauseProducing()  # what Twisted does when the socket buffer is full
+    client.protocol.dataReceived(fragment(0x9, b"p" * 100, True) * 11)  # 11 x 102 bytes of pongs
+    code, reason = close_code(client)
+    assert code == 1008 and b"not reading" in reason
+    assert not client.protocol.send_buffer.waiting  # freed at once

@@ -1,0 +1,81 @@
+"""The WAMP session every transport composes: HELLO timer, decoding, goodbye, teardown (Clock, no reactor)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from autobahn.wamp import message as wamp
+from autobahn.wamp.serializer import JsonObjectSerializer
+from twisted.internet.task import Clock
+
+from wsserver.core.router import CloseReason, Router
+from wsserver.transports.admission import ConnectionLimits
+from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
+from wsserver.transports.wampsession import WampSession, send_kind
+
+HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]).encode()
+
+
+class Wire:
+    """A Peer that keeps what it is sent, and how the session asked to close it."""
+
+    wire_format = "test"
+
+    def __init__(self) -> None:
+        self.sent: list[wamp.Message] = []
+        self.closed: list[object] = []
+
+    def encode(self, message: wamp.Message) -> wamp.Message:
+        return message
+
+    def write_encoded(self, message: wamp.Message) -> None:
+        self.sent.append(message)
+
+    def close_transport(self, reason: CloseReason, detail: str) -> None:
+        self.closed.append(reason)
+
+
+def session_for(wire: Wire, clock: Clock) -> WampSession:
+    router: Router[Any] = Router(["realm1"], itertools.count(1).__next__)
+    return WampSession(wire, router=router, clock=clock, limits=ConnectionLimits(hello_timeout=10), name="test",
+                       close_for_silence=wire.closed.append, close_for_internal_error=lambda: wire.closed.append("error"))
+
+
+def test_a_connection_without_hello_is_closed_for_silence_after_the_timeout() -> None:
+    wire, clock = Wire(), Clock()
+    session_for(wire, clock).start()
+    clock.advance(10)
+    assert wire.closed == ["no WAMP HELLO within 10 s"]
+
+
+def test_hello_stops_the_timer_and_goodbye_is_said_once_there_is_a_session() -> None:
+    wire, clock = Wire(), Clock()
+    session = session_for(wire, clock)
+    session.start()
+    session.message_received(HELLO, False, JsonObjectSerializer())
+    assert type(wire.sent[0]) is wamp.Welcome
+    clock.advance(10)
+    assert wire.closed == []
+    assert session.say_goodbye() is True
+    assert type(wire.sent[-1]) is wamp.Goodbye
+    session.end()
+    assert session.say_goodbye() is False and clock.getDelayedCalls() == []
+
+
+def test_bytes_that_do_not_unserialize_are_a_violation_answered_with_abort() -> None:
+    wire, clock = Wire(), Clock()
+    session = session_for(wire, clock)
+    session.start()
+    session.message_received(b"[1, not json", False, JsonObjectSerializer())
+    assert type(wire.sent[0]) is wamp.Abort and wire.closed == [CloseReason.PROTOCOL_VIOLATION]
+
+
+def test_send_kinds_answers_are_paced_events_droppable_the_unasked_pushed() -> None:
+    assert send_kind(wamp.Event(1, 2, args=[1])) == EVENT
+    assert send_kind(wamp.Event(1, 2, args=[1], retained=True)) == REPLY
+    assert send_kind(wamp.Result(1, args=[1])) == REPLY
+    assert send_kind(wamp.Subscribed(1, 2)) == REPLY
+    assert send_kind(wamp.Invocation(1, 2)) == PUSH
+    assert send_kind(wamp.Goodbye()) == PUSH

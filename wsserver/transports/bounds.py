@@ -1,0 +1,116 @@
+"""
+What every Autobahn WebSocket endpoint of the site (``/ws``, ``/echo``) bounds below its messages.
+
+Theory of operation
+-------------------
+:class:`BoundedWebSocket` is mixed in before Autobahn's server protocol. It gives the connection
+its one :class:`~wsserver.transports.sendbuffer.SendBuffer` and sends every frame Autobahn writes
+after the handshake through it, by opcode: a pong or an echoed message counts against
+``max_send_buffer`` (a client that floods pings or echoes and never reads is closed 1008 once that
+is full), a close frame or our own ping does not. On the way in it counts frames as Autobahn begins
+each one: more than ``max_fragments`` frames in one message close the connection with 1009 (the
+message is too big to process, as a message over ``--max-message-size`` is), more than
+``max_frame_rate`` frames a second (a token bucket of ``frame_burst``) with 1008. Either way the
+close frame goes out at once (what waited for the client is dropped) and nothing the client sends
+afterwards is processed, only read and thrown away until Autobahn's close handshake timeout drops
+the connection: an empty frame costs Autobahn a copy of its whole input buffer, so a flood of them
+would otherwise hold the reactor, and reading on means no reset that could destroy the close frame
+in the client's socket before it reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.logger import Logger
+
+from wsserver.core.limits import TokenBucket
+from wsserver.transports.admission import ConnectionLimits
+from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
+
+log = Logger()
+
+STATE_OPEN, STATE_CLOSING = WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING
+#: What each opcode is to the send buffer; the rest (data frames, pongs) is PUSH.
+KIND_BY_OPCODE = {0x8: CONTROL, 0x9: CONTROL}
+#: A close reason must fit in a control frame (125 bytes with the code).
+MAX_CLOSE_REASON = 120
+
+
+class BoundedWebSocket:
+    """
+    Mix in before an Autobahn ``WebSocketServerProtocol`` whose factory has ``limits``
+    (:class:`ConnectionLimits`) and ``clock`` (an ``IReactorTime``). Write frames through
+    ``send_buffer``; its overflow closes the connection with 1008.
+    """
+
+    factory: Any
+    transport: Any
+    peer: str
+    state: int
+    current_frame: Any
+    data: bytes
+    send_buffer: SendBuffer
+    _fragments = 0
+    _frames: TokenBucket | None = None
+    #: Refused: what the client sends is thrown away.
+    _deaf = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[misc]
+        limits: ConnectionLimits = self.factory.limits
+        # Over twisted.web, the HTTP channel is still registered as the transport's producer.
+        self.transport.unregisterProducer()
+        self.send_buffer = SendBuffer(self.transport, limits=limits, overflow=self._send_buffer_overflowed,
+                                      peer=self.peer)
+        self.transport.registerProducer(self.send_buffer, True)
+        if limits.max_frame_rate:
+            self._frames = TokenBucket(limits.max_frame_rate, max(1, limits.frame_burst), self.factory.clock.seconds())
+
+    def _dataReceived(self, data: bytes) -> None:
+        if not self._deaf:
+            super()._dataReceived(data)  # type: ignore[misc]
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if (self.state == STATE_OPEN or self.state == STATE_CLOSING) and not sync and not chopsize:
+            self.send_buffer.write(data, KIND_BY_OPCODE.get(data[0] & 0x0F, PUSH))
+        else:
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+
+    def _send_buffer_overflowed(self, limit: int) -> None:
+        # The close frame goes out behind what the transport holds; Autobahn drops the connection
+        # when the close handshake times out.
+        self.sendCloseFrame(  # type: ignore[attr-defined]
+            WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
+            truncate(f"not reading: more than {limit} bytes unread"),
+        )
+
+    def onFrameBegin(self) -> None:
+        limits: ConnectionLimits = self.factory.limits
+        opcode = self.current_frame.opcode
+        refusal = None
+        if self._frames is not None and not self._frames.take(self.factory.clock.seconds()):
+            refusal = (WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
+                       f"more than {limits.max_frame_rate:g} frames a second")
+        elif opcode <= 0x2 and limits.max_fragments:
+            self._fragments = self._fragments + 1 if opcode == 0x0 else 1
+            if self._fragments > limits.max_fragments:
+                refusal = (WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG,
+                           f"a message in more than {limits.max_fragments} fragments")
+        super().onFrameBegin()  # type: ignore[misc]
+        if refusal is not None:
+            code, reason = refusal
+            log.info("closing WebSocket from {peer} ({code}): {reason}", peer=self.peer, code=code, reason=reason)
+            self._deaf = True
+            self.data = b""
+            self.send_buffer.discard()
+            self._fail_connection(code, reason)  # type: ignore[attr-defined]
+
+
+def truncate(text: str) -> bytes:
+    """A close reason as UTF-8 that fits a control frame, cut at a character boundary."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON:
+        return encoded
+    return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
