@@ -1,8 +1,9 @@
-"""The static site: content types, nosniff, no directory listings, the WebSocket child."""
+"""The static site: content types, nosniff, no directory listings, the WebSocket child, what it refuses."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from autobahn.twisted.resource import WebSocketResource
@@ -54,3 +55,44 @@ def test_directories_are_not_listed(web: Path) -> None:
 def test_ws_path_is_the_websocket_resource(web: Path) -> None:
     site = build_site(web, "/live/", object())
     assert isinstance(site.resource.getStaticEntity(b"live"), WebSocketResource)
+
+
+# -- what the static site refuses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [(b".env",), (b".git", b"config"), (b"js", b".hidden.js"), (b"..",)])
+def test_dot_segments_are_not_found(web: Path, path: tuple[bytes, ...]) -> None:
+    (web / ".env").write_text("SECRET=1")
+    (web / ".git").mkdir()
+    (web / ".git" / "config").write_text("[core]")
+    (web / "js" / ".hidden.js").write_text("2")
+    request = render(StaticSite(str(web)), *path)
+    assert request.responseCode == 404
+    assert b"SECRET" not in b"".join(request.written)
+
+
+def test_well_known_is_served(web: Path) -> None:
+    (web / ".well-known").mkdir()
+    (web / ".well-known" / "security.txt").write_text("Contact: mailto:security@example.com")
+    request = render(StaticSite(str(web)), b".well-known", b"security.txt")
+    assert request.responseCode in (None, 200)
+    assert b"Contact" in b"".join(request.written)
+
+
+def test_symlinks_out_of_the_site_are_not_found_and_inside_are_served(web: Path, tmp_path_factory: Any) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_text("SECRET")
+    (web / "leak.txt").symlink_to(outside / "secret.txt")
+    (web / "leakdir").symlink_to(outside)
+    (web / "alias.js").symlink_to(web / "js" / "app.js")
+    site = StaticSite(str(web))
+    for path in [(b"leak.txt",), (b"leakdir", b"secret.txt")]:
+        request = render(site, *path)
+        assert request.responseCode == 404, path
+        assert b"SECRET" not in b"".join(request.written)
+    assert b"".join(render(site, b"alias.js").written) == b"1"
+
+
+@pytest.mark.parametrize("segment", [b"a\0b", b"index.html\0", b"\xff\xfe"])
+def test_nul_or_undecodable_segments_are_a_bad_request(web: Path, segment: bytes) -> None:
+    assert render(StaticSite(str(web)), segment).responseCode == 400

@@ -1,14 +1,28 @@
 """
 The twisted.web resource tree: the static site at ``/`` and the WAMP endpoint at ``/ws``.
+
+Theory of operation
+-------------------
+What the static site refuses, and why:
+
+- a path segment starting with "." (``/.env``, ``/.git/config``): 404. Such files are a
+  deployment's secrets or tooling, not its pages. ``/.well-known/`` is the exception: RFC 8615
+  made it the public place for ``security.txt``, ACME challenges and the like, and a file put
+  there is meant to be served;
+- a file or directory that resolves, through a symlink, to a place outside the site's directory:
+  404 (symlinks inside it are fine);
+- a path segment that is not UTF-8 or holds a NUL byte: 400 (no file can have that name, and the
+  file system would raise on it).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import pages, resource, server, static
+from twisted.web import http, pages, resource, server, static
 
 #: Content types the static site needs that the platform's mime tables may lack or get wrong.
 CONTENT_TYPES = {
@@ -31,13 +45,46 @@ def default_web_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "web"
 
 
+#: The one dot-segment served (RFC 8615 well-known URIs), see the theory of operation.
+WELL_KNOWN = ".well-known"
+
+
 class StaticSite(static.File):
     """
-    ``static.File`` without directory listings (a directory without index.html is 404) and with
-    ``X-Content-Type-Options: nosniff`` on every file, so a browser trusts our content types only.
+    ``static.File`` without directory listings (a directory without index.html is 404), with
+    ``X-Content-Type-Options: nosniff`` on every file, so a browser trusts our content types only,
+    and without dotfiles or symlinks leading out of the site (see the theory of operation).
     """
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)
+        #: The site's directory with symlinks resolved: every file served must be under it.
+        self.site_root = os.path.realpath(path)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return pages.errorPage(http.BAD_REQUEST, "Bad request", "The path is not UTF-8.")
+        if "\0" in name:
+            return pages.errorPage(http.BAD_REQUEST, "Bad request", "The path holds a NUL byte.")
+        if name.startswith(".") and name != WELL_KNOWN:
+            return self.childNotFound
+        child = super().getChild(path, request)
+        if isinstance(child, static.File) and not self._inside_site(child.path):
+            return self.childNotFound
+        return child
+
+    def _inside_site(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.site_root or real.startswith(self.site_root.rstrip(os.sep) + os.sep)
+
+    def createSimilarFile(self, path: str) -> Any:
+        child = super().createSimilarFile(path)
+        child.site_root = self.site_root
+        return child
 
     def directoryListing(self) -> resource.IResource:
         return pages.notFound("No such page", "There is no page at this address.")
