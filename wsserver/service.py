@@ -141,7 +141,8 @@ class WampServer(MultiService):
         # The plain WebSocket echo at /echo.
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
-                               websockets={ECHO_PATH: self.echo_factory})
+                               websockets={ECHO_PATH: self.echo_factory},
+                               head_timeout=limits.handshake_timeout, reactor=reactor)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request

@@ -50,7 +50,7 @@ class Options(usage.Options):
         ["slow-consumer", None, "disconnect", "What to do with a client that does not read its events: disconnect (close 1008) or drop (its events are dropped and counted)."],
         ["max-connections", None, 10_000, "WebSocket connections the server accepts in all; more get HTTP 503.", int],
         ["max-connections-per-ip", None, 256, "WebSocket connections one client address may hold; more get HTTP 429.", int],
-        ["handshake-timeout", None, 10.0, "Seconds a client has to complete the WebSocket opening handshake.", float],
+        ["handshake-timeout", None, 10.0, "Seconds a client has to send a request head (any HTTP request, including the WebSocket opening handshake), in all, not per byte (its first byte may take as long again); also how long a kept-alive connection may wait for its next request. Late clients are closed (HTTP 408 if they had begun).", float],
         ["hello-timeout", None, 10.0, "Seconds a WebSocket may stay open without a WAMP HELLO (then close 1008).", float],
         ["ping-interval", None, 30.0, "Ping a connection after this many idle seconds; 0 turns pings off.", float],
         ["ping-timeout", None, 10.0, "Drop a connection whose pong does not come back within this many seconds.", float],

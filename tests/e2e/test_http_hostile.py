@@ -1,11 +1,16 @@
 """
-Hostile HTTP clients against the running server: paths that reach for what the site must not
-serve. Throughout, a well-behaved subscriber keeps every event (tests/e2e/hostile.py).
+Hostile HTTP clients against the running server: slow request heads, and paths that reach for
+what the site must not serve. Throughout, a well-behaved subscriber keeps every event
+(tests/e2e/hostile.py).
 """
 
 from __future__ import annotations
 
+import selectors
 import socket
+import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,111 @@ def http_get(port: int, target: str, timeout: float = 5.0) -> tuple[int, bytes]:
             response += chunk
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def page_loads(port: int) -> bool:
+    """The index page, as a browser would load it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as response:
+        return response.status == 200 and b"<html" in response.read().lower()
+
+
+class Herd:
+    """``count`` raw connections to ``port``, driven from one selector (no thread per socket)."""
+
+    def __init__(self, port: int, count: int = 0) -> None:
+        self.port = port
+        self.selector = selectors.DefaultSelector()
+        self.open: set[socket.socket] = set()
+        self.answers: dict[socket.socket, bytes] = {}
+        #: Why each socket the server closed is closed: "eof" or the error.
+        self.endings: dict[socket.socket, str] = {}
+        self.connect(count)
+
+    def connect(self, count: int) -> None:
+        """``count`` more connections (past the server's backlog of 50, some wait in the kernel)."""
+        port = self.port
+        for _ in range(count):
+            # Not blocking: past the server's backlog a connect waits, and the herd with it.
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            self.selector.register(sock, selectors.EVENT_WRITE)
+            self.open.add(sock)
+            self.answers[sock] = b""
+        # Connected (a handshake the kernel completed, accepted by the server or not), or 2 s.
+        connecting, deadline = set(self.open), time.monotonic() + 2
+        while connecting and (left := deadline - time.monotonic()) > 0:
+            for key, _ in self.selector.select(left):
+                connecting.discard(key.fileobj)  # type: ignore[arg-type]
+                self.selector.modify(key.fileobj, selectors.EVENT_READ)
+        for sock in connecting:
+            self.selector.modify(sock, selectors.EVENT_READ)
+
+    def send_each(self, data: bytes) -> None:
+        for sock in list(self.open):
+            try:
+                sock.send(data)
+            except OSError as error:
+                self._closed(sock, error.strerror)
+
+    def poll(self, seconds: float) -> None:
+        """Read what the server says for ``seconds``; a socket it closed leaves ``open``."""
+        deadline = time.monotonic() + seconds
+        while self.open and (left := deadline - time.monotonic()) > 0:
+            for key, _ in self.selector.select(left):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                try:
+                    data = sock.recv(4096)
+                except OSError as error:
+                    self._closed(sock, error.strerror)
+                    continue
+                if data:
+                    self.answers[sock] += data
+                else:
+                    self._closed(sock, "eof")
+
+    def _closed(self, sock: socket.socket, ending: str) -> None:
+        if sock in self.open:
+            self.endings[sock] = ending
+            self.open.discard(sock)
+            self.selector.unregister(sock)
+
+    def statuses(self) -> list[bytes]:
+        return [answer[:12] for answer in self.answers.values()]
+
+    def close(self) -> None:
+        for sock in self.answers:
+            sock.close()
+        self.selector.close()
+
+
+# -- slow request heads ----------------------------------------------------------------------------
+
+
+def test_500_slow_heads_are_closed_at_the_deadline_and_the_site_keeps_serving(start_server: Any) -> None:
+    # 2.5 s: a deadline between two of the attacker's bytes, so that none arrives after the 408
+    # (the server's close would then answer it with a reset, and the client lose the 408).
+    server = start_server("--handshake-timeout", "2.5", "--max-connections-per-ip", "2000")
+    head = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100
+    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        herd = Herd(server.port, 500)
+        try:
+            started = time.monotonic()
+            for byte in head[:7]:  # one byte a second each, as the attack does: 7 s in all
+                herd.send_each(bytes([byte]))
+                herd.poll(1.0)
+                if time.monotonic() - started > 2:
+                    assert page_loads(server.port)
+            still_open = len(herd.open)
+            statuses = herd.statuses()
+            endings = [herd.endings.get(sock, "open") for sock in herd.answers]
+        finally:
+            herd.close()
+    # The deadline counts from the first byte (the sniffer's own timeout covers the time before).
+    assert still_open == 0, f"{still_open} of 500 slow heads still open after 7 s"
+    assert statuses.count(b"HTTP/1.1 408") == 500, Counter(zip(statuses, endings))
+    bystander.check()
+    memory.check(64 * MiB)
 
 
 # -- what the static site refuses ------------------------------------------------------------------
