@@ -48,6 +48,10 @@ class EndpointService(Service):
     Listen on one Twisted endpoint string. Binds in ``privilegedStartService`` (so a privileged
     port can be bound before twistd drops root) and logs the address it got, e.g.
     ``listening on http://127.0.0.1:8080/``: with port 0, that line is how to learn the port.
+
+    A port that cannot be bound stops the server with exit status 1 (a supervisor must not take
+    it for a clean exit): at once, when binding fails in ``privilegedStartService`` as it does for
+    tcp: and ssl:; by stopping the reactor when an endpoint fails later.
     """
 
     def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http") -> None:
@@ -57,13 +61,19 @@ class EndpointService(Service):
         self.scheme = "https" if description.startswith(("ssl:", "tls:")) else scheme
         self.port: IListeningPort | None = None
         self._listening: defer.Deferred[IListeningPort] | None = None
+        self._binding = False
+        self.failed = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         endpoint = endpoints.serverFromString(self.reactor, self.description)
+        self._binding = True
         self._listening = endpoint.listen(self.factory)
         self._listening.addCallback(self._listened)
         self._listening.addErrback(self._failed)
+        self._binding = False
+        if self.failed:
+            raise SystemExit(1)
 
     def startService(self) -> None:
         if self._listening is None:
@@ -81,7 +91,11 @@ class EndpointService(Service):
         return port
 
     def _failed(self, failure: Any) -> None:
-        log.failure("cannot listen on {endpoint}", failure, endpoint=self.description)
+        self.failed = True
+        log.critical("cannot listen on {endpoint}: {reason}", endpoint=self.description,
+                     reason=failure.getErrorMessage())
+        if self._binding:
+            return  # privilegedStartService exits
         # Nothing to serve without the port the user asked for: stop rather than idle.
         if self.reactor.running:
             self.reactor.stop()
@@ -187,11 +201,12 @@ class WampServer(MultiService):
 
     def startService(self) -> None:
         self.ws_factory.doStart()
+        super().startService()
+        # Said once the ports are bound: a server that could not bind never served anyone.
         open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
-        if open_realms:
+        if open_realms and not any(listener.failed for listener in self.listeners):
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
                      "in realm {realms} (see --config)", realms=", ".join(open_realms))
-        super().startService()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

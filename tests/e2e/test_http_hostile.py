@@ -1,13 +1,14 @@
 """
 Hostile HTTP clients against the running server: slow request heads, and paths that reach for
-what the site must not serve. Throughout, a well-behaved subscriber keeps every event
-(tests/e2e/hostile.py).
+what the site must not serve; and a port that cannot be bound. Throughout, a well-behaved
+subscriber keeps every event (tests/e2e/hostile.py).
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
+import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import TWISTD
 from tests.e2e.hostile import Bystander, MemoryWatch
 
 MiB = 2**20
@@ -175,3 +177,22 @@ def test_the_site_refuses_dotfiles_escaping_symlinks_and_bad_paths(start_server:
     assert http_get(server.port, "/inside.html")[0] == 200
     bystander.check()
     memory.check(64 * MiB)
+
+
+# -- a port that cannot be bound -------------------------------------------------------------------
+
+
+def test_a_port_in_use_exits_non_zero_without_claiming_to_serve(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "wsserver", "--listen", f"tcp:{port}:interface=127.0.0.1",
+             "--flash-policy-port", "0"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log
+    assert "cannot listen" in log and "Address already in use" in log, log
+    assert "open to anyone" not in log and "listening on" not in log, log
