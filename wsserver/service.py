@@ -38,6 +38,7 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
+from wsserver.transports.listening import ListeningReactor, SiteConnections
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -48,17 +49,20 @@ class EndpointService(Service):
     Listen on one Twisted endpoint string. Binds in ``privilegedStartService`` (so a privileged
     port can be bound before twistd drops root) and logs the address it got, e.g.
     ``listening on http://127.0.0.1:8080/``: with port 0, that line is how to learn the port.
+    TCP and TLS ports count their connections into ``connections`` (see listening.py).
 
     A port that cannot be bound stops the server with exit status 1 (a supervisor must not take
     it for a clean exit): at once, when binding fails in ``privilegedStartService`` as it does for
     tcp: and ssl:; by stopping the reactor when an endpoint fails later.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http") -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http",
+                 connections: SiteConnections | None = None) -> None:
         self.reactor = reactor
         self.description = description
         self.factory = factory
         self.scheme = "https" if description.startswith(("ssl:", "tls:")) else scheme
+        self.connections = connections or SiteConnections(reactor, per_address=None)
         self.port: IListeningPort | None = None
         self._listening: defer.Deferred[IListeningPort] | None = None
         self._binding = False
@@ -66,7 +70,7 @@ class EndpointService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        endpoint = endpoints.serverFromString(ListeningReactor(self.reactor, self.connections), self.description)
         self._binding = True
         self._listening = endpoint.listen(self.factory)
         self._listening.addCallback(self._listened)
@@ -173,7 +177,13 @@ class WampServer(MultiService):
             site = Hixie76SniffingFactory(self.site, self.hixie76, reactor, limits.handshake_timeout)
         # Every site port also answers the Flash policy request (Flash's fallback after port 843).
         listening = SniffingFactory(site, self.policy_document, reactor, limits.handshake_timeout)
-        self.listeners = [EndpointService(reactor, description, listening) for description in listen]
+        # One count of connections per address for every site port (behind a proxy, see listening.py).
+        self.connections = SiteConnections(
+            reactor, per_address=None if limits.trust_proxy else limits.max_connections_per_ip
+        )
+        self.listeners = [
+            EndpointService(reactor, description, listening, connections=self.connections) for description in listen
+        ]
         for listener in self.listeners:
             listener.setServiceParent(self)
 
