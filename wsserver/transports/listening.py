@@ -24,9 +24,10 @@ connections are accepted, in a :class:`GuardedPort` (twisted's ``tcp.Port``, whi
   ``ulimit -n`` less the descriptors open when it started, the connections open now, and
   ``spare`` descriptors kept for the files the site serves. With no headroom, or when a probe
   ``dup`` fails, the port stops reading: new clients wait in the kernel's backlog rather than
-  being closed, one warning is logged (at most one a minute), and every port resumes when a connection closes (or after
-  ``retry_after`` seconds, for descriptors freed elsewhere). A round never accepts more than the
-  headroom, so Twisted's own recovery does not run but in the unforeseen case.
+  being closed, one warning is logged (at most one a minute), and every port resumes when a
+  connection closes (or after ``retry_after`` seconds, for descriptors freed elsewhere). A round
+  never accepts more than the headroom, so Twisted's own recovery runs only in the unforeseen
+  case.
 """
 
 from __future__ import annotations
