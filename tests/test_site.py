@@ -1,11 +1,15 @@
-"""The static site: content types, nosniff, no directory listings, the WebSocket child."""
+"""The static site: content types, nosniff, no directory listings, the WebSocket child, what it refuses, the request-head deadline."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
 from wsserver.site import StaticSite, build_site
@@ -54,3 +58,98 @@ def test_directories_are_not_listed(web: Path) -> None:
 def test_ws_path_is_the_websocket_resource(web: Path) -> None:
     site = build_site(web, "/live/", object())
     assert isinstance(site.resource.getStaticEntity(b"live"), WebSocketResource)
+
+
+# -- what the static site refuses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [(b".env",), (b".git", b"config"), (b"js", b".hidden.js"), (b"..",)])
+def test_dot_segments_are_not_found(web: Path, path: tuple[bytes, ...]) -> None:
+    (web / ".env").write_text("SECRET=1")
+    (web / ".git").mkdir()
+    (web / ".git" / "config").write_text("[core]")
+    (web / "js" / ".hidden.js").write_text("2")
+    request = render(StaticSite(str(web)), *path)
+    assert request.responseCode == 404
+    assert b"SECRET" not in b"".join(request.written)
+
+
+def test_well_known_is_served(web: Path) -> None:
+    (web / ".well-known").mkdir()
+    (web / ".well-known" / "security.txt").write_text("Contact: mailto:security@example.com")
+    request = render(StaticSite(str(web)), b".well-known", b"security.txt")
+    assert request.responseCode in (None, 200)
+    assert b"Contact" in b"".join(request.written)
+
+
+def test_symlinks_out_of_the_site_are_not_found_and_inside_are_served(web: Path, tmp_path_factory: Any) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_text("SECRET")
+    (web / "leak.txt").symlink_to(outside / "secret.txt")
+    (web / "leakdir").symlink_to(outside)
+    (web / "alias.js").symlink_to(web / "js" / "app.js")
+    site = StaticSite(str(web))
+    for path in [(b"leak.txt",), (b"leakdir", b"secret.txt")]:
+        request = render(site, *path)
+        assert request.responseCode == 404, path
+        assert b"SECRET" not in b"".join(request.written)
+    assert b"".join(render(site, b"alias.js").written) == b"1"
+
+
+@pytest.mark.parametrize("segment", [b"a\0b", b"index.html\0", b"\xff\xfe"])
+def test_nul_or_undecodable_segments_are_a_bad_request(web: Path, segment: bytes) -> None:
+    assert render(StaticSite(str(web)), segment).responseCode == 400
+
+
+# -- the request-head deadline ---------------------------------------------------------------------
+
+#: A page that is not there: answered at once (a file would need its producer driven).
+HEAD = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def connect(web: Path, head_timeout: float = 10.0, idle_timeout: float = 60.0) -> tuple[Any, StringTransport, Clock]:
+    clock = Clock()
+    site = build_site(web, "ws", object(), idle_timeout=idle_timeout, head_timeout=head_timeout, reactor=clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport, clock
+
+
+def test_a_dribbled_head_is_cut_off_at_the_deadline_with_408(web: Path) -> None:
+    channel, transport, clock = connect(web, head_timeout=10, idle_timeout=3)
+    for byte in HEAD[:9]:  # a byte a second: each would restart an idle timeout
+        channel.dataReceived(bytes([byte]))
+        clock.advance(1)
+    assert clock.seconds() == 9 and not transport.disconnecting
+    channel.dataReceived(HEAD[9:10])
+    clock.advance(1)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert transport.disconnecting
+
+
+def test_a_silent_connection_is_closed_without_an_answer(web: Path) -> None:
+    _, transport, clock = connect(web, head_timeout=2)
+    clock.advance(2)
+    assert transport.disconnecting and transport.value() == b""
+
+
+def test_each_head_on_a_kept_alive_connection_has_its_deadline(web: Path) -> None:
+    channel, transport, clock = connect(web, head_timeout=2, idle_timeout=60)
+    clock.advance(1.5)
+    channel.dataReceived(HEAD)
+    assert transport.value().startswith(b"HTTP/1.1 404 ")
+    clock.advance(1.5)  # past the first head's deadline: it no longer applies
+    assert not transport.disconnecting
+    transport.clear()
+    channel.dataReceived(HEAD[:10])  # the next head: 2 s from the end of the last response
+    clock.advance(0.5)
+    assert transport.value().startswith(b"HTTP/1.1 408 ") and transport.disconnecting
+
+
+def test_a_silent_kept_alive_connection_is_closed_after_the_deadline(web: Path) -> None:
+    channel, transport, clock = connect(web, head_timeout=2, idle_timeout=60)
+    channel.dataReceived(HEAD)
+    transport.clear()
+    clock.advance(2)
+    assert transport.disconnecting and transport.value() == b""

@@ -38,6 +38,7 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
+from wsserver.transports.listening import ListeningReactor, SiteConnections
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -48,22 +49,35 @@ class EndpointService(Service):
     Listen on one Twisted endpoint string. Binds in ``privilegedStartService`` (so a privileged
     port can be bound before twistd drops root) and logs the address it got, e.g.
     ``listening on http://127.0.0.1:8080/``: with port 0, that line is how to learn the port.
+    TCP and TLS ports count their connections into ``connections`` (see listening.py).
+
+    A port that cannot be bound stops the server with exit status 1 (a supervisor must not take
+    it for a clean exit): at once, when binding fails in ``privilegedStartService`` as it does for
+    tcp: and ssl:; by stopping the reactor when an endpoint fails later.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http") -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, scheme: str = "http",
+                 connections: SiteConnections | None = None) -> None:
         self.reactor = reactor
         self.description = description
         self.factory = factory
         self.scheme = "https" if description.startswith(("ssl:", "tls:")) else scheme
+        self.connections = connections or SiteConnections(reactor, per_address=None)
         self.port: IListeningPort | None = None
         self._listening: defer.Deferred[IListeningPort] | None = None
+        self._binding = False
+        self.failed = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        endpoint = endpoints.serverFromString(ListeningReactor(self.reactor, self.connections), self.description)
+        self._binding = True
         self._listening = endpoint.listen(self.factory)
         self._listening.addCallback(self._listened)
         self._listening.addErrback(self._failed)
+        self._binding = False
+        if self.failed:
+            raise SystemExit(1)
 
     def startService(self) -> None:
         if self._listening is None:
@@ -81,7 +95,11 @@ class EndpointService(Service):
         return port
 
     def _failed(self, failure: Any) -> None:
-        log.failure("cannot listen on {endpoint}", failure, endpoint=self.description)
+        self.failed = True
+        log.critical("cannot listen on {endpoint}: {reason}", endpoint=self.description,
+                     reason=failure.getErrorMessage())
+        if self._binding:
+            return  # privilegedStartService exits
         # Nothing to serve without the port the user asked for: stop rather than idle.
         if self.reactor.running:
             self.reactor.stop()
@@ -141,7 +159,8 @@ class WampServer(MultiService):
         # The plain WebSocket echo at /echo.
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
-                               websockets={ECHO_PATH: self.echo_factory})
+                               websockets={ECHO_PATH: self.echo_factory},
+                               head_timeout=limits.handshake_timeout, reactor=reactor)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
@@ -158,7 +177,13 @@ class WampServer(MultiService):
             site = Hixie76SniffingFactory(self.site, self.hixie76, reactor, limits.handshake_timeout)
         # Every site port also answers the Flash policy request (Flash's fallback after port 843).
         listening = SniffingFactory(site, self.policy_document, reactor, limits.handshake_timeout)
-        self.listeners = [EndpointService(reactor, description, listening) for description in listen]
+        # One count of connections per address for every site port (behind a proxy, see listening.py).
+        self.connections = SiteConnections(
+            reactor, per_address=None if limits.trust_proxy else limits.max_connections_per_ip
+        )
+        self.listeners = [
+            EndpointService(reactor, description, listening, connections=self.connections) for description in listen
+        ]
         for listener in self.listeners:
             listener.setServiceParent(self)
 
@@ -186,11 +211,12 @@ class WampServer(MultiService):
 
     def startService(self) -> None:
         self.ws_factory.doStart()
+        super().startService()
+        # Said once the ports are bound: a server that could not bind never served anyone.
         open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
-        if open_realms:
+        if open_realms and not any(listener.failed for listener in self.listeners):
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
                      "in realm {realms} (see --config)", realms=", ".join(open_realms))
-        super().startService()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

@@ -1,14 +1,34 @@
 """
 The twisted.web resource tree: the static site at ``/`` and the WAMP endpoint at ``/ws``.
+
+Theory of operation
+-------------------
+What the static site refuses, and why:
+
+- a path segment starting with "." (``/.env``, ``/.git/config``): 404. Such files are a
+  deployment's secrets or tooling, not its pages. ``/.well-known/`` is the exception: RFC 8615
+  made it the public place for ``security.txt``, ACME challenges and the like, and a file put
+  there is meant to be served;
+- a file or directory that resolves, through a symlink, to a place outside the site's directory:
+  404 (symlinks inside it are fine);
+- a path segment that is not UTF-8 or holds a NUL byte: 400 (no file can have that name, and the
+  file system would raise on it).
+
+How long a client may take: every HTTP connection has ``head_timeout`` seconds from the moment the
+site gets it (after the first bytes, see flashpolicy.Sniffer) until its request head is complete,
+and again between one request and the next head on a kept-alive connection: an overall deadline,
+not restarted by each byte, so a client dribbling its head byte by byte is still closed on time
+(with a 408 if it had begun a request). Once the head is in, twisted.web's idle timeout applies.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import pages, resource, server, static
+from twisted.web import http, pages, resource, server, static
 
 #: Content types the static site needs that the platform's mime tables may lack or get wrong.
 CONTENT_TYPES = {
@@ -31,13 +51,48 @@ def default_web_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "web"
 
 
+#: The one dot-segment served (RFC 8615 well-known URIs), see the theory of operation.
+WELL_KNOWN = ".well-known"
+
+REQUEST_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
 class StaticSite(static.File):
     """
-    ``static.File`` without directory listings (a directory without index.html is 404) and with
-    ``X-Content-Type-Options: nosniff`` on every file, so a browser trusts our content types only.
+    ``static.File`` without directory listings (a directory without index.html is 404), with
+    ``X-Content-Type-Options: nosniff`` on every file, so a browser trusts our content types only,
+    and without dotfiles or symlinks leading out of the site (see the theory of operation).
     """
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)
+        #: The site's directory with symlinks resolved: every file served must be under it.
+        self.site_root = os.path.realpath(path)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return pages.errorPage(http.BAD_REQUEST, "Bad request", "The path is not UTF-8.")
+        if "\0" in name:
+            return pages.errorPage(http.BAD_REQUEST, "Bad request", "The path holds a NUL byte.")
+        if name.startswith(".") and name != WELL_KNOWN:
+            return self.childNotFound
+        child = super().getChild(path, request)
+        if isinstance(child, static.File) and not self._inside_site(child.path):
+            return self.childNotFound
+        return child
+
+    def _inside_site(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.site_root or real.startswith(self.site_root.rstrip(os.sep) + os.sep)
+
+    def createSimilarFile(self, path: str) -> Any:
+        child = super().createSimilarFile(path)
+        child.site_root = self.site_root
+        return child
 
     def directoryListing(self) -> resource.IResource:
         return pages.notFound("No such page", "There is no page at this address.")
@@ -47,17 +102,87 @@ class StaticSite(static.File):
         return super().render(request)
 
 
+class HeadDeadlineChannel(http.HTTPChannel):
+    """
+    twisted.web's HTTP channel with an overall deadline for each request head (see the theory of
+    operation); the site sets ``head_timeout`` on each channel it builds.
+    """
+
+    head_timeout = 10.0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._head_deadline: Any = None
+        self._head_begun = False
+        self._await_head()
+
+    def _await_head(self) -> None:
+        self._head_begun = False
+        if self._head_deadline is None or not self._head_deadline.active():
+            self._head_deadline = self.callLater(self.head_timeout, self._head_too_late)
+
+    def _stop_awaiting_head(self) -> None:
+        if self._head_deadline is not None and self._head_deadline.active():
+            self._head_deadline.cancel()
+        self._head_deadline = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if data and self._head_deadline is not None:
+            self._head_begun = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._stop_awaiting_head()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        # Armed first: the next head may already be buffered, and the parent parses it (and
+        # calls allHeadersReceived, which disarms) before returning.
+        self._await_head()
+        super().requestDone(request)
+
+    def _head_too_late(self) -> None:
+        self._head_deadline = None
+        if self.transport is None:  # handed over (a WebSocket): no longer ours to close
+            return
+        if self._head_begun:
+            self.transport.write(REQUEST_TIMEOUT_RESPONSE)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_awaiting_head()
+        super().connectionLost(reason)
+
+
+class StaticWebSite(server.Site):
+    """``server.Site`` whose channels give each request head ``head_timeout`` seconds in all."""
+
+    protocol = HeadDeadlineChannel
+
+    def __init__(self, root: resource.IResource, *, head_timeout: float, idle_timeout: float,
+                 reactor: Any = None) -> None:
+        super().__init__(root, timeout=idle_timeout, reactor=reactor)
+        self.head_timeout = head_timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.head_timeout = self.head_timeout
+        return channel
+
+
 def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float = 60.0,
-               websockets: dict[str, Any] | None = None) -> server.Site:
+               websockets: dict[str, Any] | None = None, *, head_timeout: float = 10.0,
+               reactor: Any = None) -> server.Site:
     """
     The site: files under ``web_dir``, and the WebSocket factory's endpoint at ``/ws_path``;
     ``websockets`` mounts more WebSocket factories by path (e.g. ``{"echo": ...}``).
-    An HTTP connection idle for ``idle_timeout`` seconds is closed (twisted.web suspends this while
-    a request is served, so it never applies to an open WebSocket).
+    A request head must be complete within ``head_timeout`` seconds; after it, an HTTP connection
+    idle for ``idle_timeout`` seconds is closed (twisted.web suspends this while a request is
+    served, so it never applies to an open WebSocket).
     """
     root = StaticSite(str(web_dir))
     for path, factory in {ws_path: ws_factory, **(websockets or {})}.items():
         root.putChild(path.strip("/").encode("utf-8"), WebSocketResource(factory))
-    site = server.Site(root, timeout=idle_timeout)
+    site = StaticWebSite(root, head_timeout=head_timeout, idle_timeout=idle_timeout, reactor=reactor)
     site.displayTracebacks = False
     return site

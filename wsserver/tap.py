@@ -49,8 +49,8 @@ class Options(usage.Options):
         ["max-send-buffer", None, 1024 * 1024, "Bytes a client may leave unread (beyond the socket buffers) before the slow-consumer policy applies.", int],
         ["slow-consumer", None, "disconnect", "What to do with a client that does not read its events: disconnect (close 1008) or drop (its events are dropped and counted)."],
         ["max-connections", None, 10_000, "WebSocket connections the server accepts in all; more get HTTP 503.", int],
-        ["max-connections-per-ip", None, 256, "WebSocket connections one client address may hold; more get HTTP 429.", int],
-        ["handshake-timeout", None, 10.0, "Seconds a client has to complete the WebSocket opening handshake.", float],
+        ["max-connections-per-ip", None, 256, "Connections one client address may hold: every TCP connection to the site counts (HTTP, WebSocket, draft 76); more get HTTP 429 at once (a TLS port closes them without an answer). With --trust-proxy only WebSockets are counted, by X-Forwarded-For address.", int],
+        ["handshake-timeout", None, 10.0, "Seconds a client has to send a request head (any HTTP request, including the WebSocket opening handshake), in all, not per byte (its first byte may take as long again); also how long a kept-alive connection may wait for its next request. Late clients are closed (HTTP 408 if they had begun).", float],
         ["hello-timeout", None, 10.0, "Seconds a WebSocket may stay open without a WAMP HELLO (then close 1008).", float],
         ["ping-interval", None, 30.0, "Ping a connection after this many idle seconds; 0 turns pings off.", float],
         ["ping-timeout", None, 10.0, "Drop a connection whose pong does not come back within this many seconds.", float],
@@ -65,7 +65,7 @@ class Options(usage.Options):
     ]
 
     optFlags = [
-        ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it)."],
+        ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it); plain HTTP connections, which all come from the proxy, are then not counted per address (limit them in the proxy)."],
         ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +32,13 @@ class ServerProcess:
     ``stop()`` sends SIGTERM to the PID and waits for the exit. ``log`` holds everything it printed.
     """
 
-    def __init__(self, workdir: Path, args: list[str], listen: str = "tcp:{port}:interface=127.0.0.1") -> None:
+    def __init__(self, workdir: Path, args: list[str], listen: str = "tcp:{port}:interface=127.0.0.1",
+                 max_open_files: int | None = None) -> None:
         self.workdir = workdir
         self.args = args
         self.listen = listen
+        #: The server's ``ulimit -n`` (None: the test runner's).
+        self.max_open_files = max_open_files
         self.scheme = "http"
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -60,13 +65,17 @@ class ServerProcess:
         cmd = [TWISTD, "-n", "--pidfile=", "wsserver", "--listen", listen, *policy, *self.args]
         self._listening.clear()
         self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=self._limit_open_files if self.max_open_files else None,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         if not self._listening.wait(timeout):
             self.stop()
             raise RuntimeError(f"server did not start; it printed:\n{self.log}")
         return self
+
+    def _limit_open_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, self.max_open_files))
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -101,7 +110,7 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     """
     started: list[ServerProcess] = []
 
-    def start(*args: str, **options: str) -> ServerProcess:
+    def start(*args: str, **options: Any) -> ServerProcess:
         server = ServerProcess(tmp_path, list(args), **options).start()
         started.append(server)
         return server
