@@ -89,8 +89,7 @@ class Admission:
         self.limits = limits
         self.origin_patterns = wildcards2patterns(list(allowed_origins) or ["*"])
         #: Open connections per client address, and in all.
-        self.open_by_ip: dict[str, int] = {}
-        self.admitted = 0
+        self.counts = AddressCounts()
 
     def admit(self, peer: str, headers: Mapping[str, str], origin: str | None) -> str:
         """
@@ -102,26 +101,55 @@ class Admission:
         if origin and not any(p.match(origin) for p in self.origin_patterns):
             log.info("refused WebSocket from origin {origin} ({ip})", origin=origin, ip=client_ip)
             raise Refused(403, f"origin {origin} is not allowed")
-        if self.admitted >= self.limits.max_connections:
+        if self.counts.total >= self.limits.max_connections:
             log.warn("refused WebSocket from {ip}: {limit} connections open (--max-connections)",
                      ip=client_ip, limit=self.limits.max_connections)
             raise Refused(503, "server is at its connection limit")
-        if self.open_by_ip.get(client_ip, 0) >= self.limits.max_connections_per_ip:
+        if self.counts.of(client_ip) >= self.limits.max_connections_per_ip:
             log.info("refused WebSocket from {ip}: {limit} connections from there (--max-connections-per-ip)",
                      ip=client_ip, limit=self.limits.max_connections_per_ip)
             raise Refused(429, "too many connections from your address")
-        self.open_by_ip[client_ip] = self.open_by_ip.get(client_ip, 0) + 1
-        self.admitted += 1
+        self.counts.add(client_ip)
         return client_ip
 
     def release(self, client_ip: str) -> None:
         """One connection counted by :meth:`admit` is gone."""
-        self.admitted -= 1
-        remaining = self.open_by_ip[client_ip] - 1
+        self.counts.remove(client_ip)
+
+    @property
+    def admitted(self) -> int:
+        """WebSocket connections open in all."""
+        return self.counts.total
+
+    @property
+    def open_by_ip(self) -> dict[str, int]:
+        """WebSocket connections open per client address."""
+        return self.counts.by_address
+
+
+class AddressCounts:
+    """Open connections per client address, and in all: :meth:`add` one, :meth:`remove` it when it ends."""
+
+    def __init__(self) -> None:
+        self.by_address: dict[str, int] = {}
+        self.total = 0
+
+    def of(self, address: str) -> int:
+        return self.by_address.get(address, 0)
+
+    def add(self, address: str) -> None:
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        self.total += 1
+
+    def remove(self, address: str) -> int:
+        """Count one connection from ``address`` less; return how many remain open from there."""
+        self.total -= 1
+        remaining = self.by_address[address] - 1
         if remaining:
-            self.open_by_ip[client_ip] = remaining
+            self.by_address[address] = remaining
         else:
-            del self.open_by_ip[client_ip]
+            del self.by_address[address]
+        return remaining
 
 
 #: Seconds a connection closed at the end of the shutdown timeout has to take its close frame.

@@ -42,6 +42,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import tls
 
+from wsserver.transports.admission import AddressCounts
+
 log = Logger()
 
 #: Descriptors kept back from accepting, for the files the site opens to serve them.
@@ -83,8 +85,7 @@ class SiteConnections:
         self.per_address = per_address
         self.spare = spare
         self.retry_after = retry_after
-        self.open_by_host: dict[str, int] = {}
-        self.total = 0
+        self.counts = AddressCounts()
         #: Addresses refused since they last were under the limit (logged once each).
         self.refusing: set[str] = set()
         self.paused: set[GuardedPort] = set()
@@ -95,7 +96,7 @@ class SiteConnections:
 
     def refuses(self, host: str) -> bool:
         """Whether one more connection from ``host`` is over the limit (logged once per spell)."""
-        if self.per_address is None or self.open_by_host.get(host, 0) < self.per_address:
+        if self.per_address is None or self.counts.of(host) < self.per_address:
             return False
         if host not in self.refusing:
             self.refusing.add(host)
@@ -103,17 +104,19 @@ class SiteConnections:
                      ip=host, limit=self.per_address)
         return True
 
+    @property
+    def total(self) -> int:
+        return self.counts.total
+
+    @property
+    def open_by_host(self) -> dict[str, int]:
+        return self.counts.by_address
+
     def opened(self, host: str) -> None:
-        self.open_by_host[host] = self.open_by_host.get(host, 0) + 1
-        self.total += 1
+        self.counts.add(host)
 
     def closed(self, host: str) -> None:
-        self.total -= 1
-        remaining = self.open_by_host[host] - 1
-        if remaining:
-            self.open_by_host[host] = remaining
-        else:
-            del self.open_by_host[host]
+        remaining = self.counts.remove(host)
         if self.per_address is None or remaining < self.per_address:
             self.refusing.discard(host)
         self.resume()
