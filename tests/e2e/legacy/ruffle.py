@@ -41,7 +41,8 @@ def site_with_ruffle(workdir: Path) -> Path:
     ).stdout.strip()  # fmt: skip
     web = workdir / "web-with-ruffle"
     shutil.copytree(installed, web)
-    (web / RUFFLE_PATH.strip("/")).symlink_to(RUFFLE, target_is_directory=True)
+    # A copy, not a symlink: the site refuses symlinks that lead out of --web.
+    shutil.copytree(RUFFLE, web / RUFFLE_PATH.strip("/"))
     return web
 
 
