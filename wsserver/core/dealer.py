@@ -19,7 +19,10 @@ side leaves:
 
 - the callee leaves: the caller gets ERROR ``wamp.error.canceled`` at once, never a hang;
 - the caller leaves: the invocation is forgotten, and the callee's late answer is dropped (as is
-  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer).
+  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer);
+- the callee answers with something the caller's wire format may not carry (the router decides):
+  the caller gets ERROR ``wamp.error.invalid_argument`` instead (:meth:`Dealer.undeliverable`),
+  and the callee nothing, as for any answer (WAMP has no reply to YIELD).
 
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
@@ -160,6 +163,17 @@ class Dealer(Generic[PeerT]):
             return []
         error = wamp.Error(CALL, invocation.request, answer.error, args=answer.args, kwargs=answer.kwargs)
         return [Send(error, (invocation.caller,))]
+
+    def undeliverable(self, callee: Session[PeerT], invocation_id: int, reason: str) -> list[Action[PeerT]]:
+        """
+        ``callee``'s answer (YIELD or ERROR) to ``invocation_id`` cannot be delivered, for
+        ``reason``: the call ends, and its caller gets ERROR ``wamp.error.invalid_argument``.
+        """
+        invocation = self._answered(callee, invocation_id)
+        if invocation is None:
+            return []
+        detail = f"the callee's answer cannot be delivered: {reason}"
+        return [error_reply(invocation.caller, CALL, invocation.request, ApplicationError.INVALID_ARGUMENT, detail)]
 
     def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` left: forget its registrations and calls; cancel the calls it had to answer."""

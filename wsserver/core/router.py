@@ -17,10 +17,13 @@ to the session's realm: its broker (:mod:`~wsserver.core.broker`) or its dealer
 (realms given by name are open to anyone). Before a request reaches them, it must pass::
 
     PUBLISH    the session's rate (limits.py), its role's permission to publish the topic, and,
-               with disclose_me, to disclose itself on it
+               with disclose_me, to disclose itself on it; its payload must be one every wire
+               format carries (values.py)
     SUBSCRIBE  its role's permission to subscribe to the pattern, and its number of subscriptions
-    CALL       its role's permission to call the procedure
+    CALL       its role's permission to call the procedure, and its payload
     REGISTER   its role's permission to register the procedure
+    YIELD, ERROR (a callee's answer): its payload; an answer that fails gets its caller ERROR
+               ``wamp.error.invalid_argument`` instead
 
 A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
 A refused login gets ABORT after ``refusal_delay`` seconds, the same for every failure.
@@ -54,6 +57,8 @@ from wsserver.core.limits import PUBLISH_RATE_EXCEEDED, TOO_MANY_SUBSCRIPTIONS, 
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State
+from wsserver.core.values import unrepresentable
+from wsserver.core.values import refusal as payload_refusal
 
 __all__ = ["Action", "Close", "CloseReason", "Delay", "Router", "Send", "roles"]
 
@@ -184,13 +189,17 @@ class Router(Generic[PeerT]):
     ) -> list[Action[PeerT]]:
         """
         Publish from inside the server (no publisher session); ``retain`` keeps it as the topic's
-        retained event. Raises ``KeyError`` for an unknown realm and autobahn's ``InvalidUriError``
-        for an invalid topic.
+        retained event. Raises ``KeyError`` for an unknown realm, autobahn's ``InvalidUriError``
+        for an invalid topic, and ``ValueError`` for a payload that not every wire format can
+        carry (see :mod:`wsserver.core.values`).
         """
         target = self.realms.get(realm)
         if target is None:
             raise KeyError(f"no such realm: {realm!r}")
         check_or_raise_uri(topic, "topic")
+        reason = unrepresentable(args, kwargs)
+        if reason is not None:
+            raise ValueError(reason)
         return target.broker.publish(None, wamp.Publish(0, topic, args, kwargs, retain=retain or None))
 
     # -- message handlers (named in session.Handling) --------------------------------------------
@@ -277,6 +286,7 @@ class Router(Generic[PeerT]):
             self._over_rate(session)
             or realm.forbids(session, PUBLISH, message.topic)
             or (realm.forbids(session, DISCLOSE, message.topic, OPTION_DISALLOWED_DISCLOSE_ME) if publish.disclose_me else None)
+            or payload_refusal(message.args, message.kwargs)
         )
         if refused is not None:
             # Only an acknowledged PUBLISH expects an answer.
@@ -295,19 +305,30 @@ class Router(Generic[PeerT]):
 
     def _on_call(self, session: Session[PeerT], call: wamp.Call) -> list[Action[PeerT]]:
         realm = self._realm_of(session)
-        refused = realm.forbids(session, CALL, call.procedure)
+        refused = (
+            realm.forbids(session, CALL, call.procedure)
+            or payload_refusal(call.args, call.kwargs)
+        )
         if refused is not None:
             return [error_reply(session, call.MESSAGE_TYPE, call.request, *refused)]
         return realm.dealer.call(session, call)
 
     def _on_yield(self, session: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
-        return self._realm_of(session).dealer.yield_result(session, answer)
+        dealer = self._realm_of(session).dealer
+        reason = unrepresentable(answer.args, answer.kwargs)
+        if reason is not None:
+            return dealer.undeliverable(session, answer.request, reason)
+        return dealer.yield_result(session, answer)
 
     def _on_error(self, session: Session[PeerT], error: wamp.Error) -> list[Action[PeerT]]:
         if error.request_type != wamp.Invocation.MESSAGE_TYPE:
             # A client answers only INVOCATIONs; an ERROR for anything else is the router's to send.
             return self.violation(session, f"ERROR for request type {error.request_type} is not allowed")
-        return self._realm_of(session).dealer.callee_error(session, error)
+        dealer = self._realm_of(session).dealer
+        refused = payload_refusal(error.args, error.kwargs)
+        if refused is not None:
+            return dealer.undeliverable(session, error.request, refused[1])
+        return dealer.callee_error(session, error)
 
     def _on_invalid_request(self, session: Session[PeerT], invalid: InvalidRequest) -> list[Action[PeerT]]:
         if not invalid.wants_reply:
