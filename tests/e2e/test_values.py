@@ -23,6 +23,7 @@ from autobahn.wamp.serializer import CBORObjectSerializer, JsonObjectSerializer,
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.broker_clients import NodePeer
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import HELLO
 
@@ -247,3 +248,18 @@ def test_call_and_yield_values_are_checked(wires: Any) -> None:
     invocation = callee.recv()
     callee.send([70, invocation[1], {}, ["z"]])
     assert caller.recv()[:4] == [50, 8, {}, ["z"]]
+
+
+def test_autobahnjs_on_node_keeps_its_session_when_someone_publishes_nan(server: Any, wires: Any) -> None:
+    """NaN reached JSON clients as the bare word NaN, which JSON.parse rejects: the Node process exited."""
+    node = NodePeer(server.ws_url, timeout=10)
+    try:
+        subscription = node.request("subscribe", topic=TOPIC)
+        publisher = wires("msgpack")
+        error = publisher.exchange(msgpack.packb([16, 7, {"acknowledge": True}, TOPIC, [float("nan")], {"x": float("inf")}]))
+        assert error[:5] == [8, 16, 7, {}, INVALID_ARGUMENT]
+        assert publisher.exchange([16, 8, {"acknowledge": True}, TOPIC, ["after"]])[:2] == [17, 8]
+        assert node.event(subscription)["args"] == ["after"]
+        assert node.proc.poll() is None
+    finally:
+        node.close()
