@@ -263,3 +263,25 @@ def test_autobahnjs_on_node_keeps_its_session_when_someone_publishes_nan(server:
         assert node.proc.poll() is None
     finally:
         node.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '[32, 5, {}, "com.example.\\ud800"]',  # a valid URI but for its lone surrogate
+        '[32, 5, {}, "com.example. \\ud800"]',  # an invalid URI, quoted back in the reason
+        '[16, 5, {"acknowledge": true}, "com.example.\\udfff", []]',
+        '[48, 5, {}, "com.example.\\ud800", []]',
+        '[32, 5, {"match": "\\ud800"}, "com.example.t"]',
+    ],
+)
+def test_a_uri_or_option_with_a_lone_surrogate_gets_an_error_not_1011(server: Any, wires: Any, message: str) -> None:
+    watcher = wires("json")
+    watcher.subscribe("com.example.", match="prefix")
+    client = wires("json")
+    with Bystander(server.ws_url, topic="org.bystander") as bystander:
+        error = client.exchange(message)
+        assert error[0] == 8 and error[2] == 5 and error[4] in ("wamp.error.invalid_uri", INVALID_ARGUMENT), error
+        assert client.exchange([32, 6, {}, TOPIC])[:2] == [33, 6]  # still open
+        assert watcher.quiet(0.1)
+    bystander.check()
