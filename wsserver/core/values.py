@@ -76,8 +76,11 @@ def unrepresentable(args: list[Any] | None, kwargs: dict[str, Any] | None) -> st
 
 def refusal(args: list[Any] | None, kwargs: dict[str, Any] | None) -> tuple[str, str] | None:
     """The ERROR (URI, reason) for a request carrying this payload, or None: see :func:`unrepresentable`."""
+    if args is None and kwargs is None or _carried((args, kwargs)):  # the hot path: one call
+        return None
     reason = unrepresentable(args, kwargs)
-    return None if reason is None else (ApplicationError.INVALID_ARGUMENT, reason)
+    assert reason is not None
+    return ApplicationError.INVALID_ARGUMENT, reason
 
 
 def _carried(payload: Iterable[Any]) -> bool:
