@@ -184,3 +184,34 @@ def test_python_code_in_the_server_cannot_publish_such_a_payload(h: Harness) -> 
     with pytest.raises(ValueError, match=r"args\[0\]: a datetime datetime value"):
         h.router.publish("realm1", "com.t", [datetime.datetime(2026, 1, 1)])
     assert outbox(h.router.publish("realm1", "com.t", ["fine"]))["s"][0].args == ["fine"]
+
+
+hostile_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.binary()
+    | st.text(st.characters(codec=None, exclude_categories=())) | st.sampled_from(["\x00x", "\ud800", 2**64, -(2**63) - 1]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=3) | st.integers() | st.sampled_from(["\udfff", b"k"]), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(hostile_values, hostile_values)
+def test_exactly_what_every_serializer_carries_unchanged_is_accepted(args: Any, kwargs: Any) -> None:
+    """And a refusal always finds its value (the fast walk and the explaining walk apply one rule)."""
+    reason = unrepresentable([args], {"k": kwargs})
+    accepted = all(_fails_no_serializer(value) for value in (args, kwargs))
+    assert (reason is None) == accepted, reason
+
+
+def _fails_no_serializer(value: Any) -> bool:
+    try:
+        for serializer in SERIALIZERS:
+            data = serializer.serialize([36, 1, 2, {}, [value]])
+            (back,) = serializer.unserialize(data)
+            if serializer.NAME == "json":
+                json.loads(data, parse_constant=_not_json)
+            if back[4] != [value]:  # carried, but as something else (or NaN, never equal)
+                return False
+    except Exception:
+        return False
+    return True

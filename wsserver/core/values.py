@@ -47,7 +47,7 @@ class Foreign:
     """
     A decoded value that only its own wire format knows (a CBOR tag, ...), kept as a marker so
     that :func:`unrepresentable` can name it; ``what`` says what it was, e.g. "CBOR tag 1 (epoch
-    datetime)".
+    date/time)".
     """
 
     __slots__ = ("what",)
