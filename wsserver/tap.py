@@ -172,14 +172,14 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
+        for name in ("max-uri-length", "max-registrations", "max-calls-in-flight"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
         for name in ("max-publish-rate", "max-subscriptions"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
             raise usage.UsageError("--publish-burst must be at least 1")
-        for name in ("max-uri-length", "max-registrations", "max-calls-in-flight"):
-            if self[name] < 0:
-                raise usage.UsageError(f"--{name} must not be negative")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

@@ -15,12 +15,6 @@ logs) and two ways to close its connection: :meth:`~WampConnection.close_for_sil
   serializer of the session's wire format;
 - :meth:`~WampConnection.end_session` when the connection is gone, however it went.
 
-:func:`unserialize` decodes CBOR itself (with cbor2, as autobahn would) so that no CBOR tag runs
-its conversion: a shared or referenced value (tags 28/29, 25/256) refuses the whole message (a
-small message could otherwise decode to a graph that takes seconds and gigabytes to encode
-again), and every other tag decodes to a :class:`~wsserver.core.values.Foreign` marker that the
-router refuses in a payload (no other wire format carries datetimes, bignums, decimals...).
-
 The first message stops the HELLO timer: it is a HELLO, or a violation that ends the connection.
 When the router answers a HELLO with a CHALLENGE, the timer runs again until the AUTHENTICATE.
 A message that cannot be decoded goes to the router as a violation (ABORT, then close); an error
@@ -32,67 +26,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import cbor2
-from autobahn.wamp.serializer import CBORObjectSerializer, JsonObjectSerializer
+from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import Router
 from wsserver.core.session import Session, State
-from wsserver.core.values import Foreign
 from wsserver.delivery import Peer, carry_out
+from wsserver.transports import cbor
 from wsserver.transports.admission import ConnectionLimits
 
 log = Logger()
-
-#: CBOR tags that make one value stand for another (value sharing, string references): refused.
-CBOR_REFERENCE_TAGS = {25: "string reference", 256: "string reference namespace", 28: "shareable value", 29: "shared value"}
-#: The tags cbor2 would convert itself (names from the IANA registry), and what they are called.
-CBOR_KNOWN_TAGS = {
-    0: "date/time string", 1: "epoch date/time", 2: "bignum", 3: "negative bignum", 4: "decimal fraction",
-    5: "bigfloat", 30: "rational number", 35: "regular expression", 36: "MIME message", 37: "UUID",
-    52: "IPv4 address", 54: "IPv6 address", 100: "days since the epoch", 258: "set", 260: "network address",
-    261: "network address and mask", 1004: "date string", 55799: "self-described CBOR",
-}
-
-
-class _CborReference(Exception):
-    """A CBOR reference tag: raised inside cbor2's decoder, which stops at once."""
-
-
-def _refuse_reference(tag: int) -> Any:
-    def refuse(value: object, immutable: bool) -> object:
-        raise _CborReference(f"CBOR tag {tag} ({CBOR_REFERENCE_TAGS[tag]}) is not accepted: no shared or referenced values")
-
-    return refuse
-
-
-def _foreign(tag: int, what: str) -> Any:
-    marker = Foreign(f"CBOR tag {tag} ({what})")
-    return lambda value, immutable: marker
-
-
-def _unknown_tag(tag: Any, immutable: bool) -> Foreign:
-    return Foreign(f"CBOR tag {tag.tag}")
-
-
-#: cbor2's semantic decoders, replaced: a marker for every tag, an error for the reference tags.
-CBOR_SEMANTIC_DECODERS = {
-    **{tag: _foreign(tag, what) for tag, what in CBOR_KNOWN_TAGS.items()},
-    **{tag: _refuse_reference(tag) for tag in CBOR_REFERENCE_TAGS},
-}
-
-
-def cbor_loads(payload: bytes) -> object:
-    """One CBOR message as autobahn's serializer decodes it, but for tags (see the module docstring)."""
-    try:
-        return cbor2.loads(payload, semantic_decoders=CBOR_SEMANTIC_DECODERS, tag_hook=_unknown_tag)
-    except cbor2.CBORDecodeError as error:
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, _CborReference):
-            raise cause from None
-        raise
 
 
 def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object]:
@@ -109,8 +54,8 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
             # Autobahn's JSON decoder is pure Python (so that it can turn "\0..." strings into
             # bytes); without such a string, the C decoder gives the same result, much faster.
             return [json.loads(payload)]
-        if type(serializer) is CBORObjectSerializer and not serializer._batched:
-            return [cbor_loads(payload)]
+        if type(serializer) is cbor.OBJECT_SERIALIZER and not serializer._batched:
+            return [cbor.loads(payload)]  # without cbor2's tag conversions: see wsserver.transports.cbor
         return list(serializer.unserialize(payload))
     except Exception as error:
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
