@@ -137,6 +137,17 @@ def test_make_service_serves_the_configured_realms_and_limits(tmp_path: Path) ->
     assert (default.limits.publish_rate, default.limits.publish_burst, default.limits.max_subscriptions) == (1000.0, 10_000, 1000)
 
 
+def test_uri_length_registrations_and_calls_in_flight_reach_the_session_limits() -> None:
+    default = makeService(parse("--listen", "tcp:0"), reactor=MemoryReactorClock()).router.limits  # type: ignore[attr-defined]
+    assert (default.max_uri_length, default.max_registrations, default.max_calls_in_flight) == (1024, 1000, 1000)
+    given = parse("--max-uri-length", "200", "--max-registrations", "0", "--max-calls-in-flight", "5")
+    limits = makeService(given, reactor=MemoryReactorClock()).router.limits  # type: ignore[attr-defined]
+    assert (limits.max_uri_length, limits.max_registrations, limits.max_calls_in_flight) == (200, 0, 5)
+    for name in ("--max-uri-length", "--max-registrations", "--max-calls-in-flight"):
+        with pytest.raises(usage.UsageError, match=f"{name} must not be negative"):
+            parse(name, "-1")
+
+
 def test_a_bad_config_file_stops_the_server_with_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "wsserver.toml"
     path.write_text(CONFIG.replace('role = "member"', 'role = "member"\nrol = "x"'))

@@ -43,6 +43,9 @@ class Options(usage.Options):
         ["max-publish-rate", None, 1000.0, "Publications a second one WAMP session may make, sustained; more get ERROR wsserver.error.publish_rate_exceeded. 0 turns the limit off.", float],
         ["publish-burst", None, 10_000, "Publications one WAMP session may make at once before --max-publish-rate applies.", int],
         ["max-subscriptions", None, 1000, "Subscriptions one WAMP session may hold; more get ERROR wsserver.error.too_many_subscriptions. 0 turns the limit off.", int],
+        ["max-uri-length", None, SessionLimits().max_uri_length, "Bytes (UTF-8) in any URI a WAMP session sends: topics, patterns, procedures, error URIs; longer ones get ERROR wsserver.error.uri_too_long. 0 turns the limit off.", int],
+        ["max-registrations", None, SessionLimits().max_registrations, "Procedures one WAMP session may register; more get ERROR wsserver.error.too_many_registrations. 0 turns the limit off.", int],
+        ["max-calls-in-flight", None, SessionLimits().max_calls_in_flight, "Calls one WAMP session may wait on at once (to other sessions' procedures); more get ERROR wsserver.error.too_many_calls_in_flight. 0 turns the limit off.", int],
         ["web", None, None, "Serve the site from this directory. [default: the site installed with wsserver]"],
         ["ws-path", None, "ws", "Path of the WAMP WebSocket endpoint on the site."],
         ["max-message-size", None, 1024 * 1024, "Refuse WebSocket messages larger than this many bytes (close 1009).", int],
@@ -172,6 +175,9 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
+        for name in ("max-uri-length", "max-registrations", "max-calls-in-flight"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
         for name in ("max-publish-rate", "max-subscriptions"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
@@ -225,6 +231,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             publish_rate=options["max-publish-rate"],
             publish_burst=options["publish-burst"],
             max_subscriptions=options["max-subscriptions"],
+            max_uri_length=options["max-uri-length"],
+            max_registrations=options["max-registrations"],
+            max_calls_in_flight=options["max-calls-in-flight"],
         ),
     )
     if options["demo"]:

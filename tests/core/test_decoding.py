@@ -85,3 +85,18 @@ def test_malformed_messages_are_protocol_violations(raw: object) -> None:
 def test_one_bad_message_fails_the_whole_batch() -> None:
     with pytest.raises(ProtocolViolation):
         decode([[32, 1, {}, "com.t"], [999]])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [32, 5, {}, "com. " + "x" * 500_000],
+        [16, 5, {"acknowledge": True}, "a b\ud800", []],
+        [32, 5, {"match": "\ud800"}, "com.t"],
+    ],
+)
+def test_a_complaint_quoting_the_client_is_short_and_has_utf8(raw: list[object]) -> None:
+    (invalid,) = decode([raw])
+    assert isinstance(invalid, InvalidRequest)
+    assert len(invalid.reason) <= 300
+    invalid.reason.encode("utf-8")  # the ERROR that carries it can be encoded

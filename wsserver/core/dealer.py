@@ -14,12 +14,15 @@ A call to a session callee is an :class:`Invocation` in flight::
     caller <--RESULT(request)-- dealer <--YIELD(invocation id)----- callee
     caller <--ERROR(CALL, request)-- dealer <--ERROR(INVOCATION)--- callee
 
-kept by invocation id and in both sessions' ``invocations``, until the callee answers or either
-side leaves:
+kept by invocation id and in both sessions' ``invocations`` (and counted per caller, for the
+router's limit on calls in flight), until the callee answers or either side leaves:
 
 - the callee leaves: the caller gets ERROR ``wamp.error.canceled`` at once, never a hang;
 - the caller leaves: the invocation is forgotten, and the callee's late answer is dropped (as is
-  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer).
+  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer);
+- the callee answers with something the caller's wire format may not carry (the router decides):
+  the caller gets ERROR ``wamp.error.invalid_argument`` instead (:meth:`Dealer.undeliverable`),
+  and the callee nothing, as for any answer (WAMP has no reply to YIELD).
 
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
@@ -100,6 +103,8 @@ class Dealer(Generic[PeerT]):
         self._by_procedure: dict[str, Registration[PeerT]] = {}
         self._by_id: dict[int, Registration[PeerT]] = {}
         self._in_flight: dict[int, Invocation[PeerT]] = {}
+        #: Caller -> how many of its calls are in flight (callers with none are not kept).
+        self._calls_made: dict[Session[PeerT], int] = {}
 
     def __len__(self) -> int:
         """How many registrations, the router's own included."""
@@ -143,6 +148,7 @@ class Dealer(Generic[PeerT]):
         self._in_flight[invocation.id] = invocation
         caller.invocations.add(invocation)
         callee.invocations.add(invocation)
+        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
         message = wamp.Invocation(invocation.id, registration.id, args=request.args, kwargs=request.kwargs)
         return [Send(message, (callee,))]
 
@@ -160,6 +166,21 @@ class Dealer(Generic[PeerT]):
             return []
         error = wamp.Error(CALL, invocation.request, answer.error, args=answer.args, kwargs=answer.kwargs)
         return [Send(error, (invocation.caller,))]
+
+    def undeliverable(self, callee: Session[PeerT], invocation_id: int, reason: str) -> list[Action[PeerT]]:
+        """
+        ``callee``'s answer (YIELD or ERROR) to ``invocation_id`` cannot be delivered, for
+        ``reason``: the call ends, and its caller gets ERROR ``wamp.error.invalid_argument``.
+        """
+        invocation = self._answered(callee, invocation_id)
+        if invocation is None:
+            return []
+        detail = f"the callee's answer cannot be delivered: {reason}"
+        return [error_reply(invocation.caller, CALL, invocation.request, ApplicationError.INVALID_ARGUMENT, detail)]
+
+    def calls_in_flight(self, caller: Session[PeerT]) -> int:
+        """How many of ``caller``'s calls wait for their callee's answer."""
+        return self._calls_made.get(caller, 0)
 
     def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` left: forget its registrations and calls; cancel the calls it had to answer."""
@@ -206,7 +227,11 @@ class Dealer(Generic[PeerT]):
 
     def _forget(self, invocation: Invocation[PeerT]) -> None:
         del self._in_flight[invocation.id]
-        invocation.caller.invocations.discard(invocation)
+        caller = invocation.caller
+        remaining = self._calls_made.pop(caller) - 1
+        if remaining:
+            self._calls_made[caller] = remaining
+        caller.invocations.discard(invocation)
         invocation.callee.invocations.discard(invocation)
 
     def _add(self, registration: Registration[PeerT]) -> None:

@@ -115,18 +115,18 @@ def decode_one(raw: object) -> Decoded:
         parsed: wamp.Message = message_class.parse(raw)
     except InvalidUriError as error:
         if message_type == wamp.Hello.MESSAGE_TYPE:
-            return InvalidRequest(message_type, 0, True, str(error))
+            return InvalidRequest(message_type, 0, True, _quoted(error))
         if message_type in _REQUESTS_WITH_ID and len(raw) > 2 and is_id(raw[1]):
             options = raw[2] if type(raw[2]) is dict else {}
             wants_reply = message_type != wamp.Publish.MESSAGE_TYPE or options.get("acknowledge") is True
-            return InvalidRequest(message_type, raw[1], wants_reply, str(error))
-        raise ProtocolViolation(str(error)) from error
+            return InvalidRequest(message_type, raw[1], wants_reply, _quoted(error))
+        raise ProtocolViolation(_quoted(error)) from error
     except ProtocolError as error:
         if _names_an_unknown_policy(raw):
-            return InvalidRequest(message_type, raw[1], True, str(error), ApplicationError.INVALID_ARGUMENT)
-        raise ProtocolViolation(str(error)) from error
+            return InvalidRequest(message_type, raw[1], True, _quoted(error), ApplicationError.INVALID_ARGUMENT)
+        raise ProtocolViolation(_quoted(error)) from error
     except Exception as error:  # autobahn's parse also raises plain errors for odd shapes
-        raise ProtocolViolation(f"malformed {message_class.__name__.upper()}: {error}") from error
+        raise ProtocolViolation(f"malformed {message_class.__name__.upper()}: {_quoted(error)}") from error
     if isinstance(parsed, wamp.Publish):
         disclose_me = raw[2].get("disclose_me", False)
         if type(disclose_me) is not bool:
@@ -150,6 +150,24 @@ def is_id(value: object) -> bool:
     except ProtocolError:
         return False
     return True
+
+
+#: Characters of autobahn's complaint that go back to the client.
+MAX_REASON = 300
+
+
+def _quoted(error: Exception) -> str:
+    """
+    Autobahn's complaint, fit to send back: it quotes the client's value, which may be as long as
+    the message (a 500 KB URI) or not valid Unicode (a lone surrogate from JSON, which no wire
+    format could encode: the answer would fail instead of the request).
+    """
+    text = str(error)
+    if len(text) > MAX_REASON:
+        text = f"{text[: MAX_REASON - 40]}...{text[-37:]}"
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _describe(value: object) -> str:

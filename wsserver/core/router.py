@@ -16,13 +16,20 @@ to the session's realm: its broker (:mod:`~wsserver.core.broker`) or its dealer
 (:mod:`~wsserver.core.dealer`). Each realm follows its :class:`~wsserver.core.policy.RealmPolicy`
 (realms given by name are open to anyone). Before a request reaches them, it must pass::
 
-    PUBLISH    the session's rate (limits.py), its role's permission to publish the topic, and,
-               with disclose_me, to disclose itself on it
-    SUBSCRIBE  its role's permission to subscribe to the pattern, and its number of subscriptions
-    CALL       its role's permission to call the procedure
-    REGISTER   its role's permission to register the procedure
+    PUBLISH    its topic's length (limits.py), the session's rate, its role's permission to
+               publish the topic, and, with disclose_me, to disclose itself on it; its payload
+               must be one every wire format carries (values.py)
+    SUBSCRIBE  the pattern's length, its role's permission to subscribe to the pattern, and its
+               number of subscriptions
+    CALL       the procedure's length, its role's permission to call the procedure, its number
+               of calls in flight, and its payload
+    REGISTER   the procedure's length, its role's permission to register the procedure, and its
+               number of registrations
+    YIELD, ERROR (a callee's answer): its error URI's length and its payload; an answer that
+               fails gets its caller ERROR ``wamp.error.invalid_argument`` instead
 
-A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
+The checks that cost nothing come first, and a URI's length before anything looks it up or keeps
+it. A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
 A refused login gets ABORT after ``refusal_delay`` seconds, the same for every failure.
 
 The router never calls a transport, never reads a clock and draws no random numbers: ids come
@@ -50,10 +57,19 @@ from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
-from wsserver.core.limits import PUBLISH_RATE_EXCEEDED, TOO_MANY_SUBSCRIPTIONS, SessionLimits
+from wsserver.core.limits import (
+    PUBLISH_RATE_EXCEEDED,
+    TOO_MANY_CALLS_IN_FLIGHT,
+    TOO_MANY_REGISTRATIONS,
+    TOO_MANY_SUBSCRIPTIONS,
+    URI_TOO_LONG,
+    SessionLimits,
+)
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State
+from wsserver.core.values import has_utf8, unrepresentable
+from wsserver.core.values import refusal as payload_refusal
 
 __all__ = ["Action", "Close", "CloseReason", "Delay", "Router", "Send", "roles"]
 
@@ -184,13 +200,17 @@ class Router(Generic[PeerT]):
     ) -> list[Action[PeerT]]:
         """
         Publish from inside the server (no publisher session); ``retain`` keeps it as the topic's
-        retained event. Raises ``KeyError`` for an unknown realm and autobahn's ``InvalidUriError``
-        for an invalid topic.
+        retained event. Raises ``KeyError`` for an unknown realm, autobahn's ``InvalidUriError``
+        for an invalid topic, and ``ValueError`` for a payload that not every wire format can
+        carry (see :mod:`wsserver.core.values`).
         """
         target = self.realms.get(realm)
         if target is None:
             raise KeyError(f"no such realm: {realm!r}")
         check_or_raise_uri(topic, "topic")
+        reason = unrepresentable(args, kwargs)
+        if reason is not None:
+            raise ValueError(reason)
         return target.broker.publish(None, wamp.Publish(0, topic, args, kwargs, retain=retain or None))
 
     # -- message handlers (named in session.Handling) --------------------------------------------
@@ -262,7 +282,11 @@ class Router(Generic[PeerT]):
 
     def _on_subscribe(self, session: Session[PeerT], subscribe: wamp.Subscribe) -> list[Action[PeerT]]:
         realm = self._realm_of(session)
-        refused = realm.forbids(session, SUBSCRIBE, subscribe.topic) or self._subscriptions_full(session, realm, subscribe)
+        refused = (
+            self._uri_refusal(subscribe.topic)
+            or realm.forbids(session, SUBSCRIBE, subscribe.topic)
+            or self._subscriptions_full(session, realm, subscribe)
+        )
         if refused is not None:
             return [error_reply(session, subscribe.MESSAGE_TYPE, subscribe.request, *refused)]
         return realm.broker.subscribe(session, subscribe)
@@ -274,9 +298,11 @@ class Router(Generic[PeerT]):
         realm = self._realm_of(session)
         message = publish.message
         refused = (
-            self._over_rate(session)
+            self._uri_refusal(message.topic)
+            or self._over_rate(session)
             or realm.forbids(session, PUBLISH, message.topic)
             or (realm.forbids(session, DISCLOSE, message.topic, OPTION_DISALLOWED_DISCLOSE_ME) if publish.disclose_me else None)
+            or payload_refusal(message.args, message.kwargs)
         )
         if refused is not None:
             # Only an acknowledged PUBLISH expects an answer.
@@ -285,7 +311,11 @@ class Router(Generic[PeerT]):
 
     def _on_register(self, session: Session[PeerT], register: wamp.Register) -> list[Action[PeerT]]:
         realm = self._realm_of(session)
-        refused = realm.forbids(session, REGISTER, register.procedure)
+        refused = (
+            self._uri_refusal(register.procedure)
+            or realm.forbids(session, REGISTER, register.procedure)
+            or self._registrations_full(session)
+        )
         if refused is not None:
             return [error_reply(session, register.MESSAGE_TYPE, register.request, *refused)]
         return realm.dealer.register(session, register)
@@ -295,19 +325,32 @@ class Router(Generic[PeerT]):
 
     def _on_call(self, session: Session[PeerT], call: wamp.Call) -> list[Action[PeerT]]:
         realm = self._realm_of(session)
-        refused = realm.forbids(session, CALL, call.procedure)
+        refused = (
+            self._uri_refusal(call.procedure)
+            or realm.forbids(session, CALL, call.procedure)
+            or self._calls_full(session, realm)
+            or payload_refusal(call.args, call.kwargs)
+        )
         if refused is not None:
             return [error_reply(session, call.MESSAGE_TYPE, call.request, *refused)]
         return realm.dealer.call(session, call)
 
     def _on_yield(self, session: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
-        return self._realm_of(session).dealer.yield_result(session, answer)
+        dealer = self._realm_of(session).dealer
+        reason = unrepresentable(answer.args, answer.kwargs)
+        if reason is not None:
+            return dealer.undeliverable(session, answer.request, reason)
+        return dealer.yield_result(session, answer)
 
     def _on_error(self, session: Session[PeerT], error: wamp.Error) -> list[Action[PeerT]]:
         if error.request_type != wamp.Invocation.MESSAGE_TYPE:
             # A client answers only INVOCATIONs; an ERROR for anything else is the router's to send.
             return self.violation(session, f"ERROR for request type {error.request_type} is not allowed")
-        return self._realm_of(session).dealer.callee_error(session, error)
+        dealer = self._realm_of(session).dealer
+        refused = self._uri_refusal(error.error) or payload_refusal(error.args, error.kwargs)
+        if refused is not None:
+            return dealer.undeliverable(session, error.request, refused[1])
+        return dealer.callee_error(session, error)
 
     def _on_invalid_request(self, session: Session[PeerT], invalid: InvalidRequest) -> list[Action[PeerT]]:
         if not invalid.wants_reply:
@@ -326,6 +369,32 @@ class Router(Generic[PeerT]):
             return None
         limits = self.limits
         return PUBLISH_RATE_EXCEEDED, f"over {limits.publish_rate:g} publications a second (bursts of {limits.publish_burst})"
+
+    def _uri_refusal(self, uri: str) -> tuple[str, str] | None:
+        """Why ``session`` may not send ``uri``: too long, or with no UTF-8 (a lone surrogate); or None."""
+        limit = self.limits.max_uri_length
+        # Up to a quarter of the limit in characters always fits: a character is at most 4 bytes.
+        if limit and len(uri) > limit // 4:
+            size = len(uri.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                return URI_TOO_LONG, f"a URI of {size} bytes; at most {limit} are accepted"
+        if not uri.isascii() and not has_utf8(uri):
+            return ApplicationError.INVALID_URI, "a URI with a lone surrogate (no UTF-8 for it)"
+        return None
+
+    def _registrations_full(self, session: Session[PeerT]) -> tuple[str, str] | None:
+        """Why ``session`` may not register one more procedure, or None."""
+        limit = self.limits.max_registrations
+        if not limit or len(session.registrations) < limit:
+            return None
+        return TOO_MANY_REGISTRATIONS, f"a session may register {limit} procedures"
+
+    def _calls_full(self, session: Session[PeerT], realm: Realm[PeerT]) -> tuple[str, str] | None:
+        """Why ``session`` may not make one more call now (as many wait for answers as it may have), or None."""
+        limit = self.limits.max_calls_in_flight
+        if not limit or realm.dealer.calls_in_flight(session) < limit:
+            return None
+        return TOO_MANY_CALLS_IN_FLIGHT, f"a session may wait for {limit} calls at once"
 
     def _subscriptions_full(
         self, session: Session[PeerT], realm: Realm[PeerT], subscribe: wamp.Subscribe

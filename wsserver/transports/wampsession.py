@@ -38,6 +38,7 @@ from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import Router
 from wsserver.core.session import Session, State
 from wsserver.delivery import Peer, carry_out
+from wsserver.transports import cbor
 from wsserver.transports.admission import ConnectionLimits
 from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
 
@@ -58,6 +59,8 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
             # Autobahn's JSON decoder is pure Python (so that it can turn "\0..." strings into
             # bytes); without such a string, the C decoder gives the same result, much faster.
             return [json.loads(payload)]
+        if type(serializer) is cbor.OBJECT_SERIALIZER and not serializer._batched:
+            return [cbor.loads(payload)]  # without cbor2's tag conversions: see wsserver.transports.cbor
         return list(serializer.unserialize(payload))
     except Exception as error:
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
