@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from twisted.application.internet import TimerService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from wsserver.core.eventstore import StoreLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import EndpointService, WampServer
 from wsserver.tap import Options, makeService
@@ -77,7 +79,7 @@ def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     server = makeService(parse("--listen", "tcp:0", "--listen", "tcp:0", "--demo"), reactor=MemoryReactorClock())
     assert isinstance(server, WampServer)
     children = list(server)
-    assert [type(c) for c in children] == [FlashPolicyService, EndpointService, EndpointService, DemoProducer]
+    assert [type(c) for c in children] == [TimerService, FlashPolicyService, EndpointService, EndpointService, DemoProducer]
     assert list(server.router.realms) == ["realm1"]
 
 
@@ -158,3 +160,14 @@ def test_a_bad_config_file_stops_the_server_with_file_line_and_key(tmp_path: Pat
 def test_bad_limits_and_config_paths_are_refused(args: list[str], complaint: str) -> None:
     with pytest.raises(usage.UsageError, match=complaint):
         parse(*args)
+
+
+def test_the_event_store_budget_comes_from_the_command_line_or_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text("[server]\nmax-store-bytes = 1000000\nmax-store-topics = 50\n\n[realms.realm1]\n")
+    configured = makeService(parse("--config", str(path), "--max-store-topics", "70"), reactor=MemoryReactorClock())
+    assert configured.router.store_budget.limits == StoreLimits(max_bytes=1_000_000, max_topics=70)  # type: ignore[attr-defined]
+    default = makeService(parse(), reactor=MemoryReactorClock())
+    assert default.router.store_budget.limits == StoreLimits()  # type: ignore[attr-defined]
+    with pytest.raises(usage.UsageError, match="must not be negative"):
+        parse("--max-store-bytes", "-1")

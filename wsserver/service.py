@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.util import id as random_wamp_id
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.limits import SessionLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
@@ -41,6 +43,9 @@ from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
+
+#: Seconds between two log lines about events evicted from the event store.
+EVICTION_REPORT_INTERVAL = 60.0
 
 
 class EndpointService(Service):
@@ -98,11 +103,32 @@ class EndpointService(Service):
                 yield port.stopListening()
 
 
+class EvictionReport:
+    """Logs, when called, how many events the event store evicted since the last call (if any)."""
+
+    def __init__(self, budget: StoreBudget) -> None:
+        self.budget = budget
+        self.reported = 0
+
+    def __call__(self) -> None:
+        budget = self.budget
+        if budget.evicted == self.reported:
+            return
+        log.warn(
+            "event store full: {count} retained or history events forgotten, oldest first ({total} since start); "
+            "it holds {bytes} bytes in {topics} topics (--max-store-bytes {max_bytes}, --max-store-topics {max_topics})",
+            count=budget.evicted - self.reported, total=budget.evicted, bytes=budget.bytes, topics=budget.topics,
+            max_bytes=budget.limits.max_bytes, max_topics=budget.limits.max_topics,
+        )
+        self.reported = budget.evicted
+
+
 class WampServer(MultiService):
     """
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
-    topic for ``wamp.subscription.get_events`` (0: no event history). ``realms``: policies
+    topic for ``wamp.subscription.get_events`` (0: no event history); ``store_limits``: what both
+    may hold in all (evictions are logged at most every ``EVICTION_REPORT_INTERVAL`` s). ``realms``: policies
     (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
     may cost.
 
@@ -128,13 +154,17 @@ class WampServer(MultiService):
         history_size: int = 0,
         hixie76: bool = False,
         session_limits: SessionLimits = SessionLimits(),
+        store_limits: StoreLimits = StoreLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
-            random_bytes=os.urandom, limits=session_limits,
+            random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
         )
+        evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
+        evictions.clock = reactor
+        evictions.setServiceParent(self)
         # One origin check and one connection budget for every WebSocket endpoint of the site.
         self.admission = Admission(limits, allowed_origins)
         self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)

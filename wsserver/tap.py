@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
+from wsserver.core.eventstore import StoreLimits
 from wsserver.core.limits import SessionLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
@@ -59,6 +60,8 @@ class Options(usage.Options):
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
+        ["max-store-bytes", None, StoreLimits().max_bytes, "Bytes (estimated, in memory) the retained events and event history of all realms may hold together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
+        ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
     ]
 
     optFlags = [
@@ -169,7 +172,7 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
-        for name in ("max-publish-rate", "max-subscriptions"):
+        for name in ("max-publish-rate", "max-subscriptions", "max-store-bytes", "max-store-topics"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
@@ -215,6 +218,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             publish_burst=options["publish-burst"],
             max_subscriptions=options["max-subscriptions"],
         ),
+        store_limits=StoreLimits(max_bytes=options["max-store-bytes"], max_topics=options["max-store-topics"]),
     )
     if options["demo"]:
         realm = options["realm"][0]

@@ -49,6 +49,7 @@ from wsserver.core.authentication import Authenticator, Identity, Outcome, Refus
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
+from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED, TOO_MANY_SUBSCRIPTIONS, SessionLimits
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
@@ -101,7 +102,8 @@ class Router(Generic[PeerT]):
     replaces it). ``history_size``: events kept per topic for ``wamp.subscription.get_events``
     (0: no event history). ``random_bytes(n)``: ``n`` random bytes, for challenges (needed when
     a realm has principals). ``limits``: what one session may cost. ``refusal_delay``: seconds
-    between a failed login and its ABORT.
+    between a failed login and its ABORT. ``store_limits``: what the retained events and history
+    of all realms may hold together (``store_budget`` counts what they hold and what was evicted).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class Router(Generic[PeerT]):
         random_bytes: Callable[[int], bytes] | None = None,
         limits: SessionLimits = SessionLimits(),
         refusal_delay: float = REFUSAL_DELAY,
+        store_limits: StoreLimits = StoreLimits(),
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -123,10 +126,13 @@ class Router(Generic[PeerT]):
         counter = itertools.count(1)
         next_id = counter.__next__
         self.realms: dict[str, Realm[PeerT]] = {}
+        self.store_budget = StoreBudget(store_limits)
         for given in realms:
             policy = open_realm(given) if isinstance(given, str) else given
             authorizer = None if policy.unrestricted else Authorizer(policy.roles)
-            broker: Broker[PeerT] = Broker(next_id, random_id, clock, retain_ttl, history_size, authorizer)
+            broker: Broker[PeerT] = Broker(
+                next_id, random_id, clock, retain_ttl, history_size, authorizer, store_budget=self.store_budget
+            )
             authenticator = Authenticator(policy, random_bytes, clock)
             self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
         self._roles = roles(history=history_size > 0)
