@@ -16,6 +16,8 @@ from typing import Any
 from autobahn.wamp import message as wamp
 
 from wsserver.core.decoding import ProtocolViolation, decode
+from wsserver.core.matching import EXACT
+from wsserver.core.policy import ANONYMOUS, CALL, EVERYTHING, Permission, RealmPolicy
 from wsserver.core.router import Action, Close, Delay, Router, Send
 from wsserver.core.session import Session
 
@@ -41,6 +43,12 @@ class RandomBytes:
     def __call__(self, n: int) -> bytes:
         call = next(self.calls)
         return bytes((call * 131 + i * 7) % 256 for i in range(n))
+
+
+def moderated_realm(name: str = "realm1") -> RealmPolicy:
+    """A realm like an open one, but configured to let its anonymous sessions end other sessions."""
+    kill = Permission("wamp.session.kill", EXACT, frozenset({CALL}))
+    return RealmPolicy(name, {ANONYMOUS: (EVERYTHING, kill)}, anonymous_role=ANONYMOUS)
 
 
 class Harness:
