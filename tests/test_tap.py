@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from wsserver.core.eventstore import StoreLimits
+from wsserver.core.logins import LoginLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import EndpointService, WampServer
 from wsserver.tap import Options, makeService
@@ -171,3 +172,14 @@ def test_the_event_store_budget_comes_from_the_command_line_or_the_config_file(t
     assert default.router.store_budget.limits == StoreLimits()  # type: ignore[attr-defined]
     with pytest.raises(usage.UsageError, match="must not be negative"):
         parse("--max-store-bytes", "-1")
+
+
+def test_the_failed_login_limits_come_from_the_options() -> None:
+    server = makeService(parse("--max-login-failures", "3", "--max-login-failures-per-authid", "0",
+                               "--login-failure-window", "10"), reactor=MemoryReactorClock())
+    assert server.router.failed_logins.limits == LoginLimits(per_address=3, per_authid=0, window=10.0)  # type: ignore[attr-defined]
+    assert makeService(parse(), reactor=MemoryReactorClock()).router.failed_logins.limits == LoginLimits()  # type: ignore[attr-defined]
+    with pytest.raises(usage.UsageError, match="more than 0"):
+        parse("--login-failure-window", "0")
+    with pytest.raises(usage.UsageError, match="must not be negative"):
+        parse("--max-login-failures", "-1")

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.limits import SessionLimits
+from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
@@ -128,7 +129,8 @@ class WampServer(MultiService):
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
     topic for ``wamp.subscription.get_events`` (0: no event history); ``store_limits``: what both
-    may hold in all (evictions are logged at most every ``EVICTION_REPORT_INTERVAL`` s). ``realms``: policies
+    may hold in all (evictions are logged at most every ``EVICTION_REPORT_INTERVAL`` s).
+    ``login_limits``: failed logins allowed per client address and per authid. ``realms``: policies
     (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
     may cost.
 
@@ -155,12 +157,14 @@ class WampServer(MultiService):
         hixie76: bool = False,
         session_limits: SessionLimits = SessionLimits(),
         store_limits: StoreLimits = StoreLimits(),
+        login_limits: LoginLimits = LoginLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
+            login_limits=login_limits,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor

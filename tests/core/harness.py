@@ -2,8 +2,9 @@
 A router driven by raw WAMP lists, as a transport would drive it, with deterministic ids and a
 clock that moves only when a test moves it (``h.clock.now += 5``).
 
-``outbox(actions)`` turns the returned actions into {peer: [messages]} so tests can assert on
-what each peer would receive (a Delay shows as ("delay", seconds) before what it delays);
+A Compute (a login's check) is carried out at once, as a transport would after its thread: ``send``
+returns what it led to, and ``computed`` counts them. ``outbox(actions)`` turns the returned actions
+into {peer: [messages]} so tests can assert on what each peer would receive (a Delay shows as ("delay", seconds) before what it delays);
 ``wire(actions)`` shows them as the lists a client would decode. Random bytes (challenges,
 nonces) are a counter's, so they are different every time and the same in every run.
 """
@@ -18,7 +19,7 @@ from autobahn.wamp import message as wamp
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.matching import EXACT
 from wsserver.core.policy import ANONYMOUS, CALL, EVERYTHING, Permission, RealmPolicy
-from wsserver.core.router import Action, Close, Delay, Router, Send
+from wsserver.core.router import Action, Close, Compute, Delay, Router, Send
 from wsserver.core.session import Session
 
 HELLO_DETAILS = {"roles": {"subscriber": {}, "publisher": {}}}
@@ -59,10 +60,22 @@ class Harness:
         self.router: Router[str] = Router(realms, ids.__next__, clock=self.clock, **router_options)
         self.sessions: dict[str, Session[str]] = {}
         self._requests = itertools.count(1)
+        self.computed = 0
 
-    def attach(self, name: str) -> Session[str]:
-        self.sessions[name] = self.router.attach(name)
+    def attach(self, name: str, address: str | None = None) -> Session[str]:
+        self.sessions[name] = self.router.attach(name, address)
         return self.sessions[name]
+
+    def settle(self, actions: list[Action[str]]) -> list[Action[str]]:
+        """``actions`` with every Compute carried out in place (its work, then what ``then`` returns)."""
+        settled: list[Action[str]] = []
+        for action in actions:
+            if isinstance(action, Compute):
+                self.computed += 1
+                settled += self.settle(list(action.then(action.work())))
+            else:
+                settled.append(action)
+        return settled
 
     def send(self, name: str, *raw: Any) -> list[Action[str]]:
         """Feed raw messages from ``name``; a decoding failure goes to ``violation`` as a transport does."""
@@ -73,7 +86,7 @@ class Harness:
             return self.router.violation(session, str(violation))
         actions: list[Action[str]] = []
         for message in messages:
-            actions += self.router.receive(session, message)
+            actions += self.settle(self.router.receive(session, message))
         return actions
 
     def join(self, name: str, realm: str = "realm1", **details: Any) -> Session[str]:

@@ -64,6 +64,8 @@ class WampConnection:
     session: Session[Peer] | None = None
     _hello_deadline: IDelayedCall | None = None
     peer: Any
+    #: The client's address as the Admission counted it (failed logins are limited per address).
+    _client_ip: str | None = None
 
     # -- what the transport provides ----------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class WampConnection:
     # -- what the transport calls -------------------------------------------------------------------
 
     def start_session(self) -> None:
-        self.session = self.wamp_router.attach(self)  # type: ignore[arg-type]
+        self.session = self.wamp_router.attach(self, self._client_ip)  # type: ignore[arg-type]
         self._start_hello_timer()
 
     def wamp_message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> None:
