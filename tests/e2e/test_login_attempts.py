@@ -16,30 +16,24 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.hostile import Bystander, MemoryWatch
+from tests.e2e.test_auth import config_text
 
 FAILED = [3, {"message": "authentication failed"}, "wamp.error.not_authorized"]
+BYSTANDER_TOPIC = "com.example.public.bystander"
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
+    """test_auth's logins, erin's ticket, and anonymous publishing on com.example.public. (the bystander's)."""
     from wsserver.core.authentication import hash_ticket
 
+    subscribe_only = '{ uri = "com.example.public.", match = "prefix", allow = ["subscribe"] }'
+    text = config_text()
+    assert subscribe_only in text
+    text = text.replace(subscribe_only, subscribe_only.replace('["subscribe"]', '["publish", "subscribe"]'))
+    erin = f'[realms.realm1.principals.erin]\nrole = "member"\nticket = "{hash_ticket("erin-ticket", "0a1b2c3d")}"\n'
     path = tmp_path / "wsserver.toml"
-    path.write_text(f"""
-[realms.realm1]
-anonymous = "public"
-
-[realms.realm1.roles.public]
-permissions = [{{ uri = "com.example.", match = "prefix", allow = ["publish", "subscribe"] }}]
-
-[realms.realm1.principals.alice]
-role = "public"
-ticket = "{hash_ticket("alice-ticket", "0123456789abcdef")}"
-
-[realms.realm1.principals.bob]
-role = "public"
-ticket = "{hash_ticket("bob-ticket", "fedcba9876543210")}"
-""")
+    path.write_text(text + erin)
     return path
 
 
@@ -68,7 +62,7 @@ def test_wrong_tickets_in_a_loop_neither_slow_the_server_nor_lock_out_others(sta
                 ws.send(json.dumps([5, "not-it", {}]))
             attempts.append(n)
 
-    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+    with Bystander(server.ws_url, topic=BYSTANDER_TOPIC) as bystander, MemoryWatch(server.proc.pid) as memory:
         guessers = [threading.Thread(target=guess, args=(n,), daemon=True) for n in range(20)]
         for guesser in guessers:
             guesser.start()
@@ -94,12 +88,12 @@ def test_failures_for_one_authid_are_limited_whatever_the_address(start_server: 
     # Now even the right ticket is refused, in the same way, from a fresh address ...
     assert login(server.ws_url, "alice", "alice-ticket", source="127.0.0.20") == FAILED
     # ... while another user logs in from there.
-    assert login(server.ws_url, "bob", "bob-ticket", source="127.0.0.20")[0] == 2
+    assert login(server.ws_url, "erin", "erin-ticket", source="127.0.0.20")[0] == 2
 
 
 def test_failures_from_one_address_are_limited_whatever_the_authid(start_server: Any, config: Path) -> None:
     server = start_server("--config", str(config), "--max-login-failures", "3")
     for n in range(3):
         assert login(server.ws_url, f"nobody-{n}", "wrong", source="127.0.0.30") == FAILED
-    assert login(server.ws_url, "bob", "bob-ticket", source="127.0.0.30") == FAILED
-    assert login(server.ws_url, "bob", "bob-ticket", source="127.0.0.31")[0] == 2
+    assert login(server.ws_url, "erin", "erin-ticket", source="127.0.0.30") == FAILED
+    assert login(server.ws_url, "erin", "erin-ticket", source="127.0.0.31")[0] == 2
