@@ -223,7 +223,8 @@ class WampServer(MultiService):
         open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
         if open_realms:
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
-                     "(but end other sessions: wamp.session.kill) in realm {realms} (see --config)", realms=", ".join(open_realms))
+                     "but end other sessions (wamp.session.kill) in realm {realms} (see --config)",
+                     realms=", ".join(open_realms))
         super().startService()
 
     @defer.inlineCallbacks

@@ -62,10 +62,10 @@ class Options(usage.Options):
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
         ["max-store-bytes", None, StoreLimits().max_bytes, "Bytes (estimated, in memory) the retained events and event history of all realms may hold together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
+        ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
         ["max-login-failures", None, LoginLimits().per_address, "Failed logins one client address may make per --login-failure-window; past that its logins are refused without a check (the same ABORT, after the same delay). 0 turns the limit off.", int],
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
-        ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
     ]
 
     optFlags = [

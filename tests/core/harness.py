@@ -2,11 +2,12 @@
 A router driven by raw WAMP lists, as a transport would drive it, with deterministic ids and a
 clock that moves only when a test moves it (``h.clock.now += 5``).
 
-A Compute (a login's check) is carried out at once, as a transport would after its thread: ``send``
-returns what it led to, and ``computed`` counts them. ``outbox(actions)`` turns the returned actions
-into {peer: [messages]} so tests can assert on what each peer would receive (a Delay shows as ("delay", seconds) before what it delays);
-``wire(actions)`` shows them as the lists a client would decode. Random bytes (challenges,
-nonces) are a counter's, so they are different every time and the same in every run.
+A Compute (a login's check) is carried out at once, as a transport would after its thread:
+``send`` returns what it led to, and ``computed`` counts them. ``outbox(actions)`` turns the
+returned actions into {peer: [messages]} so tests can assert on what each peer would receive (a
+Delay shows as ("delay", seconds) before what it delays); ``wire(actions)`` shows them as the
+lists a client would decode. Random bytes (challenges, nonces) are a counter's, so they are
+different every time and the same in every run.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ class Realm(Generic[PeerT]):
         """(``error``, why) if ``session``'s role may not ``action`` ``uri``; None if it may."""
         if self.authorizer is not None and not self.authorizer.allows(session.authrole, action, uri):
             return error, f"role {session.authrole!r} may not {action} {uri!r}"
-        if action == CALL and self._open_role is not None and session.authrole == self._open_role and uri in procedures.ON_OTHER_SESSIONS:
+        open_role = self._open_role
+        if action == CALL and open_role is not None and session.authrole == open_role and uri in procedures.ON_OTHER_SESSIONS:
             return error, (
                 f"{uri} acts on other sessions: the anonymous sessions of realm {self.name!r}, open to anyone, "
                 "may not call it; give a role permission to call it with --config"

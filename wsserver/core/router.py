@@ -56,10 +56,10 @@ from wsserver.core.authentication import FAILED, Authenticator, Identity, Outcom
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
-from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
-from wsserver.core.logins import FailedLogins, LoginLimits
+from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED, TOO_MANY_SUBSCRIPTIONS, SessionLimits
+from wsserver.core.logins import FailedLogins, LoginLimits
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State
