@@ -174,11 +174,15 @@ def test_the_event_store_budget_comes_from_the_command_line_or_the_config_file(t
         parse("--max-store-bytes", "-1")
 
 
-def test_the_failed_login_limits_come_from_the_options() -> None:
+def test_the_failed_login_limits_come_from_the_command_line_or_the_config_file(tmp_path: Path) -> None:
     server = makeService(parse("--max-login-failures", "3", "--max-login-failures-per-authid", "0",
                                "--login-failure-window", "10"), reactor=MemoryReactorClock())
     assert server.router.failed_logins.limits == LoginLimits(per_address=3, per_authid=0, window=10.0)  # type: ignore[attr-defined]
     assert makeService(parse(), reactor=MemoryReactorClock()).router.failed_logins.limits == LoginLimits()  # type: ignore[attr-defined]
+    path = tmp_path / "wsserver.toml"
+    path.write_text("[server]\nmax-login-failures-per-authid = 7\nlogin-failure-window = 30.0\n\n[realms.realm1]\n")
+    configured = makeService(parse("--config", str(path)), reactor=MemoryReactorClock())
+    assert configured.router.failed_logins.limits == LoginLimits(per_authid=7, window=30.0)  # type: ignore[attr-defined]
     with pytest.raises(usage.UsageError, match="more than 0"):
         parse("--login-failure-window", "0")
     with pytest.raises(usage.UsageError, match="must not be negative"):
