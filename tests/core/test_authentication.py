@@ -302,3 +302,9 @@ def test_past_its_failures_an_authid_is_refused_unchecked_from_anywhere() -> Non
     assert h.computed == 2
     assert_refused(login(h, "other", "10.0.0.9", "nobody", "x"))
     assert h.computed == 3, "another authid is checked"
+
+
+def test_a_shutdown_closes_a_session_whose_login_is_being_checked(h: Harness) -> None:
+    hello(h, "a", "ticket", authid="alice")
+    h.router.receive(h.sessions["a"], decode([[5, "alice-ticket", {}]])[0])
+    assert outbox(h.router.goodbye(h.sessions["a"]))["a"] == [("close", CloseReason.GOING_AWAY)]
