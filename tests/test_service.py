@@ -1,5 +1,5 @@
-"""The services: a port that cannot be bound stops the server with a non-zero status, and the
-server says it is open to anyone only once its ports are bound."""
+"""The services: a port that cannot be bound stops the server with a non-zero status, the server
+says it is open to anyone only once its ports are bound, and event store evictions are logged."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, globalLogPublisher
 
-from wsserver.service import EndpointService, WampServer
+from wsserver.core.eventstore import EventStore, StoreBudget, StoreLimits
+from wsserver.service import EndpointService, EvictionReport, WampServer
 from wsserver.transports.flashpolicy import FlashPolicy
 
 
@@ -72,3 +73,21 @@ def test_a_server_that_cannot_bind_never_says_it_is_open(tmp_path: Path, taken_p
     with capturedLogs() as events, pytest.raises(SystemExit):
         wamp.privilegedStartService()
     assert not any("open to anyone" in text for text in texts(events))
+
+
+def test_evictions_are_logged_once_per_report_with_their_count() -> None:
+    budget = StoreBudget(StoreLimits(max_bytes=0, max_topics=2))
+    retained: EventStore[str] = EventStore(1, None, lambda: 0.0, budget=budget)
+    report = EvictionReport(budget)
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        report()
+        for n in range(5):
+            retained.keep(f"com.t{n}", "x")
+        report()
+        report()  # nothing new: nothing logged
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    (line,) = [event for event in logged if "forgotten" in event.get("log_format", "")]
+    assert (line["count"], line["total"], line["topics"], line["max_topics"]) == (3, 3, 2, 2)

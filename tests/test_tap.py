@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from twisted.application.internet import TimerService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from wsserver.core.eventstore import StoreLimits
+from wsserver.core.logins import LoginLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import EndpointService, WampServer
 from wsserver.tap import Options, makeService
@@ -77,7 +80,7 @@ def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     server = makeService(parse("--listen", "tcp:0", "--listen", "tcp:0", "--demo"), reactor=MemoryReactorClock())
     assert isinstance(server, WampServer)
     children = list(server)
-    assert [type(c) for c in children] == [FlashPolicyService, EndpointService, EndpointService, DemoProducer]
+    assert [type(c) for c in children] == [TimerService, FlashPolicyService, EndpointService, EndpointService, DemoProducer]
     assert list(server.router.realms) == ["realm1"]
 
 
@@ -187,3 +190,29 @@ def test_frame_limits_reach_every_endpoint_and_default_to_connection_limits() ->
     defaults = parse()
     assert (defaults["max-fragments"], defaults["max-frame-rate"], defaults["frame-burst"]) == (
         ConnectionLimits.max_fragments, ConnectionLimits.max_frame_rate, ConnectionLimits.frame_burst)
+
+
+def test_the_event_store_budget_comes_from_the_command_line_or_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text("[server]\nmax-store-bytes = 1000000\nmax-store-topics = 50\n\n[realms.realm1]\n")
+    configured = makeService(parse("--config", str(path), "--max-store-topics", "70"), reactor=MemoryReactorClock())
+    assert configured.router.store_budget.limits == StoreLimits(max_bytes=1_000_000, max_topics=70)  # type: ignore[attr-defined]
+    default = makeService(parse(), reactor=MemoryReactorClock())
+    assert default.router.store_budget.limits == StoreLimits()  # type: ignore[attr-defined]
+    with pytest.raises(usage.UsageError, match="must not be negative"):
+        parse("--max-store-bytes", "-1")
+
+
+def test_the_failed_login_limits_come_from_the_command_line_or_the_config_file(tmp_path: Path) -> None:
+    server = makeService(parse("--max-login-failures", "3", "--max-login-failures-per-authid", "0",
+                               "--login-failure-window", "10"), reactor=MemoryReactorClock())
+    assert server.router.failed_logins.limits == LoginLimits(per_address=3, per_authid=0, window=10.0)  # type: ignore[attr-defined]
+    assert makeService(parse(), reactor=MemoryReactorClock()).router.failed_logins.limits == LoginLimits()  # type: ignore[attr-defined]
+    path = tmp_path / "wsserver.toml"
+    path.write_text("[server]\nmax-login-failures-per-authid = 7\nlogin-failure-window = 30.0\n\n[realms.realm1]\n")
+    configured = makeService(parse("--config", str(path)), reactor=MemoryReactorClock())
+    assert configured.router.failed_logins.limits == LoginLimits(per_authid=7, window=30.0)  # type: ignore[attr-defined]
+    with pytest.raises(usage.UsageError, match="more than 0"):
+        parse("--login-failure-window", "0")
+    with pytest.raises(usage.UsageError, match="must not be negative"):
+        parse("--max-login-failures", "-1")

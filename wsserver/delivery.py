@@ -6,17 +6,27 @@ and the same bytes are written to every recipient with that format. Per recipien
 dict lookup and one buffered write, nothing else: no logging, no statistics. Twisted's
 ``transport.write`` only appends to a buffer, so everything written to a connection in one reactor
 turn leaves in one ``send()``.
+
+A Compute (a login's check: PBKDF2 takes milliseconds) runs on the reactor's thread pool
+(``deferToThread``); what its ``then`` returns is carried out back on the reactor thread. The
+router lets each session have one check at a time and each client address only a few (see
+``wsserver.core.logins``), so the pool's queue stays bounded by the connection limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 
 from autobahn.wamp import message as wamp
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
-from wsserver.core.router import Action, Close, CloseReason, Delay, Send
+from wsserver.core.router import Action, Close, CloseReason, Compute, Delay, Send
+
+log = Logger()
 
 
 class Peer(Protocol):
@@ -33,12 +43,18 @@ class Peer(Protocol):
 
 #: Run a function later: ``call_later(seconds, function, *args)`` (a reactor's ``callLater``).
 CallLater = Callable[..., Any]
+#: Run a function of no arguments on another thread: a Deferred of its result (``deferToThread``).
+InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
-def carry_out(actions: Iterable[Action[Peer]], call_later: CallLater | None = None) -> None:
+def carry_out(
+    actions: Iterable[Action[Peer]], call_later: CallLater | None = None, in_thread: InThread | None = None
+) -> None:
     """
     Write every Send and perform every Close, in order; a Delay's actions are carried out later
-    with ``call_later`` (required where the router may answer with a Delay: a client's messages).
+    with ``call_later``, a Compute's work runs ``in_thread`` (default: the reactor's thread pool)
+    and what follows from it after. ``call_later`` is required where the router may answer with a
+    Delay or a Compute: a client's messages.
     """
     for action in actions:
         if type(action) is Send:
@@ -57,6 +73,18 @@ def carry_out(actions: Iterable[Action[Peer]], call_later: CallLater | None = No
                 peer.write_encoded(data)
         elif type(action) is Close:
             action.session.peer.close_transport(action.reason, action.detail)
+        elif type(action) is Delay:
+            assert call_later is not None, action
+            call_later(action.seconds, carry_out, action.actions, call_later, in_thread)
         else:
-            assert type(action) is Delay and call_later is not None, action
-            call_later(action.seconds, carry_out, action.actions, call_later)
+            assert type(action) is Compute and call_later is not None, action
+            running = (in_thread or threads.deferToThread)(action.work)
+            running.addCallback(_computed, action.then, call_later, in_thread)
+            running.addErrback(lambda failure: log.failure("carrying out a computation", failure))
+
+
+def _computed(
+    result: Any, then: Callable[[Any], Sequence[Action[Peer]]], call_later: CallLater, in_thread: InThread | None
+) -> None:
+    """A Compute's work is done: back on the reactor thread, carry out what follows from it."""
+    carry_out(then(result), call_later, in_thread)

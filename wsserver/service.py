@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.util import id as random_wamp_id
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.limits import SessionLimits
+from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
@@ -42,6 +45,9 @@ from wsserver.transports.listening import ListeningReactor, SiteConnections
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
+
+#: Seconds between two log lines about events evicted from the event store.
+EVICTION_REPORT_INTERVAL = 60.0
 
 
 class EndpointService(Service):
@@ -116,11 +122,33 @@ class EndpointService(Service):
                 yield port.stopListening()
 
 
+class EvictionReport:
+    """Logs, when called, how many events the event store evicted since the last call (if any)."""
+
+    def __init__(self, budget: StoreBudget) -> None:
+        self.budget = budget
+        self.reported = 0
+
+    def __call__(self) -> None:
+        budget = self.budget
+        if budget.evicted == self.reported:
+            return
+        log.warn(
+            "event store full: {count} retained or history events forgotten, oldest first ({total} since start); "
+            "it holds {bytes} bytes in {topics} topics (--max-store-bytes {max_bytes}, --max-store-topics {max_topics})",
+            count=budget.evicted - self.reported, total=budget.evicted, bytes=budget.bytes, topics=budget.topics,
+            max_bytes=budget.limits.max_bytes, max_topics=budget.limits.max_topics,
+        )
+        self.reported = budget.evicted
+
+
 class WampServer(MultiService):
     """
     The site and the WAMP router, listening on every endpoint in ``listen``. ``retain_ttl``:
     seconds a retained event is kept (None: until replaced); ``history_size``: events kept per
-    topic for ``wamp.subscription.get_events`` (0: no event history). ``realms``: policies
+    topic for ``wamp.subscription.get_events`` (0: no event history); ``store_limits``: what both
+    may hold in all (evictions are logged at most every ``EVICTION_REPORT_INTERVAL`` s).
+    ``login_limits``: failed logins allowed per client address and per authid. ``realms``: policies
     (see --config), or names of realms open to anyone; ``session_limits``: what one WAMP session
     may cost.
 
@@ -146,13 +174,19 @@ class WampServer(MultiService):
         history_size: int = 0,
         hixie76: bool = False,
         session_limits: SessionLimits = SessionLimits(),
+        store_limits: StoreLimits = StoreLimits(),
+        login_limits: LoginLimits = LoginLimits(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
-            random_bytes=os.urandom, limits=session_limits,
+            random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
+            login_limits=login_limits,
         )
+        evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
+        evictions.clock = reactor
+        evictions.setServiceParent(self)
         # One origin check and one connection budget for every WebSocket endpoint of the site.
         self.admission = Admission(limits, allowed_origins)
         self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)
@@ -216,7 +250,8 @@ class WampServer(MultiService):
         open_realms = [realm.name for realm in self.router.realms.values() if realm.authenticator.policy.open_to_anyone]
         if open_realms and not any(listener.failed for listener in self.listeners):
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
-                     "in realm {realms} (see --config)", realms=", ".join(open_realms))
+                     "but end other sessions (wamp.session.kill) in realm {realms} (see --config)",
+                     realms=", ".join(open_realms))
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

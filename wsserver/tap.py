@@ -17,7 +17,9 @@ from twisted.python import usage
 
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
+from wsserver.core.eventstore import StoreLimits
 from wsserver.core.limits import SessionLimits
+from wsserver.core.logins import LoginLimits
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
@@ -65,6 +67,11 @@ class Options(usage.Options):
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
+        ["max-store-bytes", None, StoreLimits().max_bytes, "Bytes (estimated, in memory) the retained events and event history of all realms may hold together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
+        ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
+        ["max-login-failures", None, LoginLimits().per_address, "Failed logins one client address may make per --login-failure-window; past that its logins are refused without a check (the same ABORT, after the same delay). 0 turns the limit off.", int],
+        ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
+        ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
     ]
 
     optFlags = [
@@ -162,7 +169,7 @@ class Options(usage.Options):
         for name in ("max-connections", "max-connections-per-ip"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
-        for name in ("handshake-timeout", "hello-timeout", "ping-timeout"):
+        for name in ("handshake-timeout", "hello-timeout", "ping-timeout", "login-failure-window"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["max-message-size"] < 1:
@@ -175,10 +182,9 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
-        for name in ("max-uri-length", "max-registrations", "max-calls-in-flight"):
-            if self[name] < 0:
-                raise usage.UsageError(f"--{name} must not be negative")
-        for name in ("max-publish-rate", "max-subscriptions"):
+        for name in ("max-publish-rate", "max-subscriptions", "max-uri-length", "max-registrations",
+                     "max-calls-in-flight", "max-store-bytes", "max-store-topics", "max-login-failures",
+                     "max-login-failures-per-authid"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
@@ -234,6 +240,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             max_uri_length=options["max-uri-length"],
             max_registrations=options["max-registrations"],
             max_calls_in_flight=options["max-calls-in-flight"],
+        ),
+        store_limits=StoreLimits(max_bytes=options["max-store-bytes"], max_topics=options["max-store-topics"]),
+        login_limits=LoginLimits(
+            per_address=options["max-login-failures"],
+            per_authid=options["max-login-failures-per-authid"],
+            window=options["login-failure-window"],
         ),
     )
     if options["demo"]:

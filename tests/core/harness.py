@@ -2,10 +2,12 @@
 A router driven by raw WAMP lists, as a transport would drive it, with deterministic ids and a
 clock that moves only when a test moves it (``h.clock.now += 5``).
 
-``outbox(actions)`` turns the returned actions into {peer: [messages]} so tests can assert on
-what each peer would receive (a Delay shows as ("delay", seconds) before what it delays);
-``wire(actions)`` shows them as the lists a client would decode. Random bytes (challenges,
-nonces) are a counter's, so they are different every time and the same in every run.
+A Compute (a login's check) is carried out at once, as a transport would after its thread:
+``send`` returns what it led to, and ``computed`` counts them. ``outbox(actions)`` turns the
+returned actions into {peer: [messages]} so tests can assert on what each peer would receive (a
+Delay shows as ("delay", seconds) before what it delays); ``wire(actions)`` shows them as the
+lists a client would decode. Random bytes (challenges, nonces) are a counter's, so they are
+different every time and the same in every run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 from autobahn.wamp import message as wamp
 
 from wsserver.core.decoding import ProtocolViolation, decode
-from wsserver.core.router import Action, Close, Delay, Router, Send
+from wsserver.core.matching import EXACT
+from wsserver.core.policy import ANONYMOUS, CALL, EVERYTHING, Permission, RealmPolicy
+from wsserver.core.router import Action, Close, Compute, Delay, Router, Send
 from wsserver.core.session import Session
 
 HELLO_DETAILS = {"roles": {"subscriber": {}, "publisher": {}}}
@@ -43,6 +47,12 @@ class RandomBytes:
         return bytes((call * 131 + i * 7) % 256 for i in range(n))
 
 
+def moderated_realm(name: str = "realm1") -> RealmPolicy:
+    """A realm like an open one, but configured to let its anonymous sessions end other sessions."""
+    kill = Permission("wamp.session.kill", EXACT, frozenset({CALL}))
+    return RealmPolicy(name, {ANONYMOUS: (EVERYTHING, kill)}, anonymous_role=ANONYMOUS)
+
+
 class Harness:
     def __init__(self, realms: tuple[Any, ...] = ("realm1",), **router_options: Any) -> None:
         ids = itertools.count(1000)
@@ -51,10 +61,22 @@ class Harness:
         self.router: Router[str] = Router(realms, ids.__next__, clock=self.clock, **router_options)
         self.sessions: dict[str, Session[str]] = {}
         self._requests = itertools.count(1)
+        self.computed = 0
 
-    def attach(self, name: str) -> Session[str]:
-        self.sessions[name] = self.router.attach(name)
+    def attach(self, name: str, address: str | None = None) -> Session[str]:
+        self.sessions[name] = self.router.attach(name, address)
         return self.sessions[name]
+
+    def settle(self, actions: list[Action[str]]) -> list[Action[str]]:
+        """``actions`` with every Compute carried out in place (its work, then what ``then`` returns)."""
+        settled: list[Action[str]] = []
+        for action in actions:
+            if isinstance(action, Compute):
+                self.computed += 1
+                settled += self.settle(list(action.then(action.work())))
+            else:
+                settled.append(action)
+        return settled
 
     def send(self, name: str, *raw: Any) -> list[Action[str]]:
         """Feed raw messages from ``name``; a decoding failure goes to ``violation`` as a transport does."""
@@ -65,7 +87,7 @@ class Harness:
             return self.router.violation(session, str(violation))
         actions: list[Action[str]] = []
         for message in messages:
-            actions += self.router.receive(session, message)
+            actions += self.settle(self.router.receive(session, message))
         return actions
 
     def join(self, name: str, realm: str = "realm1", **details: Any) -> Session[str]:

@@ -11,7 +11,10 @@ from autobahn.wamp.auth import compute_wcs, derive_key
 from nacl.signing import SigningKey
 
 from tests.core.harness import HELLO_DETAILS, Harness, outbox
+from wsserver.core.actions import Compute
 from wsserver.core.authentication import FAILED, check_ticket, hash_ticket, parse_ticket_hash
+from wsserver.core.decoding import decode
+from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import EVERYTHING, Principal, RealmPolicy, WampCraSecret
 from wsserver.core.router import REFUSAL_DELAY, CloseReason
 from wsserver.core.session import State
@@ -245,4 +248,63 @@ def test_a_router_without_random_bytes_refuses_realms_with_principals() -> None:
 
 def test_a_shutdown_closes_a_session_that_is_still_logging_in(h: Harness) -> None:
     hello(h, "a", "ticket", authid="alice")
+    assert outbox(h.router.goodbye(h.sessions["a"]))["a"] == [("close", CloseReason.GOING_AWAY)]
+
+
+# -- checking off the router's thread, and the failed-login limits --------------------------------
+
+
+def test_an_authenticate_is_checked_as_a_compute_while_the_session_waits(h: Harness) -> None:
+    hello(h, "a", "ticket", authid="alice")
+    session = h.sessions["a"]
+    (compute,) = h.router.receive(session, decode([[5, "alice-ticket", {}]])[0])
+    assert isinstance(compute, Compute) and session.state is State.VERIFYING
+    welcome = welcomed(outbox(list(compute.then(compute.work())))["a"])
+    assert welcome.authid == "alice" and session.state is State.OPEN
+
+
+def test_only_abort_may_come_while_the_check_runs_and_a_session_gone_meanwhile_stays_gone(h: Harness) -> None:
+    hello(h, "a", "ticket", authid="alice")
+    session = h.sessions["a"]
+    (compute,) = h.router.receive(session, decode([[5, "alice-ticket", {}]])[0])
+    abort, close = outbox(h.send("a", [32, 1, {}, "com.t"]))["a"]
+    assert abort.reason == "wamp.error.protocol_violation" and "in state verifying" in abort.message
+    assert compute.then(compute.work()) == [] and session.state is State.CLOSED
+    hello(h, "b", "ticket", authid="alice")
+    (compute,) = h.router.receive(h.sessions["b"], decode([[5, "alice-ticket", {}]])[0])
+    h.router.detach(h.sessions["b"])
+    assert compute.then(True) == [] and h.router.realms["realm1"].sessions == {}
+
+
+def login(h: Harness, name: str, address: str, authid: str, ticket: str) -> list[Any]:
+    h.attach(name, address)
+    h.send(name, [1, "realm1", dict(HELLO_DETAILS, authmethods=["ticket"], authid=authid)])
+    return authenticate(h, name, ticket)
+
+
+def test_past_its_failures_an_address_is_refused_unchecked_in_the_same_way() -> None:
+    h = Harness((realm(),), login_limits=LoginLimits(per_address=2, per_authid=0))
+    for n in range(2):
+        assert_refused(login(h, f"guess{n}", "1.2.3.4", f"user{n}", "wrong"))
+    assert h.computed == 2
+    assert_refused(login(h, "alice", "1.2.3.4", "alice", "alice-ticket"))
+    assert h.computed == 2 and h.router.failed_logins.refused == 1
+    welcomed(login(h, "elsewhere", "5.6.7.8", "alice", "alice-ticket"))
+    h.clock.now += 30  # 2 per 60 s: one back
+    welcomed(login(h, "later", "1.2.3.4", "alice", "alice-ticket"))
+
+
+def test_past_its_failures_an_authid_is_refused_unchecked_from_anywhere() -> None:
+    h = Harness((realm(),), login_limits=LoginLimits(per_address=0, per_authid=2))
+    for n in range(2):
+        assert_refused(login(h, f"guess{n}", f"10.0.0.{n}", "alice", "wrong"))
+    assert_refused(login(h, "alice", "10.0.0.9", "alice", "alice-ticket"))
+    assert h.computed == 2
+    assert_refused(login(h, "other", "10.0.0.9", "nobody", "x"))
+    assert h.computed == 3, "another authid is checked"
+
+
+def test_a_shutdown_closes_a_session_whose_login_is_being_checked(h: Harness) -> None:
+    hello(h, "a", "ticket", authid="alice")
+    h.router.receive(h.sessions["a"], decode([[5, "alice-ticket", {}]])[0])
     assert outbox(h.router.goodbye(h.sessions["a"]))["a"] == [("close", CloseReason.GOING_AWAY)]

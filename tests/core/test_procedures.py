@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.core.harness import Harness, wire
+from tests.core.harness import Harness, moderated_realm, wire
 from wsserver.core.meta import iso8601
 from wsserver.core.session import State
 
@@ -15,7 +15,7 @@ ERROR, GOODBYE = 8, 6
 
 @pytest.fixture
 def h() -> Harness:
-    h = Harness()
+    h = Harness(realms=(moderated_realm(),))
     for name in "abc":
         h.join(name)
     return h
@@ -51,6 +51,23 @@ def test_kill_says_goodbye_to_the_victim_with_the_reason(h: Harness) -> None:
     assert h.sessions["b"].state is State.CLOSING
     wire(h.send("b", [GOODBYE, {}, "wamp.close.goodbye_and_out"]))
     assert h.result("a", "wamp.session.count") == 2
+
+
+def test_in_a_realm_open_to_anyone_an_anonymous_session_may_not_kill_others() -> None:
+    h = Harness()
+    h.join("a"), h.join("b")
+    (b,) = ids(h, "b")
+    for procedure in ("wamp.session.kill", "wamp.session.kill_all"):
+        received = wire(h.send("a", [48, 1, {}, procedure, [b]]))
+        assert list(received) == ["a"], "nobody else is told anything"
+        ((kind, _, _, _, error, (reason,)),) = received["a"]
+        assert (kind, error) == (ERROR, "wamp.error.not_authorized")
+        assert reason == (
+            f"{procedure} acts on other sessions: the anonymous sessions of realm 'realm1', open to anyone, "
+            "may not call it; give a role permission to call it with --config"
+        )
+    assert h.sessions["b"].state is State.OPEN
+    assert h.result("a", "wamp.session.count") == 2  # the rest of the meta API stays open
 
 
 def test_kill_without_a_reason_is_close_normal(h: Harness) -> None:
@@ -111,7 +128,7 @@ def test_subscribers_of_a_subscription(h: Harness) -> None:
 
 
 def test_meta_procedures_see_only_their_realm() -> None:
-    h = Harness(realms=("one", "two"))
+    h = Harness(realms=(moderated_realm("one"), moderated_realm("two")))
     h.join("a", realm="one"), h.join("b", realm="two")
     sub = h.subscribe("a", "com.t")
     assert h.result("b", "wamp.session.count") == 1

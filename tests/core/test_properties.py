@@ -163,7 +163,7 @@ class World:
                 self.check_only_for(peer, actions, closes=True)
                 return
             for message in decoded:
-                self.check_only_for(peer, h.router.receive(session, message), closes=True)
+                self.check_only_for(peer, h.settle(h.router.receive(session, message)), closes=True)
 
     def reconnect_closed(self) -> None:
         """A client whose transport was closed connects again (so the traffic keeps meeting sessions)."""

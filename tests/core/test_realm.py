@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.core.harness import Harness, wire
+from tests.core.harness import Harness, moderated_realm, wire
 
 
 @pytest.fixture
 def h() -> Harness:
-    h = Harness()
+    h = Harness(realms=(moderated_realm(),))
     h.join("watch")
     h.subscribe("watch", "wamp.", match="prefix")
     return h
@@ -67,7 +67,7 @@ def test_a_session_leaving_with_subscriptions_and_registrations(h: Harness, how:
 def test_a_killed_session_leaves_when_it_answers_goodbye(h: Harness) -> None:
     a = h.join("a")
     a_id, authid = a.id, a.authid
-    h.call("watch", "wamp.session.kill", a_id)
+    assert h.call("watch", "wamp.session.kill", a_id)[0] == 50
     assert h.result("watch", "wamp.session.count") == 2, "still there until it answers"
     received = wire(h.send("a", [6, {}, "wamp.close.goodbye_and_out"]))
     assert meta(received) == [("wamp.session.on_leave", [a_id, authid, "anonymous"])]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,7 +159,23 @@ def test_subscription_meta_events_and_procedures(clients: Any) -> None:
     assert (unsubscribe.topic, delete.topic) == ("wamp.subscription.on_unsubscribe", "wamp.subscription.on_delete")
 
 
-def test_session_meta_events_and_kill(server: Any) -> None:
+#: A realm open to anyone, but configured to let anonymous sessions end others (wamp.session.kill).
+MODERATED = """
+[realms.realm1]
+anonymous = "anonymous"
+
+[realms.realm1.roles.anonymous]
+permissions = [
+  { uri = "", match = "prefix", allow = ["publish", "subscribe", "call", "register", "disclose"] },
+  { uri = "wamp.session.kill", allow = ["call"] },
+]
+"""
+
+
+def test_session_meta_events_and_kill(start_server: Any, tmp_path: Path) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text(MODERATED)
+    server = start_server("--config", str(config))
     with Client(server.ws_url) as watcher:
         joins, leaves = watcher.subscribe("wamp.session.on_join"), watcher.subscribe("wamp.session.on_leave")
         victim = Client(server.ws_url)
@@ -185,7 +202,7 @@ def test_bad_requests_get_the_specs_errors_and_the_session_stays_open(clients: A
             client.subscribe(topic, match=match)
         assert refused.value.error == "wamp.error.invalid_uri"
     with pytest.raises(ApplicationError) as refused:
-        client.call("wamp.session.kill", 424242)
+        client.call("wamp.session.get", 424242)
     assert refused.value.error == "wamp.error.no_such_session"
     with pytest.raises(ApplicationError) as refused:
         client.publish("wamp.session.on_join", {"session": 1})

@@ -12,6 +12,10 @@ in order (see :mod:`wsserver.delivery`):
 - :class:`Close`: close that session's transport, after writing what came before.
 - :class:`Delay`: carry out ``actions`` after ``seconds`` (the transport's clock). Only a refused
   login is answered this way: every failure after the same delay, whatever failed.
+- :class:`Compute`: call ``work()`` away from the thread that runs the router (it is a pure
+  function of data the action holds, such as a password hash to check, and may take long), then,
+  back on that thread, call ``then(result)`` and carry out the actions it returns. The router
+  never waits: until then, the session waits in a state of its own.
 
 Every part of the core (router, broker, dealer, meta API) answers with these shapes, and a
 request that fails is answered with :func:`error_reply`, so there is one way to say "no".
@@ -20,7 +24,7 @@ request that fails is answered with :func:`error_reply`, so there is one way to 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -62,7 +66,18 @@ class Delay(Generic[PeerT]):
     actions: Sequence[Action[PeerT]]
 
 
-Action = Send[PeerT] | Close[PeerT] | Delay[PeerT]
+@dataclass(frozen=True, slots=True)
+class Compute(Generic[PeerT]):
+    """
+    Run ``work()`` off the router's thread (it touches nothing the router holds, and does not
+    raise), then ``then(result)`` on the router's thread, and carry out the actions it returns.
+    """
+
+    work: Callable[[], Any]
+    then: Callable[[Any], Sequence[Action[PeerT]]]
+
+
+Action = Send[PeerT] | Close[PeerT] | Delay[PeerT] | Compute[PeerT]
 
 
 def error_reply(

@@ -35,6 +35,10 @@ credential: give a realm's ticket hashes the same iterations); both end in the s
 sends every refusal after the same constant delay (an action for the transport, see
 :mod:`~wsserver.core.actions`), which also slows down guessing.
 
+Checking an AUTHENTICATE is split in two: :meth:`Authenticator.check` returns the costly part as a
+pure function (PBKDF2, HMAC, Ed25519), which the router hands to its transport to run off the
+reactor thread, and :meth:`Authenticator.outcome` turns its answer into an identity or the refusal.
+
 Nonces and challenges come from the ``random_bytes`` the router is given, timestamps from its
 clock: this module draws no randomness and reads no clock of its own.
 """
@@ -46,6 +50,7 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -60,7 +65,7 @@ from wsserver.core.policy import ANONYMOUS, AUTHMETHODS, CRYPTOSIGN, TICKET, WAM
 AUTHPROVIDER = "static"
 #: The scheme of ticket hashes: ``pbkdf2-sha256$ITERATIONS$SALT$KEY`` (KEY: autobahn's derive_key).
 TICKET_SCHEME = "pbkdf2-sha256"
-#: Iterations for new ticket hashes: about 17 ms of CPU per login here, spent in the reactor thread.
+#: Iterations for new ticket hashes: about 17 ms of CPU per login here (off the reactor thread).
 TICKET_ITERATIONS = 100_000
 TICKET_KEYLEN = 32
 #: The one refusal for a failed login, whatever failed.
@@ -237,33 +242,60 @@ class Authenticator:
 
     # -- AUTHENTICATE -----------------------------------------------------------------------------
 
-    def authenticate(self, pending: Pending, answer: wamp.Authenticate) -> Identity | Refusal:
-        """The identity ``answer`` proves for ``pending``, or the one refusal for every failure."""
+    def check(self, pending: Pending, answer: wamp.Authenticate) -> Callable[[], bool]:
+        """
+        The check of ``answer`` to ``pending``: a function of no arguments that says whether it
+        proves the identity, at the cost of the credential (a ticket: its PBKDF2 iterations). It
+        reads nothing but what it holds and never raises, so it may run on any thread: give its
+        result to :meth:`outcome`.
+        """
         principal = pending.principal
         signature: str = answer.signature
         if pending.method == TICKET:
-            proven = check_ticket(principal.ticket if principal and principal.ticket else self._decoy_ticket, signature)
-        elif pending.method == WAMPCRA:
+            stored = principal.ticket if principal and principal.ticket else self._decoy_ticket
+            return partial(_proves, check_ticket, stored, signature)
+        if pending.method == WAMPCRA:
             secret = principal.wampcra.secret if principal and principal.wampcra else self._server_secret.hex()
-            expected = compute_wcs(secret.encode("utf-8"), pending.challenge)
-            proven = hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
-        else:
-            proven = self._verify_signature(pending, signature)
+            return partial(_proves, _wampcra_proves, secret, pending.challenge, signature)
+        assert pending.key is not None
+        return partial(_proves, _cryptosign_proves, pending.key, pending.challenge, signature)
+
+    def outcome(self, pending: Pending, proven: bool) -> Identity | Refusal:
+        """The identity ``pending`` asked for if its :meth:`check` said ``proven``, or the one refusal for every failure."""
+        principal = pending.principal
         if not proven or principal is None:
             return Refusal(ApplicationError.NOT_AUTHORIZED, FAILED)
         return Identity(principal.authid, principal.role, pending.method)
 
-    def _verify_signature(self, pending: Pending, signature: str) -> bool:
-        """A cryptosign signature: 64 bytes of signature, then the challenge, in hex."""
-        if len(signature) != 192 or not _is_hex(signature):
-            return False
-        signed = bytes.fromhex(signature)
-        assert pending.key is not None
-        try:
-            pending.key.verify(pending.challenge, signed[:64])
-        except BadSignatureError:
-            return False
-        return hmac.compare_digest(signed[64:], pending.challenge)
+    def authenticate(self, pending: Pending, answer: wamp.Authenticate) -> Identity | Refusal:
+        """:meth:`check` and :meth:`outcome` at once, on the caller's thread."""
+        return self.outcome(pending, self.check(pending, answer)())
+
+
+def _proves(check: Callable[..., bool], *arguments: Any) -> bool:
+    """``check(*arguments)``; False if it raises (whatever a client sent, a failed login, not an error)."""
+    try:
+        return check(*arguments)
+    except Exception:
+        return False
+
+
+def _wampcra_proves(secret: str, challenge: bytes, signature: str) -> bool:
+    """A WAMP-CRA signature: HMAC-SHA256 of the challenge with the secret, base64."""
+    expected = compute_wcs(secret.encode("utf-8"), challenge)
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
+def _cryptosign_proves(key: VerifyKey, challenge: bytes, signature: str) -> bool:
+    """A cryptosign signature: 64 bytes of signature, then the challenge, in hex."""
+    if len(signature) != 192 or not _is_hex(signature):
+        return False
+    signed = bytes.fromhex(signature)
+    try:
+        key.verify(challenge, signed[:64])
+    except BadSignatureError:
+        return False
+    return hmac.compare_digest(signed[64:], challenge)
 
 
 def _is_hex(text: str) -> bool:

@@ -53,7 +53,7 @@ from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from wsserver.core import meta
 from wsserver.core.actions import Action, Send, error_reply
 from wsserver.core.authorization import Authorizer
-from wsserver.core.eventstore import EventStore, Kept
+from wsserver.core.eventstore import EventStore, Kept, StoreBudget, estimated_size
 from wsserver.core.matching import EXACT, check_pattern
 from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
@@ -191,14 +191,21 @@ class Broker(Generic[PeerT]):
         retain_ttl: float | None = None,
         history_size: int = 0,
         authorizer: Authorizer | None = None,
+        *,
+        store_budget: StoreBudget | None = None,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
         self._authorizer = authorizer
         self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
-        self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock)
+        limit = (store_budget.limits.max_bytes or None) if store_budget is not None else None
+
+        def size(publication: Publication) -> int:
+            return estimated_size((publication.args, publication.kwargs), limit)
+
+        self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock, budget=store_budget, size=size)
         self.history: EventStore[Publication] | None = (
-            EventStore(history_size, None, clock) if history_size > 0 else None
+            EventStore(history_size, None, clock, budget=store_budget, size=size) if history_size > 0 else None
         )
 
     # -- client requests -------------------------------------------------------------------------

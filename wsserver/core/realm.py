@@ -16,6 +16,10 @@ Who may join and what each may do is the realm's too: its
 :class:`~wsserver.core.authentication.Authenticator` turns a HELLO into an identity, and
 :meth:`Realm.forbids` asks its :class:`~wsserver.core.authorization.Authorizer` (None when every
 role may do everything: nothing is checked then) before a request reaches the broker or dealer.
+One thing is refused even where nothing else is: in a realm open to anyone (its anonymous role may
+do everything, see :attr:`~wsserver.core.policy.RealmPolicy.open_to_anyone`), the anonymous
+sessions may not call the procedures that act on other sessions (``wamp.session.kill``): any
+visitor could end everyone's session. A role given permission for them in --config may.
 
 The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
@@ -34,6 +38,7 @@ from wsserver.core.authentication import Authenticator
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
+from wsserver.core.policy import CALL
 from wsserver.core.session import PeerT, Session, State
 from wsserver.core.subscriptions import SubscriptionTable
 
@@ -44,7 +49,7 @@ class Realm(Generic[PeerT]):
     (``authenticator``) and what each role may do (``authorizer``; None: everything).
     """
 
-    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer")
+    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer", "_open_role")
 
     def __init__(
         self,
@@ -60,6 +65,9 @@ class Realm(Generic[PeerT]):
         self.dealer = dealer
         self.authenticator = authenticator
         self.authorizer = authorizer
+        policy = authenticator.policy
+        #: The role that may do everything without credentials (None: the realm is not open to anyone).
+        self._open_role = policy.anonymous_role if policy.open_to_anyone else None
         for procedure, provider in procedures.meta_api(self).items():
             self.dealer.provide(procedure, provider)
 
@@ -71,9 +79,15 @@ class Realm(Generic[PeerT]):
         self, session: Session[PeerT], action: str, uri: str, error: str = ApplicationError.NOT_AUTHORIZED
     ) -> tuple[str, str] | None:
         """(``error``, why) if ``session``'s role may not ``action`` ``uri``; None if it may."""
-        if self.authorizer is None or self.authorizer.allows(session.authrole, action, uri):
-            return None
-        return error, f"role {session.authrole!r} may not {action} {uri!r}"
+        if self.authorizer is not None and not self.authorizer.allows(session.authrole, action, uri):
+            return error, f"role {session.authrole!r} may not {action} {uri!r}"
+        open_role = self._open_role
+        if action == CALL and open_role is not None and session.authrole == open_role and uri in procedures.ON_OTHER_SESSIONS:
+            return error, (
+                f"{uri} acts on other sessions: the anonymous sessions of realm {self.name!r}, open to anyone, "
+                "may not call it; give a role permission to call it with --config"
+            )
+        return None
 
     def join(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` was welcomed (its id and identity are set): add it and announce it."""

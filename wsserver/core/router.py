@@ -32,6 +32,13 @@ The checks that cost nothing come first, and a URI's length before anything look
 it. A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
 A refused login gets ABORT after ``refusal_delay`` seconds, the same for every failure.
 
+An AUTHENTICATE is checked off the reactor thread: the router returns a
+:class:`~wsserver.core.actions.Compute` with the authenticator's check (a pure function) and
+continues in :meth:`Router._verified` when the transport hands the answer back; meanwhile the
+session is VERIFYING. Before that, the failed-login limits (:mod:`~wsserver.core.logins`, per
+client address and per authid) must allow a check; when they do not, the login is refused
+unchecked, exactly as a wrong secret is.
+
 The router never calls a transport, never reads a clock and draws no random numbers: ids come
 from the ``random_id`` it is given (global scope: sessions, publications) and from a counter
 (router scope: subscriptions, registrations, invocations), the time from ``clock``, challenge
@@ -51,12 +58,13 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import check_or_raise_uri
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures, RoleFeatures
 
-from wsserver.core.actions import Action, Close, CloseReason, Delay, Send, error_reply
-from wsserver.core.authentication import Authenticator, Identity, Outcome, Refusal
+from wsserver.core.actions import Action, Close, CloseReason, Compute, Delay, Send, error_reply
+from wsserver.core.authentication import FAILED, Authenticator, Identity, Outcome, Pending, Refusal
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
+from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.limits import (
     PUBLISH_RATE_EXCEEDED,
     TOO_MANY_CALLS_IN_FLIGHT,
@@ -65,13 +73,14 @@ from wsserver.core.limits import (
     URI_TOO_LONG,
     SessionLimits,
 )
+from wsserver.core.logins import FailedLogins, LoginLimits
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State
 from wsserver.core.values import has_utf8, unrepresentable
 from wsserver.core.values import refusal as payload_refusal
 
-__all__ = ["Action", "Close", "CloseReason", "Delay", "Router", "Send", "roles"]
+__all__ = ["Action", "Close", "CloseReason", "Compute", "Delay", "Router", "Send", "roles"]
 
 #: The broker features WELCOME announces; ``event_history`` is added when history is kept.
 BROKER_FEATURES: dict[str, bool] = {
@@ -117,7 +126,10 @@ class Router(Generic[PeerT]):
     replaces it). ``history_size``: events kept per topic for ``wamp.subscription.get_events``
     (0: no event history). ``random_bytes(n)``: ``n`` random bytes, for challenges (needed when
     a realm has principals). ``limits``: what one session may cost. ``refusal_delay``: seconds
-    between a failed login and its ABORT.
+    between a failed login and its ABORT. ``store_limits``: what the retained events and history
+    of all realms may hold together (``store_budget`` counts what they hold and what was evicted).
+    ``login_limits``: failed logins allowed per client address and per authid (``failed_logins``
+    counts those refused unchecked).
     """
 
     def __init__(
@@ -130,6 +142,8 @@ class Router(Generic[PeerT]):
         random_bytes: Callable[[int], bytes] | None = None,
         limits: SessionLimits = SessionLimits(),
         refusal_delay: float = REFUSAL_DELAY,
+        store_limits: StoreLimits = StoreLimits(),
+        login_limits: LoginLimits = LoginLimits(),
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -139,19 +153,26 @@ class Router(Generic[PeerT]):
         counter = itertools.count(1)
         next_id = counter.__next__
         self.realms: dict[str, Realm[PeerT]] = {}
+        self.store_budget = StoreBudget(store_limits)
+        self.failed_logins = FailedLogins(login_limits)
         for given in realms:
             policy = open_realm(given) if isinstance(given, str) else given
             authorizer = None if policy.unrestricted else Authorizer(policy.roles)
-            broker: Broker[PeerT] = Broker(next_id, random_id, clock, retain_ttl, history_size, authorizer)
+            broker: Broker[PeerT] = Broker(
+                next_id, random_id, clock, retain_ttl, history_size, authorizer, store_budget=self.store_budget
+            )
             authenticator = Authenticator(policy, random_bytes, clock)
             self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
         self._roles = roles(history=history_size > 0)
 
     # -- what a transport calls ------------------------------------------------------------------
 
-    def attach(self, peer: PeerT) -> Session[PeerT]:
-        """A transport opened: return the session the transport must pass to every later call."""
-        return Session(peer)
+    def attach(self, peer: PeerT, address: str | None = None) -> Session[PeerT]:
+        """
+        A transport opened, for a client at ``address`` (None: unknown): return the session the
+        transport must pass to every later call.
+        """
+        return Session(peer, address)
 
     def receive(self, session: Session[PeerT], message: Decoded) -> list[Action[PeerT]]:
         """Handle one decoded message from ``session``; return the actions to carry out."""
@@ -182,7 +203,7 @@ class Router(Generic[PeerT]):
         self, session: Session[PeerT], reason: str = CLOSE_SYSTEM_SHUTDOWN, message: str | None = None
     ) -> list[Action[PeerT]]:
         """Start the router's side of the GOODBYE handshake with ``session``."""
-        if session.state in (State.ESTABLISHING, State.AUTHENTICATING):
+        if session.state in (State.ESTABLISHING, State.AUTHENTICATING, State.VERIFYING):
             return [Close(session, CloseReason.GOING_AWAY, reason)]
         if session.state is not State.OPEN:
             return []
@@ -230,7 +251,21 @@ class Router(Generic[PeerT]):
         pending, session.pending = session.pending, None
         assert pending is not None, "only AUTHENTICATING sessions have a challenge pending"
         realm = self.realms[pending.realm]
-        return self._authenticated(session, realm, realm.authenticator.authenticate(pending, answer))
+        if not self.failed_logins.attempt(session.address, realm.name, pending.authid, self._clock()):
+            return self._authenticated(session, realm, Refusal(ApplicationError.NOT_AUTHORIZED, FAILED))
+        session.state = State.VERIFYING
+        check = realm.authenticator.check(pending, answer)
+        return [Compute(check, lambda proven: self._verified(session, pending, proven))]
+
+    def _verified(self, session: Session[PeerT], pending: Pending, proven: bool) -> list[Action[PeerT]]:
+        """The check of ``session``'s AUTHENTICATE answered ``proven``: WELCOME or ABORT."""
+        if session.state is not State.VERIFYING:
+            return []  # the transport went away meanwhile
+        realm = self.realms[pending.realm]
+        outcome = realm.authenticator.outcome(pending, proven)
+        if isinstance(outcome, Identity):
+            self.failed_logins.succeeded(session.address, realm.name, pending.authid, self._clock())
+        return self._authenticated(session, realm, outcome)
 
     def _authenticated(self, session: Session[PeerT], realm: Realm[PeerT], outcome: Outcome) -> list[Action[PeerT]]:
         """Carry on with what authentication said: WELCOME, CHALLENGE, or ABORT after the refusal delay."""

@@ -13,9 +13,13 @@ The states::
          |                      |  --router says GOODBYE--> CLOSING --GOODBYE--> (transport closed)
          |                      ^    (shutdown, wamp.session.kill)
          |                      |  --ABORT from peer---------------------------> (transport closed)
-         |--HELLO, CHALLENGE--> AUTHENTICATING --AUTHENTICATE ok: WELCOME
-         |                           '--AUTHENTICATE wrong: ABORT (delayed), transport closed
+         |--HELLO, CHALLENGE--> AUTHENTICATING --AUTHENTICATE--> VERIFYING --proven: WELCOME
+         |                                                           '--not: ABORT (delayed), closed
          '--HELLO refused / anything else: ABORT, transport closed
+
+VERIFYING is the wait for the check of an AUTHENTICATE, which runs off the router's thread (a
+password hash takes milliseconds): one check at a time per session, and only an ABORT may come
+meanwhile. An AUTHENTICATE over the failed-login limits skips it (refused at once, see router.py).
 
 A session that is refused (a failed login included) is CLOSED at once, while the ABORT that
 tells it waits out the refusal delay: whatever it sends meanwhile is ignored.
@@ -48,6 +52,7 @@ PeerT = TypeVar("PeerT")
 class State(enum.Enum):
     ESTABLISHING = "establishing"
     AUTHENTICATING = "authenticating"
+    VERIFYING = "verifying"
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -96,6 +101,7 @@ TRANSITIONS: dict[tuple[State, str], Handling] = {
     (State.ESTABLISHING, "Abort"): Handling.ABORT,
     (State.AUTHENTICATING, "Authenticate"): Handling.AUTHENTICATE,
     (State.AUTHENTICATING, "Abort"): Handling.ABORT,
+    (State.VERIFYING, "Abort"): Handling.ABORT,
     (State.OPEN, "Goodbye"): Handling.GOODBYE,
     (State.OPEN, "Abort"): Handling.ABORT,
     **{(State.OPEN, kind): handling for kind, handling in REQUESTS.items()},
@@ -116,15 +122,18 @@ class Session(Generic[PeerT]):
     """
     A transport's WAMP session state. ``peer`` is the transport's own handle, opaque to the core:
     the router hands it back in the actions it returns so the transport knows whom to write to.
+    ``address``: the client's (failed logins are limited per address).
     """
 
     __slots__ = (
         "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
-        "subscriptions", "registrations", "invocations", "pending", "publish_bucket",
+        "subscriptions", "registrations", "invocations", "pending", "publish_bucket", "address",
     )
 
-    def __init__(self, peer: PeerT) -> None:
+    def __init__(self, peer: PeerT, address: str | None = None) -> None:
         self.peer = peer
+        #: The client's address, as the transport admitted it (None: unknown, e.g. in-process).
+        self.address = address
         self.state = State.ESTABLISHING
         #: WAMP session id, 0 until WELCOME.
         self.id = 0

@@ -493,7 +493,7 @@ class Hixie76Wamp(Hixie76Connection):
                                 limits=endpoints.admission.limits, name=self.peer,
                                 close_for_silence=lambda reason: self.start_closing(),
                                 close_for_internal_error=self.start_closing)
-        self.wamp.start()
+        self.wamp.start(self._client_ip)
 
     def message_received(self, payload: bytes) -> None:
         if self.wamp is not None:

@@ -107,8 +107,10 @@ class WampSession:
         self.session: Session[Peer] | None = None
         self._hello_deadline: IDelayedCall | None = None
 
-    def start(self) -> None:
-        self.session = self.router.attach(self.peer)
+    def start(self, address: str | None = None) -> None:
+        """The transport's handshake is done; ``address``: the client's, as the Admission counted it
+        (failed logins are limited per address)."""
+        self.session = self.router.attach(self.peer, address)
         self._start_hello_timer()
 
     def message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> None:

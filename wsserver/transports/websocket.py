@@ -141,7 +141,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
                                 name=self.peer, close_for_silence=self._close_for_silence,
                                 close_for_internal_error=self._close_for_internal_error)
-        self.wamp.start()
+        self.wamp.start(self._client_ip)
 
     def _forget_handshake(self) -> None:
         """
