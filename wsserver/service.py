@@ -38,6 +38,7 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
+from wsserver.transports.http_api import HttpApi, HttpApiSettings, body_limited
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -107,6 +108,7 @@ class WampServer(MultiService):
     may cost.
 
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
+    ``http_api``: serve POST /publish and /call with these settings (None: not at all; see http_api.py).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -128,6 +130,7 @@ class WampServer(MultiService):
         history_size: int = 0,
         hixie76: bool = False,
         session_limits: SessionLimits = SessionLimits(),
+        http_api: HttpApiSettings | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -142,6 +145,13 @@ class WampServer(MultiService):
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory})
+        if http_api is not None:
+            self.http_api = HttpApi(self.router, settings=http_api, reactor=reactor,
+                                    allowed_origins=allowed_origins, max_body=limits.max_message_size)
+            self.http_api.setServiceParent(self)
+            for path, endpoint in self.http_api.resources().items():
+                self.site.resource.putChild(path, endpoint)
+            self.site.requestFactory = body_limited(self.site.requestFactory, limits.max_message_size)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request

@@ -25,6 +25,7 @@ from wsserver.transports.echo import ECHO_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
+from wsserver.transports.http_api import HttpApiSettings
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"
@@ -59,11 +60,13 @@ class Options(usage.Options):
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
+        ["http-call-timeout", None, HttpApiSettings().call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
     ]
 
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it)."],
         ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+        ["http-api", None, "Serve the HTTP API: POST /publish and POST /call (see the README). Its keys are [realms.NAME.http-keys.KEY] tables in --config; without any, it accepts requests from loopback addresses only."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]
 
@@ -174,6 +177,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
             raise usage.UsageError("--publish-burst must be at least 1")
+        if self["http-call-timeout"] <= 0:
+            raise usage.UsageError("--http-call-timeout must be more than 0")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -215,6 +220,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             publish_burst=options["publish-burst"],
             max_subscriptions=options["max-subscriptions"],
         ),
+        http_api=HttpApiSettings(
+            keys=options.config.http_keys if options.config else (),
+            call_timeout=options["http-call-timeout"],
+        ) if options["http-api"] else None,
     )
     if options["demo"]:
         realm = options["realm"][0]
