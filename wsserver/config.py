@@ -143,7 +143,7 @@ class _Reader:
         for realm in realms:
             for key in self.http_keys(realm, self.table(realms[realm], ("realms", realm, "http-keys"), required=False), policies[realm]):
                 if key.name in http_keys:
-                    self.fail(("realms", realm, "http-keys", key.name), f"key name {key.name!r} is also realm {http_keys[key.name].realm!r}'s")
+                    self.fail(("realms", realm, "http-keys", key.name), f"key name {key.name!r} is taken in realm {http_keys[key.name].realm!r} (a name names one key)")
                 http_keys[key.name] = key
         return Config(self.path, dict(server), policies, tuple(http_keys.values()))
 

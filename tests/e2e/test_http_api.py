@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -238,6 +239,27 @@ def test_the_python_example_publishes(open_api: Any) -> None:
         assert done.returncode == 0, done.stderr
         assert inbox.get() == (("ok",), {})
         assert "published" in done.stdout
+
+
+def test_the_examples_publish_with_a_key_and_with_a_signature(keyed: Any) -> None:
+    example = str(REPO / "examples" / "publish_http.py")
+    signed_script = str(REPO / "examples" / "publish_signed.sh")
+    with Client(keyed.ws_url) as subscriber:
+        inbox = subscriber.subscribe("com.example.status")
+        runs = [
+            ([sys.executable, example, keyed.http_url, "com.example.status", "bearer"], {"WSSERVER_KEY": BEARER_KEY}),
+            ([sys.executable, example, keyed.http_url, "com.example.status", "hmac"],
+             {"WSSERVER_KEY_NAME": "signer", "WSSERVER_SECRET": SECRET}),
+            (["bash", signed_script, keyed.http_url, "com.example.status", '["shell"]'],
+             {"WSSERVER_KEY_NAME": "signer", "WSSERVER_SECRET": SECRET}),
+        ]
+        for command, env in runs:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+            assert done.returncode == 0, done.stderr + done.stdout
+            assert inbox.get() == ((command[-1].strip('[]"'),), {})
+        refused = subprocess.run([sys.executable, example, keyed.http_url, "com.example.status", "x"],
+                                 capture_output=True, text=True, timeout=30, env={**os.environ, "WSSERVER_KEY": "wrong"})
+        assert refused.returncode == 1 and "401" in refused.stderr
 
 
 # -- a flood of big and malformed bodies --------------------------------------------------------

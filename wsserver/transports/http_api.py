@@ -95,6 +95,7 @@ TIMEOUT = "wsserver.error.timeout"
 UNAVAILABLE = "wsserver.error.unavailable"
 METHOD_NOT_ALLOWED = "wsserver.error.method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE = "wsserver.error.unsupported_media_type"
+NOT_FOUND = "wsserver.error.not_found"
 
 #: The HTTP status of a WAMP error; an application's own error (a callee's) gets
 #: APPLICATION_ERROR_STATUS, any other error of the router 400.
@@ -555,6 +556,9 @@ class Endpoint(resource.Resource):
         self.path = path
 
     def render(self, request: Any) -> Any:
+        if [segment for segment in request.postpath if segment]:
+            respond(request, 404, {"error": NOT_FOUND, "args": [f"nothing below /{self.path}"], "kwargs": {}})
+            return server.NOT_DONE_YET
         return self.api.handle(self.path, request)
 
 
@@ -577,8 +581,8 @@ class BodyLimit:
 
     def gotLength(self, length: int | None) -> None:
         channel: Any = getattr(self, "channel")
-        path = getattr(channel, "_path", b"").split(b"?", 1)[0].rstrip(b"/")
-        if path in self.limited_paths:
+        path = getattr(channel, "_path", b"").split(b"?", 1)[0]
+        if any(path == limited or path.startswith(limited + b"/") for limited in self.limited_paths):
             self._body_seen = 0
             if length is not None and length > self.max_body:
                 self._refuse_body()
