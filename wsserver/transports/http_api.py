@@ -473,7 +473,7 @@ class HttpApi(Service):
         peer = self.peers.get(key)
         if peer is None:
             peer = BridgePeer(self, key)
-            session = self.router.attach(peer)  # type: ignore[arg-type]
+            session = self.router.attach(peer)
             peer.session = session
             carry_out(self.router.join_internal(session, realm, identity))
             self.peers[key] = peer
