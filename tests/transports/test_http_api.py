@@ -29,7 +29,7 @@ from wsserver.transports.http_api import (
     HttpApiSettings,
     HttpKey,
     NonceCache,
-    Refusal,
+    HttpRefusal,
     from_loopback,
 )
 
@@ -62,7 +62,7 @@ def signature_headers(body: bytes, *, timestamp: float = NOW, nonce: str = "nonc
 
 
 def refusal(call: Any) -> tuple[int, str]:
-    with pytest.raises(Refusal) as refused:
+    with pytest.raises(HttpRefusal) as refused:
         call()
     return refused.value.status, refused.value.error
 

@@ -147,7 +147,7 @@ class HttpApiSettings:
     max_calls_in_flight: int = 1000
 
 
-class Refusal(Exception):
+class HttpRefusal(Exception):
     """Answer the request with ``status`` and ``{"error": error, "args": [reason]}``."""
 
     def __init__(self, status: int, error: str, reason: str) -> None:
@@ -176,14 +176,14 @@ class NonceCache:
         return len(self._expiry)
 
     def spend(self, nonce: bytes, now: float) -> None:
-        """Remember ``nonce``; raise :class:`Refusal` if it was spent, or if the cache is full."""
+        """Remember ``nonce``; raise :class:`HttpRefusal` if it was spent, or if the cache is full."""
         expiry = self._expiry
         while expiry and next(iter(expiry.values())) <= now:
             expiry.popitem(last=False)
         if nonce in expiry:
-            raise Refusal(401, REPLAYED_NONCE, "this nonce was used already")
+            raise HttpRefusal(401, REPLAYED_NONCE, "this nonce was used already")
         if len(expiry) >= self.capacity:
-            raise Refusal(503, UNAVAILABLE, "too many signed requests in the replay window; try again later")
+            raise HttpRefusal(503, UNAVAILABLE, "too many signed requests in the replay window; try again later")
         expiry[nonce] = now + self.forget_after
 
 
@@ -205,27 +205,27 @@ class Credentials:
             if key.key_sha256 is not None and hmac.compare_digest(key.key_sha256, digest):
                 found = key
         if found is None:
-            raise Refusal(401, AUTHENTICATION_FAILED, "no such key")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, "no such key")
         return found
 
     def signed(self, headers: Mapping[str, str], body: bytes) -> HttpKey:
         """The key that signed ``body`` (headers by lower-case name); its nonce is then spent."""
         name, timestamp, nonce, signature = (headers.get(header, "") for header in SIGNATURE_HEADERS)
         if not (name and timestamp and nonce and signature):
-            raise Refusal(401, AUTHENTICATION_FAILED, f"a signed request needs {', '.join(SIGNATURE_HEADERS)}")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, f"a signed request needs {', '.join(SIGNATURE_HEADERS)}")
         if not re.fullmatch(r"\d{1,12}", timestamp):
-            raise Refusal(401, AUTHENTICATION_FAILED, "X-Wsserver-Timestamp must be unix seconds")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, "X-Wsserver-Timestamp must be unix seconds")
         if not NONCE.fullmatch(nonce):
-            raise Refusal(401, AUTHENTICATION_FAILED, "X-Wsserver-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, "X-Wsserver-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -")
         now = self.clock()
         if abs(now - int(timestamp)) > self.max_skew:
-            raise Refusal(401, STALE_TIMESTAMP, f"timestamp is more than {self.max_skew:g} s away from the server's clock")
+            raise HttpRefusal(401, STALE_TIMESTAMP, f"timestamp is more than {self.max_skew:g} s away from the server's clock")
         key = self._signers.get(name)
         # An unknown name is checked against a decoy, so that it costs what a wrong signature costs.
         secret = key.secret if key is not None and key.secret is not None else b"\0" * 32
         expected = hmac.new(secret, f"{timestamp}\n{nonce}\n".encode() + body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()) or key is None:
-            raise Refusal(401, AUTHENTICATION_FAILED, "bad signature")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, "bad signature")
         self.nonces.spend(f"{name}\n{nonce}".encode(), now)
         return key
 
@@ -384,7 +384,7 @@ class HttpApi(Service):
         """Answer one request (see the module's docstring); returns NOT_DONE_YET."""
         try:
             self._handle(path, request)
-        except Refusal as refusal:
+        except HttpRefusal as refusal:
             respond(request, refusal.status, {"error": refusal.error, "args": [refusal.reason], "kwargs": {}})
         return server.NOT_DONE_YET
 
@@ -393,17 +393,17 @@ class HttpApi(Service):
                    for name, values in request.requestHeaders.getAllRawHeaders()}
         if request.method != b"POST":
             request.setHeader(b"Allow", b"POST")
-            raise Refusal(405, METHOD_NOT_ALLOWED, f"/{path} takes POST only")
+            raise HttpRefusal(405, METHOD_NOT_ALLOWED, f"/{path} takes POST only")
         origin = headers.get("origin")
         if origin and not any(pattern.match(origin) for pattern in self.origin_patterns):
-            raise Refusal(403, ApplicationError.NOT_AUTHORIZED, f"origin {origin} is not allowed")
+            raise HttpRefusal(403, ApplicationError.NOT_AUTHORIZED, f"origin {origin} is not allowed")
         if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise Refusal(415, UNSUPPORTED_MEDIA_TYPE, "the body must be JSON: Content-Type: application/json")
+            raise HttpRefusal(415, UNSUPPORTED_MEDIA_TYPE, "the body must be JSON: Content-Type: application/json")
         body = request.content.read(self.max_body + 1)
         # The body is in hand: drop the request's copy, which a waiting /call would keep alive.
         request.content = io.BytesIO()
         if len(body) > self.max_body:
-            raise Refusal(413, PAYLOAD_TOO_LARGE, f"the body is over {self.max_body} bytes (--max-message-size)")
+            raise HttpRefusal(413, PAYLOAD_TOO_LARGE, f"the body is over {self.max_body} bytes (--max-message-size)")
         key = self._authenticate(request, headers, body)
         fields = parse_body(path, body)
         realm = self._realm(key, fields.get("realm"))
@@ -414,7 +414,7 @@ class HttpApi(Service):
         request_id = peer.next_request()
         message = _message(path, request_id, fields)
         if path == CALL_PATH and len(peer.waiting) >= self.settings.max_calls_in_flight:
-            raise Refusal(503, UNAVAILABLE, f"{self.settings.max_calls_in_flight} calls of this key are waiting already")
+            raise HttpRefusal(503, UNAVAILABLE, f"{self.settings.max_calls_in_flight} calls of this key are waiting already")
         waiting = Waiting(request, request_id)
         peer.waiting[request_id] = waiting
         if path == CALL_PATH:
@@ -425,7 +425,7 @@ class HttpApi(Service):
         except Exception:
             peer.waiting.pop(request_id, None)
             log.failure("internal error handling an HTTP API request")
-            raise Refusal(500, "wsserver.error.internal", "internal error") from None
+            raise HttpRefusal(500, "wsserver.error.internal", "internal error") from None
         if not waiting.done and path == PUBLISH_PATH:
             # A PUBLISH is answered at once; nothing came: the router had nothing to say.
             peer.waiting.pop(request_id, None)
@@ -440,22 +440,22 @@ class HttpApi(Service):
             return self.credentials.signed(headers, body)
         if self.settings.keys:
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="wsserver"')
-            raise Refusal(401, AUTHENTICATION_FAILED, "give a key (Authorization: Bearer) or a signature")
+            raise HttpRefusal(401, AUTHENTICATION_FAILED, "give a key (Authorization: Bearer) or a signature")
         if not from_loopback(getattr(request.getClientAddress(), "host", ""), headers):
-            raise Refusal(403, ApplicationError.NOT_AUTHORIZED,
+            raise HttpRefusal(403, ApplicationError.NOT_AUTHORIZED,
                           "no HTTP API keys are configured: only requests from this machine are accepted")
         return None
 
     def _realm(self, key: HttpKey | None, asked: Any) -> str:
         if asked is not None and not isinstance(asked, str):
-            raise Refusal(400, BAD_REQUEST, "realm must be a string")
+            raise HttpRefusal(400, BAD_REQUEST, "realm must be a string")
         if key is not None:
             if asked is not None and asked != key.realm:
-                raise Refusal(403, ApplicationError.NOT_AUTHORIZED, f"key {key.name!r} is for realm {key.realm!r}")
+                raise HttpRefusal(403, ApplicationError.NOT_AUTHORIZED, f"key {key.name!r} is for realm {key.realm!r}")
             asked = key.realm
         realm = asked if asked is not None else next(iter(self.router.realms))
         if realm not in self.router.realms:
-            raise Refusal(404, ApplicationError.NO_SUCH_REALM, f"no realm {realm!r} on this server")
+            raise HttpRefusal(404, ApplicationError.NO_SUCH_REALM, f"no realm {realm!r} on this server")
         return realm
 
     def _identity(self, key: HttpKey | None, realm: str) -> Identity:
@@ -463,7 +463,7 @@ class HttpApi(Service):
             return Identity(key.name, key.role, AUTHMETHOD)
         role = self.router.realms[realm].authenticator.policy.anonymous_role
         if role is None:
-            raise Refusal(403, ApplicationError.NOT_AUTHORIZED,
+            raise HttpRefusal(403, ApplicationError.NOT_AUTHORIZED,
                           f"realm {realm!r} has no anonymous role: give the HTTP API a key in --config")
         return Identity(LOOPBACK_AUTHID, role, AUTHMETHOD)
 
@@ -509,22 +509,22 @@ class HttpApi(Service):
 
 
 def parse_body(path: str, body: bytes) -> dict[str, Any]:
-    """The endpoint's JSON object, its fields checked for name; raises :class:`Refusal` (400)."""
+    """The endpoint's JSON object, its fields checked for name; raises :class:`HttpRefusal` (400)."""
     try:
         fields = json.loads(body)
     except (ValueError, RecursionError) as error:
-        raise Refusal(400, BAD_REQUEST, f"the body is not JSON: {error}") from None
+        raise HttpRefusal(400, BAD_REQUEST, f"the body is not JSON: {error}") from None
     if not isinstance(fields, dict):
-        raise Refusal(400, BAD_REQUEST, f"the body must be a JSON object with {', '.join(FIELDS[path])}")
+        raise HttpRefusal(400, BAD_REQUEST, f"the body must be a JSON object with {', '.join(FIELDS[path])}")
     unknown = sorted(set(fields) - set(FIELDS[path]))
     if unknown:
-        raise Refusal(400, BAD_REQUEST, f"unknown fields {', '.join(unknown)} (known: {', '.join(FIELDS[path])})")
+        raise HttpRefusal(400, BAD_REQUEST, f"unknown fields {', '.join(unknown)} (known: {', '.join(FIELDS[path])})")
     uri = "topic" if path == PUBLISH_PATH else "procedure"
     if not isinstance(fields.get(uri), str):
-        raise Refusal(400, BAD_REQUEST, f"{uri} must be a string")
+        raise HttpRefusal(400, BAD_REQUEST, f"{uri} must be a string")
     for name, kind in (("args", list), ("kwargs", dict), ("options", dict)):
         if fields.get(name) is not None and not isinstance(fields[name], kind):
-            raise Refusal(400, BAD_REQUEST, f"{name} must be a JSON {'array' if kind is list else 'object'}")
+            raise HttpRefusal(400, BAD_REQUEST, f"{name} must be a JSON {'array' if kind is list else 'object'}")
     return fields
 
 
@@ -539,9 +539,9 @@ def _message(path: str, request_id: int, fields: dict[str, Any]) -> Any:
     try:
         message = decode_one(raw)
     except ProtocolViolation as violation:
-        raise Refusal(400, BAD_REQUEST, str(violation)) from None
+        raise HttpRefusal(400, BAD_REQUEST, str(violation)) from None
     if isinstance(message, InvalidRequest):
-        raise Refusal(400, message.error, message.reason)
+        raise HttpRefusal(400, message.error, message.reason)
     return message
 
 
