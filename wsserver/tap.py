@@ -60,7 +60,7 @@ class Options(usage.Options):
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
-        ["http-call-timeout", None, HttpApiSettings().call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
     ]
 
     optFlags = [
@@ -172,13 +172,13 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
+        if self["http-call-timeout"] <= 0:
+            raise usage.UsageError("--http-call-timeout must be more than 0")
         for name in ("max-publish-rate", "max-subscriptions"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["publish-burst"] < 1:
             raise usage.UsageError("--publish-burst must be at least 1")
-        if self["http-call-timeout"] <= 0:
-            raise usage.UsageError("--http-call-timeout must be more than 0")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

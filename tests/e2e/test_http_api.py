@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,7 @@ from twisted.internet import defer
 from tests.e2e.broker_clients import Client
 from tests.e2e.conftest import wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
-from tests.e2e.prerequisites import node_command
-from tests.e2e.test_node_autobahnjs import SUBSCRIBE_ONCE, NodeProcess
+from tests.e2e.test_node_autobahnjs import NodeProcess, run_node  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 BEARER_KEY = "backend-" + "k" * 32
@@ -103,20 +102,6 @@ def keyed(start_server: Any, tmp_path: Path) -> Any:
 def open_api(start_server: Any) -> Any:
     """A server with --http-api and no keys: loopback only."""
     return start_server("--http-api", "--http-call-timeout", "1")
-
-
-@pytest.fixture
-def run_node() -> Iterator[Callable[..., NodeProcess]]:
-    started: list[NodeProcess] = []
-
-    def run(*args: str) -> NodeProcess:
-        node = NodeProcess(node_command(SUBSCRIBE_ONCE, *args))
-        started.append(node)
-        return node
-
-    yield run
-    for node in started:
-        node.kill()
 
 
 def test_curl_publish_reaches_an_autobahnjs_subscriber(open_api: Any, run_node: Callable[..., NodeProcess]) -> None:
@@ -265,17 +250,13 @@ def test_the_examples_publish_with_a_key_and_with_a_signature(keyed: Any) -> Non
 # -- a flood of big and malformed bodies --------------------------------------------------------
 
 
-def oversized(port: int, declared: int) -> bytes:
-    """Declare a body of ``declared`` bytes, then send it (the server must refuse without reading it all)."""
+def refused_while_sending(port: int, head: bytes, chunk: bytes, count: int) -> bytes:
+    """Send ``head``, then ``chunk`` ``count`` times unless the server closes first; return its answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(
-            f"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {declared}\r\n\r\n".encode()
-        )
+        sock.sendall(head)
         answer = b""
         try:
-            chunk = b"[" * 65536
-            for _ in range(declared // len(chunk)):
+            for _ in range(count):
                 sock.sendall(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -287,22 +268,17 @@ def oversized(port: int, declared: int) -> bytes:
         return answer
 
 
+def oversized(port: int, declared: int) -> bytes:
+    """Declare a body of ``declared`` bytes, then send it (the server must refuse without reading it all)."""
+    head = (f"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n").encode()
+    return refused_while_sending(port, head, b"[" * 65536, declared // 65536)
+
+
 def chunked(port: int, total: int) -> bytes:
     """A chunked body that never says how long it is."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        answer = b""
-        try:
-            for _ in range(total // 65536):
-                sock.sendall(b"10000\r\n" + b"{" * 65536 + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            while part := sock.recv(65536):
-                answer += part
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return answer
+    head = b"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return refused_while_sending(port, head, b"10000\r\n" + b"{" * 65536 + b"\r\n", total // 65536)
 
 
 def test_a_flood_of_big_and_malformed_bodies_is_refused_and_costs_no_memory(open_api: Any) -> None:
