@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from twisted.internet import defer
 from tests.e2e.broker_clients import Client
 from tests.e2e.conftest import wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
+from tests.e2e.prerequisites import unavailable
 from tests.e2e.test_node_autobahnjs import NodeProcess, run_node  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +91,13 @@ def signed(body: bytes, secret: str = SECRET, name: str = "signer", timestamp: i
             "X-Wsserver-Signature": signature}
 
 
+def require(*tools: str) -> None:
+    """Skip (fail in CI) without the command-line tools an example needs; .ci/run installs them."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is not installed")
+
+
 @pytest.fixture
 def keyed(start_server: Any, tmp_path: Path) -> Any:
     """A server with --http-api and the keys of CONFIG."""
@@ -105,6 +114,7 @@ def open_api(start_server: Any) -> Any:
 
 
 def test_curl_publish_reaches_an_autobahnjs_subscriber(open_api: Any, run_node: Callable[..., NodeProcess]) -> None:
+    require("curl")
     startup = "HTTP API at /publish and /call: no keys configured, accepting requests from loopback addresses only"
     wait_for(lambda: startup in open_api.log)
     node = run_node(open_api.ws_url, "com.example.http")
@@ -227,6 +237,7 @@ def test_the_python_example_publishes(open_api: Any) -> None:
 
 
 def test_the_examples_publish_with_a_key_and_with_a_signature(keyed: Any) -> None:
+    require("curl", "openssl")
     example = str(REPO / "examples" / "publish_http.py")
     signed_script = str(REPO / "examples" / "publish_signed.sh")
     with Client(keyed.ws_url) as subscriber:
