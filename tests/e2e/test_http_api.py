@@ -173,6 +173,8 @@ def test_keys_signatures_and_every_refusal_get_their_status(keyed: Any) -> None:
     status, answer = post(keyed, "/publish", body, {"Authorization": f"Bearer {READER_KEY}"})
     assert (status, answer["error"]) == (403, "wamp.error.not_authorized")
     assert "may not publish" in answer["args"][0]
+    status, answer = post(keyed, "/call", {"procedure": "com.example.add"}, {"Authorization": f"Bearer {READER_KEY}"})
+    assert (status, answer["error"]) == (403, "wamp.error.not_authorized")
     # Realms: a key serves its own realm only.
     status, answer = post(keyed, "/publish", {**body, "realm": "realm2"}, bearer)
     assert status == 403
@@ -216,6 +218,13 @@ def test_call_reaches_an_autobahn_python_callee_and_errors_map_to_statuses(open_
     status, answer = post(open_api, "/publish", {"topic": "com.example.x", "realm": "nowhere"})
     assert (status, answer["error"]) == (404, "wamp.error.no_such_realm")
     assert "Traceback" not in open_api.log
+
+
+def test_a_key_over_its_publish_rate_gets_429(start_server: Any) -> None:
+    server = start_server("--http-api", "--max-publish-rate", "0.001", "--publish-burst", "2")
+    statuses = [post(server, "/publish", {"topic": "com.example.x"})[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert post(server, "/publish", {"topic": "com.example.x"})[1]["error"] == "wsserver.error.publish_rate_exceeded"
 
 
 def test_a_request_from_another_address_is_refused_without_keys(open_api: Any) -> None:
