@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import secrets
+import selectors
 import shutil
 import socket
 import subprocess
@@ -324,3 +325,40 @@ def test_a_flood_of_big_and_malformed_bodies_is_refused_and_costs_no_memory(open
     bystander.check()
     memory.check(64 * 2**20)
     assert "Traceback" not in open_api.log
+
+
+def test_calls_held_open_are_bounded_and_freed_when_their_clients_leave(start_server: Any) -> None:
+    """1100 callers wait on a callee that never answers: 1000 wait (the bound), 100 get 503 at once."""
+    server = start_server("--http-api", "--http-call-timeout", "60")
+    body = json.dumps({"procedure": "com.example.never"}).encode()
+    request = (f"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with Client(server.ws_url) as callee, Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        callee.register("com.example.never", lambda: defer.Deferred())
+        selector = selectors.DefaultSelector()
+        callers = []
+        for n in range(1100):
+            if n % 20 == 0:
+                # Paced, so that the listen backlog (50) never overflows: the kernel would then
+                # delay our packets by seconds, and this test is about the server, not the backlog.
+                time.sleep(0.05)
+            callers.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            callers[-1].sendall(request)
+            selector.register(callers[-1], selectors.EVENT_READ)
+        answered: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while len(answered) < 100 and time.monotonic() < deadline:
+            for ready, _ in selector.select(timeout=1):
+                answered.append(ready.fileobj.recv(4096))  # type: ignore[union-attr]
+                selector.unregister(ready.fileobj)
+        assert len(answered) == 100 and all(a.startswith(b"HTTP/1.1 503") for a in answered), answered[:1]
+        assert selector.select(timeout=0.5) == []  # the other 1000 wait for the callee
+        for caller in callers:
+            caller.close()
+        # Their calls were forgotten with them: there is room for new callers.
+        wait_for(lambda: post(server, "/call", {"procedure": "com.example.nobody"})[0] == 404)
+        status, answer = post(server, "/call", {"procedure": "wamp.session.count"})
+        assert status == 200
+    bystander.check()
+    memory.check(64 * 2**20)
+    assert "Traceback" not in server.log
