@@ -124,18 +124,23 @@ def test_bearer_keys_are_found_by_their_hash() -> None:
 
 
 def test_the_nonce_cache_forgets_after_its_window_and_refuses_when_full() -> None:
-    cache = NonceCache(capacity=3, forget_after=600)
+    cache = NonceCache(capacity=3, keep=600)
     for n in range(3):
         cache.spend(b"n%d" % n, 1000.0 + n)
-    assert refusal(lambda: cache.spend(b"n0", 1100.0)) == (401, "wsserver.error.replayed_nonce")
+    assert refusal(lambda: cache.spend(b"n0", 1599.0)) == (401, "wsserver.error.replayed_nonce")
     assert refusal(lambda: cache.spend(b"n3", 1100.0)) == (503, "wsserver.error.unavailable")
     assert len(cache) == 3  # refused rather than grown
-    cache.spend(b"n3", 1600.5)  # n0 expired at 1600: room again
-    assert len(cache) == 3
-    cache.spend(b"n0", 1601.5)  # n0 was forgotten, so it is good again once n1 expires
-    assert len(cache) == 3
-    cache.spend(b"late", 5000.0)
+    # Remembered for at least 600 s, forgotten within 900 s (one generation of 300 s at a time).
+    assert refusal(lambda: cache.spend(b"n2", 1602.0)) == (401, "wsserver.error.replayed_nonce")
+    cache.spend(b"n0", 1900.0)
     assert len(cache) == 1
+    cache.spend(b"n1", 2000.0)
+    cache.spend(b"n4", 2300.0)  # a second generation
+    assert len(cache) == 3
+    assert refusal(lambda: cache.spend(b"n1", 2450.0)) == (401, "wsserver.error.replayed_nonce")
+    cache.spend(b"late", 2900.0)  # the generation of 1900 is gone, that of 2300 is not
+    assert len(cache) == 2
+    assert refusal(lambda: cache.spend(b"n4", 2900.0)) == (401, "wsserver.error.replayed_nonce")
 
 
 @pytest.mark.parametrize(
