@@ -6,10 +6,10 @@ Theory of operation
 -------------------
 A request goes through these steps, and the first that fails answers it::
 
+    body within --max-message-size     413   (refused from its headers, before it is read: BodyLimit)
     method POST                        405
     Origin (--allowed-origin, as /ws)  403
     Content-Type application/json      415   (a browser cannot send it cross-site unasked)
-    body within --max-message-size     413   (refused from its headers, before it is read)
     credentials                        401   (a bearer key, or a signature; none: loopback only)
     JSON of the endpoint's shape       400   with the parser's reason
     realm                              404 / 403 (unknown / not the key's)
@@ -21,12 +21,14 @@ bearer key (``Authorization: Bearer KEY``), ``secret`` an HMAC-SHA256 secret. A 
 carries ``X-Wsserver-Key`` (the key's name), ``X-Wsserver-Timestamp`` (unix seconds),
 ``X-Wsserver-Nonce`` (8 to 64 characters of ``[A-Za-z0-9_-]``) and ``X-Wsserver-Signature``, the
 hex HMAC-SHA256 of ``timestamp "\\n" nonce "\\n" body`` under the secret. Every comparison of a
-secret is ``hmac.compare_digest``, over every key (no early exit). A timestamp more than
+secret is ``hmac.compare_digest``; a bearer key is compared with every stored key (no early exit),
+and an unknown signer's signature is checked against a decoy. A timestamp more than
 ``max_skew`` seconds away from the server's clock is stale; a nonce is spent once its signature
-checks out, and :class:`NonceCache` remembers it until its timestamp is stale anyway, so the cache
-holds one window of nonces, at most ``max_nonces`` of them: when full, signed requests get 503
-until nonces expire, rather than the cache growing. Without any key configured, requests are
-accepted from loopback addresses only (:func:`from_loopback`) in the realm's anonymous role.
+checks out, and :class:`NonceCache` remembers it until its timestamp is stale anyway (two skew
+windows after it was spent), so the cache holds the nonces of a few minutes only, at most
+``max_nonces`` of them: when full, signed requests get 503 until nonces expire, rather than the
+cache growing. Without any key configured, requests are accepted from loopback addresses only
+(:func:`from_loopback`), in the realm's anonymous role.
 
 **Through the router.** Each credential (realm, key name, role) has one WAMP session of its own,
 attached and joined without HELLO (``Router.join_internal``) the first time it is used, so that
