@@ -114,7 +114,7 @@ def test_a_file_that_does_not_parse_is_refused_at_its_line(tmp_path: Path) -> No
         ("colour = 1\n[realms.a]\n", 1, "colour: unknown key 'colour' at the top level (known: server, realms)"),
         ("[server]\nlisten = []\nrealm = ['x']\n[realms.a]\n", 3, "server.realm: unknown key 'realm' in [server]"),
         ("[server]\nbogus = 1\n[realms.a]\n", 2, "server.bogus: unknown key 'bogus' in [server]"),
-        ("[realms.a]\nanonymus = 'r'\n", 2, "realms.a.anonymus: unknown key 'anonymus' in [realms.a] (known: anonymous, roles, principals)"),
+        ("[realms.a]\nanonymus = 'r'\n", 2, "realms.a.anonymus: unknown key 'anonymus' in [realms.a] (known: anonymous, roles, principals, http-keys)"),
         ("[realms.a.roles.r]\npermissions = []\nallow = []\n", 3, "realms.a.roles.r.allow: unknown key 'allow'"),
         (
             "[realms.a.roles.r]\npermissions = [\n  { uri = 'a', allow = [] },\n  { uri = 'b', allwo = [] },\n]\n",
@@ -183,3 +183,59 @@ def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "latin1.toml", OPTIONS)
+
+
+# -- the HTTP API's keys -------------------------------------------------------------------------
+
+HASH = "ab" * 32
+KEYS = f"""\
+[realms.a.roles.r]
+[realms.a.http-keys.backend]
+role = "r"
+key = "sha256:{HASH.upper()}"
+[realms.a.http-keys."signer-2"]
+role = "r"
+secret = "0123456789abcdef"
+key = "sha256:{HASH}"
+
+[realms.b.roles.w]
+[realms.b.http-keys.other]
+role = "w"
+secret = "fedcba9876543210"
+"""
+
+
+def test_http_api_keys_belong_to_their_realm_and_role(tmp_path: Path) -> None:
+    from wsserver.transports.http_api import HttpKey
+
+    config = load(write(tmp_path, KEYS), OPTIONS)
+    assert config.http_keys == (
+        HttpKey("backend", "a", "r", key_sha256=bytes.fromhex(HASH)),
+        HttpKey("signer-2", "a", "r", key_sha256=bytes.fromhex(HASH), secret=b"0123456789abcdef"),
+        HttpKey("other", "b", "w", secret=b"fedcba9876543210"),
+    )
+    assert load(write(tmp_path, "[realms.a]\n"), OPTIONS).http_keys == ()
+
+
+@pytest.mark.parametrize(
+    "text, line, complaint",
+    [
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nkey = 'sha256:00'\n", 2, "realms.a.http-keys.k: key 'k' needs a role"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'q'\n", 3, "realms.a.http-keys.k.role: no role 'q' in this realm"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\n", 2, "realms.a.http-keys.k: key 'k' has neither key nor secret"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\nkey = 'plain-key'\n", 4, "realms.a.http-keys.k.key: must be sha256: and 64 hex digits"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\nsecret = 'short'\n", 4, "realms.a.http-keys.k.secret: is too short"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\nsecret = 5\n", 4, "realms.a.http-keys.k.secret: must be a string"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\nsecrets = 'x'\n", 4, "realms.a.http-keys.k.secrets: unknown key 'secrets'"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys.'k k']\nrole = 'r'\n", 2, "'k k' is not a key name"),
+        ("[realms.a.roles.r]\n[realms.a.http-keys]\nk = 1\n", 3, "realms.a.http-keys.k: must be a table"),
+        (
+            "[realms.a.roles.r]\n[realms.a.http-keys.k]\nrole = 'r'\nsecret = '0123456789abcdef'\n"
+            "[realms.b.roles.r]\n[realms.b.http-keys.k]\nrole = 'r'\nsecret = '0123456789abcdef'\n",
+            6, "realms.b.http-keys.k: key name 'k' is taken in realm 'a'",
+        ),
+    ],
+)
+def test_a_bad_http_api_key_is_refused_with_its_line(tmp_path: Path, text: str, line: int, complaint: str) -> None:
+    message = refused(tmp_path, text)
+    assert message.startswith(f":{line}: ") and complaint in message, message

@@ -49,3 +49,18 @@ def test_the_console_script_is_installed() -> None:
     result = subprocess.run([str(SCRIPT), "--iterations", "3"], input="pw\n", capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert check_ticket(tomllib.loads(result.stdout)["ticket"], "pw")
+
+
+def test_http_api_keys_are_new_every_time_and_stored_as_the_server_checks_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    assert passwd.main(["--http-key"]) == 0
+    output = capsys.readouterr().out
+    bearer = output.split("Authorization: Bearer ", 1)[1].split()[0]
+    stored = tomllib.loads(output)["key"]
+    assert len(bearer) >= 40 and stored == "sha256:" + hashlib.sha256(bearer.encode()).hexdigest()
+    first = run(monkeypatch, capsys, "", "--http-secret")["secret"]
+    second = run(monkeypatch, capsys, "", "--http-secret")["secret"]
+    assert isinstance(first, str) and len(first) >= 40 and first != second

@@ -62,6 +62,7 @@ def test_repeatable_options_collect_every_value(tmp_path: Path) -> None:
         (["--flash-allow-domain", 'evil" to-ports="*'], "not a domain Flash can match"),
         (["--flash-allow-ports", "80,http"], "port numbers separated by commas"),
         (["--flash-policy-port", "99999"], "from 0 to 65535"),
+        (["--http-call-timeout", "0"], "more than 0"),
     ],
 )
 def test_bad_options_are_refused_with_a_reason(args: list[str], complaint: str) -> None:
@@ -216,3 +217,20 @@ def test_the_failed_login_limits_come_from_the_command_line_or_the_config_file(t
         parse("--login-failure-window", "0")
     with pytest.raises(usage.UsageError, match="must not be negative"):
         parse("--max-login-failures", "-1")
+
+
+def test_the_http_api_is_off_unless_asked_for_and_then_mounted_with_its_keys(tmp_path: Path) -> None:
+    from wsserver.transports.http_api import DEFAULT_CALL_TIMEOUT, HttpApi
+
+    assert parse()["http-call-timeout"] == DEFAULT_CALL_TIMEOUT
+    plain = makeService(parse("--listen", "tcp:0"), reactor=MemoryReactorClock())
+    assert not any(isinstance(child, HttpApi) for child in plain)
+    assert b"publish" not in plain.site.resource.children
+    config = tmp_path / "wsserver.toml"
+    config.write_text("[realms.realm1.roles.r]\n[realms.realm1.http-keys.k]\nrole = 'r'\nsecret = '0123456789abcdef'\n")
+    server = makeService(parse("--listen", "tcp:0", "--http-api", "--http-call-timeout", "2.5", "--config", str(config),
+                               "--max-message-size", "5000"), reactor=MemoryReactorClock())
+    (api,) = [child for child in server if isinstance(child, HttpApi)]
+    assert [key.name for key in api.settings.keys] == ["k"] and api.settings.call_timeout == 2.5
+    assert api.max_body == 5000 and server.site.requestFactory.max_body == 5000
+    assert {b"publish", b"call"} <= set(server.site.resource.children)

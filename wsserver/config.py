@@ -24,6 +24,11 @@ The file (every table optional but ``realms``)::
     wampcra = { secret = "...", salt = "...", iterations = 1000, keylen = 32 }   # or secret only
     cryptosign = ["<64 hex digits: an Ed25519 public key>"]
 
+    [realms.realm1.http-keys.backend]         # a key of the HTTP API (--http-api), named backend
+    role = "public"                           # its requests have this role's permissions
+    key = "sha256:<64 hex digits>"            # the SHA-256 of a bearer key: wsserver-passwd --http-key
+    secret = "<16+ characters>"               # and/or an HMAC-SHA256 secret: wsserver-passwd --http-secret
+
 A file that does not parse, names a key this module does not know, or gives a value it cannot
 use is refused with :class:`ConfigError`, whose message starts with ``FILE:LINE:`` and names the
 key. tomllib reports the line of a syntax error; for the rest, the line is found here by looking
@@ -47,6 +52,7 @@ from autobahn.wamp.message import check_or_raise_uri
 from wsserver.core.authentication import parse_ticket_hash
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
 from wsserver.core.policy import ACTIONS, Permission, Principal, RealmPolicy, WampCraSecret, open_realm
+from wsserver.transports.http_api import HttpKey
 
 #: How a `twistd wsserver` option takes its value, for [server]: a flag (true/false), one value,
 #: or a list of values (a repeatable option).
@@ -57,6 +63,11 @@ NOT_IN_SERVER = ("config", "realm")
 Path_ = tuple[str | int, ...]
 #: String literals that are values, not keys (a key is followed by = or a dot).
 _VALUE_STRINGS = re.compile(r"""("(?:[^"\\]|\\.)*"|'[^']*')(?!\s*[=.])""")
+#: An HTTP API key's name (it travels in the X-Wsserver-Key header) and its stored bearer key.
+_HTTP_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_BEARER_HASH = re.compile(r"sha256:([0-9a-fA-F]{64})")
+#: The shortest HMAC secret accepted for the HTTP API.
+MIN_SECRET_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -70,6 +81,8 @@ class Config:
     path: Path
     options: Mapping[str, Any]
     realms: Mapping[str, RealmPolicy]
+    #: The HTTP API's keys, of every realm.
+    http_keys: tuple[HttpKey, ...] = ()
 
     def arguments(self, given: set[str]) -> list[str]:
         """The [server] options as command-line arguments, but those in ``given`` (the command line's)."""
@@ -126,7 +139,13 @@ class _Reader:
         if not realms:
             self.fail(("realms",), "names no realm: add a [realms.NAME] table")
         policies = {name: self.realm(name, self.table(realms, ("realms", name))) for name in realms}
-        return Config(self.path, dict(server), policies)
+        http_keys: dict[str, HttpKey] = {}
+        for realm in realms:
+            for key in self.http_keys(realm, self.table(realms[realm], ("realms", realm, "http-keys"), required=False), policies[realm]):
+                if key.name in http_keys:
+                    self.fail(("realms", realm, "http-keys", key.name), f"key name {key.name!r} is taken in realm {http_keys[key.name].realm!r} (a name names one key)")
+                http_keys[key.name] = key
+        return Config(self.path, dict(server), policies, tuple(http_keys.values()))
 
     # -- realms ------------------------------------------------------------------------------
 
@@ -136,7 +155,7 @@ class _Reader:
             check_or_raise_uri(name, "realm")
         except InvalidUriError:
             self.fail(at, f"{name!r} is not a valid realm name (a URI such as realm1 or com.example)")
-        self.keys(table, at, ("anonymous", "roles", "principals"))
+        self.keys(table, at, ("anonymous", "roles", "principals", "http-keys"))
         roles_table = self.table(table, (*at, "roles"), required=False)
         roles = {role: self.role((*at, "roles", role), self.table(roles_table, (*at, "roles", role))) for role in roles_table}
         anonymous = table.get("anonymous")
@@ -213,6 +232,32 @@ class _Reader:
         if ticket is None and wampcra is None and not cryptosign:
             self.fail(at, f"principal {authid!r} has no credential: give ticket, wampcra or cryptosign")
         return Principal(authid, role, ticket, wampcra, cryptosign)
+
+    def http_keys(self, realm: str, table: dict[str, Any], policy: RealmPolicy) -> list[HttpKey]:
+        keys = []
+        for name in table:
+            at: Path_ = ("realms", realm, "http-keys", name)
+            entry = self.table(table, at)
+            if not _HTTP_KEY_NAME.fullmatch(name):
+                self.fail(at, f"{name!r} is not a key name (1 to 64 of A-Z a-z 0-9 _ . -)")
+            self.keys(entry, at, ("role", "key", "secret"))
+            if "role" not in entry:
+                self.fail(at, f"key {name!r} needs a role")
+            role = self.role_name(entry["role"], (*at, "role"), policy.roles)
+            key_sha256 = secret = None
+            if "key" in entry:
+                found = _BEARER_HASH.fullmatch(self.string(entry["key"], (*at, "key")))
+                if found is None:
+                    self.fail((*at, "key"), "must be sha256: and 64 hex digits (wsserver-passwd --http-key prints it)")
+                key_sha256 = bytes.fromhex(found.group(1))
+            if "secret" in entry:
+                secret = self.string(entry["secret"], (*at, "secret")).encode("utf-8")
+                if len(secret) < MIN_SECRET_LENGTH:
+                    self.fail((*at, "secret"), f"is too short: at least {MIN_SECRET_LENGTH} characters (wsserver-passwd --http-secret)")
+            if key_sha256 is None and secret is None:
+                self.fail(at, f"key {name!r} has neither key nor secret")
+            keys.append(HttpKey(name, realm, role, key_sha256, secret))
+        return keys
 
     def wampcra(self, at: Path_, value: Any) -> WampCraSecret:
         if isinstance(value, str):

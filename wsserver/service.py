@@ -42,6 +42,7 @@ from wsserver.transports.flashpolicy import (
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
 from wsserver.transports.listening import ListeningReactor, SiteConnections
+from wsserver.transports.http_api import HttpApi, HttpApiSettings, body_limited
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -153,6 +154,7 @@ class WampServer(MultiService):
     may cost.
 
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
+    ``http_api``: serve POST /publish and /call with these settings (None: not at all; see http_api.py).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -176,6 +178,7 @@ class WampServer(MultiService):
         session_limits: SessionLimits = SessionLimits(),
         store_limits: StoreLimits = StoreLimits(),
         login_limits: LoginLimits = LoginLimits(),
+        http_api: HttpApiSettings | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -195,6 +198,13 @@ class WampServer(MultiService):
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory},
                                head_timeout=limits.handshake_timeout, reactor=reactor)
+        if http_api is not None:
+            self.http_api = HttpApi(self.router, settings=http_api, reactor=reactor,
+                                    allowed_origins=allowed_origins, max_body=limits.max_message_size)
+            self.http_api.setServiceParent(self)
+            for path, endpoint in self.http_api.resources().items():
+                self.site.resource.putChild(path, endpoint)
+            self.site.requestFactory = body_limited(self.site.requestFactory, limits.max_message_size)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request

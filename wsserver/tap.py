@@ -27,6 +27,7 @@ from wsserver.transports.echo import ECHO_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
+from wsserver.transports.http_api import HttpApiSettings
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"
@@ -72,11 +73,13 @@ class Options(usage.Options):
         ["max-login-failures", None, LoginLimits().per_address, "Failed logins one client address may make per --login-failure-window; past that its logins are refused without a check (the same ABORT, after the same delay). 0 turns the limit off.", int],
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
+        ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
     ]
 
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it); plain HTTP connections, which all come from the proxy, are then not counted per address (limit them in the proxy)."],
         ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+        ["http-api", None, "Serve the HTTP API: POST /publish and POST /call (see the README). Its keys are [realms.NAME.http-keys.KEY] tables in --config; without any, it accepts requests from loopback addresses only."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]
 
@@ -182,6 +185,8 @@ class Options(usage.Options):
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
+        if self["http-call-timeout"] <= 0:
+            raise usage.UsageError("--http-call-timeout must be more than 0")
         for name in ("max-publish-rate", "max-subscriptions", "max-uri-length", "max-registrations",
                      "max-calls-in-flight", "max-store-bytes", "max-store-topics", "max-login-failures",
                      "max-login-failures-per-authid"):
@@ -247,6 +252,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             per_authid=options["max-login-failures-per-authid"],
             window=options["login-failure-window"],
         ),
+        http_api=HttpApiSettings(
+            keys=options.config.http_keys if options.config else (),
+            call_timeout=options["http-call-timeout"],
+        ) if options["http-api"] else None,
     )
     if options["demo"]:
         realm = options["realm"][0]

@@ -45,13 +45,48 @@ def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, masked: bool = Tr
     return header + (b"\0\0\0\0" if masked else b"") + payload
 
 
+def http_api_request(rng: random.Random) -> bytes:
+    """A request to the HTTP API (--http-api) with something wrong, or right, in every part."""
+    path = rng.choice(["/publish", "/call", "/publish?x=1", "/call/", "/publish/extra"])
+    body = rng.choice([
+        lambda: json.dumps({"topic": f"com.example.fuzz.{rng.randrange(9)}", "args": [rng.random()]}).encode(),
+        lambda: json.dumps({"procedure": "com.example.nobody", "args": "x", "kwargs": []}).encode(),
+        lambda: json.dumps({"topic": rng.choice(["", "com..x", "wamp.session.on_join", 7, None]), "options": {"retain": "x"}}).encode(),
+        lambda: b"[" * rng.randrange(1, 5000) + b"]",
+        lambda: rng.randbytes(rng.randrange(0, 2000)),
+        lambda: json.dumps(rng.choice([[], "s", 1, None, {"topic": "com.x", "colour": 1}])).encode(),
+    ])()
+    headers = {"Host": "127.0.0.1", "Content-Type": rng.choice(["application/json", "text/plain", "application/json; charset=utf-8", ""])}
+    extra = rng.choice([
+        {},
+        {"Authorization": rng.choice(["Bearer ", "Bearer x", "Basic abc", "Bearer " + "k" * 5000])},
+        {"X-Wsserver-Key": "k", "X-Wsserver-Timestamp": rng.choice(["1", "x", "99999999999999"]),
+         "X-Wsserver-Nonce": rng.choice(["n", "nonce-nonce", "\u00e9" * 9]), "X-Wsserver-Signature": "zz"},
+        {"Origin": "https://elsewhere.example"},
+        {"X-Forwarded-For": rng.choice(["203.0.113.9", "127.0.0.1, 10.0.0.1", "garbage", ""])},
+    ])
+    framing = rng.randrange(4)
+    if framing == 0:
+        headers["Content-Length"] = str(len(body))
+    elif framing == 1:  # a length that lies, or is far over --max-message-size
+        headers["Content-Length"] = rng.choice(["-1", "abc", str(2**40), str(len(body) + 10)])
+    elif framing == 2:
+        headers["Transfer-Encoding"] = "chunked"
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100], body[100:]) if part) + rng.choice([b"0\r\n\r\n", b"zz\r\n"])
+    method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "OPTIONS"])
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in {**headers, **extra}.items())
+    return head.encode("utf-8") + b"\r\n" + body
+
+
 def fuzz_case(rng: random.Random) -> tuple[bool, bytes]:
     """(whether to do the handshake first, the bytes to send)."""
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:  # truncated handshake
         return False, HANDSHAKE[: rng.randrange(1, len(HANDSHAKE) - 4)]
     if kind == 1:  # garbage instead of HTTP
         return False, rng.randbytes(rng.randrange(1, 300))
+    if kind == 12:  # the HTTP API
+        return False, http_api_request(rng)
     cases = [
         lambda: frame(b"x", opcode=rng.choice([3, 4, 5, 6, 7, 11, 12, 13, 14, 15])),  # reserved opcodes
         lambda: frame(b"\xff\xfe\xc3\x28" + rng.randbytes(8)),  # bad UTF-8 in a text frame
@@ -89,8 +124,9 @@ def run_case(port: int, seed: int) -> None:
 
 
 @pytest.fixture
-def watched(server: Any) -> Any:
-    """The server, a subscriber, and a publisher thread that publishes 1, 2, 3... until stopped."""
+def watched(start_server: Any) -> Any:
+    """The server (with every endpoint), a subscriber, and a publisher thread that publishes 1, 2, 3... until stopped."""
+    server = start_server("--http-api")
     watcher = Client(server.ws_url)
     inbox = watcher.subscribe("com.example.heartbeat")
     publisher = Client(server.ws_url)

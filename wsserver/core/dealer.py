@@ -18,8 +18,9 @@ kept by invocation id and in both sessions' ``invocations`` (and counted per cal
 router's limit on calls in flight), until the callee answers or either side leaves:
 
 - the callee leaves: the caller gets ERROR ``wamp.error.canceled`` at once, never a hang;
-- the caller leaves: the invocation is forgotten, and the callee's late answer is dropped (as is
-  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer);
+- the caller leaves, or stops waiting (``forget_call``, the HTTP API's timeout): the invocation is
+  forgotten, and the callee's late answer is dropped (as is any YIELD or ERROR for an invocation
+  that is not in flight, or not the sender's to answer);
 - the callee answers with something the caller's wire format may not carry (the router decides):
   the caller gets ERROR ``wamp.error.invalid_argument`` instead (:meth:`Dealer.undeliverable`),
   and the callee nothing, as for any answer (WAMP has no reply to YIELD).
@@ -193,6 +194,11 @@ class Dealer(Generic[PeerT]):
                 error, detail = ApplicationError.CANCELED, "the callee left before it answered"
                 actions.append(error_reply(invocation.caller, CALL, invocation.request, error, detail))
         return actions
+
+    def forget_call(self, caller: Session[PeerT], request: int) -> None:
+        """``caller`` no longer waits for its CALL ``request``: forget it, as if the caller had left."""
+        for invocation in [i for i in caller.invocations if i.caller is caller and i.request == request]:
+            self._forget(invocation)
 
     # -- helpers ---------------------------------------------------------------------------------
 
