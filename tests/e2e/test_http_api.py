@@ -329,7 +329,8 @@ def test_a_flood_of_big_and_malformed_bodies_is_refused_and_costs_no_memory(open
 
 def test_calls_held_open_are_bounded_and_freed_when_their_clients_leave(start_server: Any) -> None:
     """1100 callers wait on a callee that never answers: 1000 wait (the bound), 100 get 503 at once."""
-    server = start_server("--http-api", "--http-call-timeout", "60")
+    # All 1100 come from 127.0.0.1: more than --max-connections-per-ip allows one address by default.
+    server = start_server("--http-api", "--http-call-timeout", "60", "--max-connections-per-ip", "2000")
     body = json.dumps({"procedure": "com.example.never"}).encode()
     request = (f"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
