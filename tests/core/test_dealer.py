@@ -150,3 +150,13 @@ def test_requests_from_a_session_the_router_is_closing_are_dropped(h: Harness) -
     assert h.send("callee", [YIELD, invocation[1], {}, ["while closing"]]) == []
     (error,) = wire(h.send("callee", [6, {}, "wamp.close.goodbye_and_out"]))["caller"]
     assert error[4] == "wamp.error.canceled"
+
+
+def test_a_caller_that_stops_waiting_forgets_its_call_and_the_late_answer_is_dropped(h: Harness) -> None:
+    h.register("callee", "com.slow")
+    first, second = invoke(h, "com.slow", request=1), invoke(h, "com.slow", request=2)
+    h.router.forget_call(h.sessions["caller"], 1)
+    assert len(h.sessions["callee"].invocations) == 1 and len(h.sessions["caller"].invocations) == 1
+    assert h.send("callee", [YIELD, first[1], {}, ["late"]]) == []
+    assert wire(h.send("callee", [YIELD, second[1], {}, ["b"]]))["caller"] == [[RESULT, 2, {}, ["b"]]]
+    h.router.forget_call(h.sessions["caller"], 424242)  # nothing in flight: nothing to forget

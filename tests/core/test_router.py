@@ -313,3 +313,28 @@ def test_detach_before_hello_and_twice_is_harmless(h: Harness) -> None:
     h.router.detach(a)
     h.router.detach(a)
     assert a.state is State.CLOSED
+
+
+# -- sessions joined without HELLO (the HTTP API) ----------------------------------------------
+
+
+def test_join_internal_opens_a_session_with_the_identity_given_and_no_welcome() -> None:
+    from wsserver.core.authentication import Identity
+    from wsserver.core.policy import Permission, RealmPolicy
+
+    policy = RealmPolicy("realm1", {"backend": (Permission("com.example.", "prefix", frozenset({"publish"})),)})
+    h = Harness(realms=(policy,))
+    session = h.attach("bridge")
+    actions = h.router.join_internal(session, "realm1", Identity("backend-key", "backend", "http-api"))
+    assert "bridge" not in outbox(actions)  # no WELCOME: the session's client never spoke WAMP
+    assert session.state is State.OPEN and session.id and session.authrole == "backend"
+    assert h.router.realms["realm1"].sessions[session.id] is session
+    # The role's permissions apply to what it sends.
+    published = outbox(h.send("bridge", [16, 1, {"acknowledge": True}, "com.example.news"]))["bridge"]
+    assert isinstance(published[0], wamp.Published)
+    refused = outbox(h.send("bridge", [16, 2, {"acknowledge": True}, "org.example.news"]))["bridge"]
+    assert refused[0].error == "wamp.error.not_authorized"
+    h.router.detach(session)
+    assert h.router.realms["realm1"].sessions == {}
+    with pytest.raises(KeyError):
+        h.router.join_internal(h.attach("elsewhere"), "realm2", Identity("k", "backend", "http-api"))

@@ -18,8 +18,9 @@ kept by invocation id and in both sessions' ``invocations``, until the callee an
 side leaves:
 
 - the callee leaves: the caller gets ERROR ``wamp.error.canceled`` at once, never a hang;
-- the caller leaves: the invocation is forgotten, and the callee's late answer is dropped (as is
-  any YIELD or ERROR for an invocation that is not in flight, or not the sender's to answer).
+- the caller leaves, or stops waiting (``forget_call``, the HTTP API's timeout): the invocation is
+  forgotten, and the callee's late answer is dropped (as is any YIELD or ERROR for an invocation
+  that is not in flight, or not the sender's to answer).
 
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
@@ -172,6 +173,11 @@ class Dealer(Generic[PeerT]):
                 error, detail = ApplicationError.CANCELED, "the callee left before it answered"
                 actions.append(error_reply(invocation.caller, CALL, invocation.request, error, detail))
         return actions
+
+    def forget_call(self, caller: Session[PeerT], request: int) -> None:
+        """``caller`` no longer waits for its CALL ``request``: forget it, as if the caller had left."""
+        for invocation in [i for i in caller.invocations if i.caller is caller and i.request == request]:
+            self._forget(invocation)
 
     # -- helpers ---------------------------------------------------------------------------------
 

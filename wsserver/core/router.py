@@ -193,6 +193,30 @@ class Router(Generic[PeerT]):
         check_or_raise_uri(topic, "topic")
         return target.broker.publish(None, wamp.Publish(0, topic, args, kwargs, retain=retain or None))
 
+    def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
+        """
+        Join ``session`` (attached, not yet joined) to ``realm`` as ``identity``, without HELLO or
+        WELCOME: for a transport that authenticated its client by other means (the HTTP API's
+        keys). The session is then OPEN like any other, and its role's permissions and the
+        session limits apply to what it sends through :meth:`receive`. Carry out the returned
+        actions (``wamp.session.on_join``); :meth:`detach` ends it. Raises ``KeyError`` for an
+        unknown realm.
+        """
+        target = self.realms.get(realm)
+        if target is None:
+            raise KeyError(f"no such realm: {realm!r}")
+        assert session.state is State.ESTABLISHING, "join_internal takes a session that has not joined"
+        self._open(session, target, identity)
+        return target.join(session)
+
+    def forget_call(self, session: Session[PeerT], request: int) -> None:
+        """
+        ``session`` stops waiting for the answer to its CALL ``request`` (a timeout of its own):
+        the call is forgotten now, and the callee's late answer will be dropped.
+        """
+        if session.realm is not None:
+            self._realm_of(session).dealer.forget_call(session, request)
+
     # -- message handlers (named in session.Handling) --------------------------------------------
 
     def _on_hello(self, session: Session[PeerT], hello: wamp.Hello | InvalidRequest) -> list[Action[PeerT]]:
@@ -225,6 +249,20 @@ class Router(Generic[PeerT]):
         return [Send(wamp.Challenge(outcome.method, outcome.extra), (session,))]
 
     def _welcome(self, session: Session[PeerT], realm: Realm[PeerT], identity: Identity) -> list[Action[PeerT]]:
+        self._open(session, realm, identity)
+        welcome = wamp.Welcome(
+            session.id,
+            self._roles,
+            realm=realm.name,
+            authid=session.authid,
+            authrole=session.authrole,
+            authmethod=session.authmethod,
+            authprovider=session.authprovider,
+        )
+        return [Send(welcome, (session,)), *realm.join(session)]
+
+    def _open(self, session: Session[PeerT], realm: Realm[PeerT], identity: Identity) -> None:
+        """Give ``session`` an id in ``realm``, ``identity`` and its limits: it is OPEN."""
         session_id = self._random_id()
         while session_id in realm.sessions:
             session_id = self._random_id()
@@ -236,16 +274,6 @@ class Router(Generic[PeerT]):
         session.authprovider = identity.authprovider
         session.publish_bucket = self.limits.bucket(self._clock())
         session.state = State.OPEN
-        welcome = wamp.Welcome(
-            session_id,
-            self._roles,
-            realm=realm.name,
-            authid=session.authid,
-            authrole=session.authrole,
-            authmethod=session.authmethod,
-            authprovider=session.authprovider,
-        )
-        return [Send(welcome, (session,)), *realm.join(session)]
 
     def _on_goodbye(self, session: Session[PeerT], goodbye: wamp.Goodbye) -> list[Action[PeerT]]:
         # The peer may HELLO again on this transport afterwards: back to ESTABLISHING.
