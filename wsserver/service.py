@@ -38,6 +38,8 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
+from wsserver.transports.sse import SSE_PATH, SseResource
+from wsserver.transports.stream import STREAM_PATH, StreamServerFactory
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -140,8 +142,12 @@ class WampServer(MultiService):
         self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)
         # The plain WebSocket echo at /echo.
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
+        # Event streams without WAMP: /sse (Server-Sent Events) and /stream (a plain WebSocket).
+        self.sse = SseResource(self.router, self.admission, reactor)
+        self.stream_factory = StreamServerFactory(self.router, self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
-                               websockets={ECHO_PATH: self.echo_factory})
+                               websockets={ECHO_PATH: self.echo_factory, STREAM_PATH: self.stream_factory},
+                               resources={SSE_PATH: self.sse})
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
@@ -201,6 +207,8 @@ class WampServer(MultiService):
             self.ws_factory.close_all(self.reactor, self.shutdown_timeout),
             self.echo_factory.close_all(self.reactor, self.shutdown_timeout),
             self.hixie76.close_all(self.reactor, self.shutdown_timeout),
+            self.sse.close_all(self.reactor, self.shutdown_timeout),
+            self.stream_factory.close_all(self.reactor, self.shutdown_timeout),
         ])
         yield super().stopService()
         self.ws_factory.doStop()
