@@ -159,6 +159,15 @@ def test_ws_without_a_wamp_subprotocol_says_why_and_where_to_go(server: Any) -> 
     assert all(subprotocol in body for subprotocol in ("wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor"))
 
 
+@pytest.mark.parametrize("path", ["/ws", "/echo", "/stream"])
+def test_a_plain_get_of_a_websocket_endpoint_is_426_and_redirects_nowhere(server: Any, path: str) -> None:
+    # Was: Autobahn's status page, and with ?redirect= a 303 to any URL (an open redirect).
+    result = curl("-i", f"{server.http_url}{path}?topic=com.example.x&redirect=https%3A%2F%2Fevil.example%2F&after=x")
+    head, _, body = result.stdout.replace("\r\n", "\n").partition("\n\n")
+    assert head.startswith("HTTP/1.1 426 ") and "Location" not in head and "evil" not in result.stdout
+    assert "Upgrade" in body and "Traceback" not in server.log
+
+
 # -- clients that stop reading ---------------------------------------------------------------------
 
 
