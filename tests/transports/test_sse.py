@@ -41,8 +41,8 @@ class Endpoint:
         self.site = server.Site(root)
         self.ports = itertools.count(42000)
 
-    def get(self, target: str, *headers: str, method: str = "GET") -> Stream:
-        return Stream(self, target, headers, method)
+    def get(self, target: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> Stream:
+        return Stream(self, target, headers, method, version)
 
     def publish(self, topic: str, *args: Any) -> None:
         carry_out(self.router.publish("realm1", topic, list(args)))
@@ -51,11 +51,11 @@ class Endpoint:
 class Stream:
     """One HTTP request on its own connection; ``head`` and ``body()`` read what the server wrote."""
 
-    def __init__(self, endpoint: Endpoint, target: str, headers: tuple[str, ...], method: str) -> None:
+    def __init__(self, endpoint: Endpoint, target: str, headers: tuple[str, ...], method: str, version: str) -> None:
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(endpoint.ports)))
         self.channel = endpoint.site.buildProtocol(self.transport.getPeer())
         self.channel.makeConnection(self.transport)
-        request = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
+        request = f"{method} {target} {version}\r\nHost: localhost\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
         self.channel.dataReceived(request.encode())
         self.head, _, self._body = self.transport.value().partition(b"\r\n\r\n")
         self.transport.clear()
@@ -115,6 +115,15 @@ def test_a_stream_starts_with_its_headers_and_a_comment_then_carries_each_event(
         b'event: com.example.b\ndata: {"topic":"com.example.b","args":[1,"two"],"kwargs":{}}\n\n'
         b'event: com.example.a\ndata: {"topic":"com.example.a","args":[],"kwargs":{}}\n\n'
     )
+
+
+def test_http_1_0_streams_get_the_same_events_unchunked_and_share_their_encoding(endpoint: Endpoint) -> None:
+    old, new = endpoint.get("/sse?topic=com.example.a", version="HTTP/1.0"), endpoint.get("/sse?topic=com.example.a")
+    assert old.header("Transfer-Encoding") is None and new.header("Transfer-Encoding") == "chunked"
+    old.body(), new.body()
+    endpoint.publish("com.example.a", 1)
+    endpoint.clock.advance(HEARTBEAT_INTERVAL)
+    assert old.body() == new.body() == b'event: com.example.a\ndata: {"topic":"com.example.a","args":[1],"kwargs":{}}\n\n:\n\n'
 
 
 def test_pattern_streams_name_the_concrete_topic(endpoint: Endpoint) -> None:

@@ -19,7 +19,8 @@ Each publication is then one event::
     event: com.example.ticker
     data: {"topic":"com.example.ticker","args":[42],"kwargs":{}}
 
-built once per publication for every SSE stream (the wire format :data:`SSE_WIRE`), and written
+built once per publication for every SSE stream (the wire formats :data:`SSE_CHUNKED_WIRE` and
+:data:`SSE_WIRE`), and written
 through the stream's own :class:`~wsserver.transports.sendbuffer.SendBuffer` (registered as the
 response's producer), so a client that stops reading is held to ``--max-send-buffer``: its events
 are dropped and counted, or (``--slow-consumer disconnect``) its connection is cut. A comment goes
@@ -36,7 +37,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
@@ -56,7 +57,11 @@ log = Logger()
 
 #: Where the site mounts the stream.
 SSE_PATH = "sse"
-#: The wire format every SSE stream shares: an EVENT is encoded once for all of them.
+#: The wire formats SSE streams share: an EVENT is encoded once for all streams of each. Over
+#: HTTP/1.1 an event goes out as one pre-framed chunk of the chunked body, written to the
+#: connection as WebSocket frames are (Request.write would frame it again for every stream,
+#: which costs 40% of the fan-out rate); over anything else the response writes it.
+SSE_CHUNKED_WIRE = ("sse", "chunked")
 SSE_WIRE = ("sse",)
 #: Seconds between heartbeat comments on a quiet stream. The issue asks for at most 25 s; proxies
 #: commonly give up on an idle response after 30 to 60 s (nginx: proxy_read_timeout 60 s), and a
@@ -74,6 +79,11 @@ HEADERS = (
 def sse_event(topic: str, data: bytes) -> bytes:
     """One SSE event: ``event:`` the topic (URIs hold no line break), ``data:`` one line of JSON."""
     return b"event: " + topic.encode("utf-8") + b"\ndata: " + data + b"\n\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of an HTTP/1.1 chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def refuse(request: Any, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
@@ -98,7 +108,7 @@ def peer_of(request: Any) -> str:
 class SseStream:
     """One open event stream: the router's Peer for its session, writing to one HTTP response."""
 
-    wire_format = SSE_WIRE
+    wire_format: object = SSE_WIRE
 
     def __init__(self, resource: SseResource, request: Any, client_ip: str) -> None:
         self.resource = resource
@@ -116,7 +126,8 @@ class SseStream:
         if type(message) is wamp.Event and self.stream is not None:
             event: wamp.Event = message  # type: ignore[assignment]
             topic = self.stream.topic_of(event)
-            return sse_event(topic, event_json(topic, event.args, event.kwargs))
+            data = sse_event(topic, event_json(topic, event.args, event.kwargs))
+            return chunk(data) if self.wire_format is SSE_CHUNKED_WIRE else data
         return message
 
     def write_encoded(self, data: Any) -> None:
@@ -137,15 +148,18 @@ class SseStream:
         request = self.request
         if self._gone:
             return
-        limits = self.resource.admission.limits
-        self.send_buffer = SendBuffer(request, limits=limits, overflow=self._overflowed, peer=self.client_ip)
-        request.registerProducer(self.send_buffer, True)
         request.setResponseCode(200)
         for name, value in HEADERS:
             request.setHeader(name, value)
-        self.open = True
         assert self.stream is not None
         request.write(f": subscribed to {' '.join(self.stream.query.topics)}\n\n".encode("utf-8"))
+        sink = request
+        if request.chunked and isinstance(request.channel, http.HTTPChannel):
+            self.wire_format, sink = SSE_CHUNKED_WIRE, request.channel.transport
+        limits = self.resource.admission.limits
+        self.send_buffer = SendBuffer(sink, limits=limits, overflow=self._overflowed, peer=self.client_ip)
+        request.registerProducer(self.send_buffer, True)
+        self.open = True
         self._schedule_heartbeat()
 
     def refused(self, failure: Failure) -> None:
@@ -189,8 +203,8 @@ class SseStream:
         buffer = self.send_buffer
         if not self.open or buffer is None:
             return
-        if not buffer.paused and not buffer.waiting:
-            buffer.write(HEARTBEAT, CONTROL)  # nothing waits: the comment goes out now
+        if not buffer.paused and not buffer.waiting:  # nothing waits: the comment goes out now
+            buffer.write(chunk(HEARTBEAT) if self.wire_format is SSE_CHUNKED_WIRE else HEARTBEAT, CONTROL)
         self._schedule_heartbeat()
 
 
