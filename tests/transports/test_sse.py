@@ -240,3 +240,16 @@ def test_close_all_ends_every_stream(endpoint: Endpoint) -> None:
     for stream in streams:
         stream.lose()
     assert fired == [None] and endpoint.router.realms["realm1"].sessions == {}
+
+
+def test_a_client_that_takes_nothing_for_the_ping_interval_and_timeout_is_dropped() -> None:
+    endpoint = Endpoint(max_send_buffer=4096, slow_consumer_policy=DROP, ping_interval=30.0, ping_timeout=10.0)
+    reading, stalled = endpoint.get("/sse?topic=com.example.a"), endpoint.get("/sse?topic=com.example.a")
+    stalled.transport.producer.pauseProducing()
+    for _ in range(4):  # 60 s: the reading client is paused and resumed all along, the stalled one never
+        reading.transport.producer.pauseProducing()
+        endpoint.clock.advance(HEARTBEAT_INTERVAL / 2)
+        reading.transport.producer.resumeProducing()
+        endpoint.clock.advance(HEARTBEAT_INTERVAL / 2)
+    assert stalled.transport.disconnected and not reading.transport.disconnected
+    assert len(endpoint.router.realms["realm1"].sessions) == 1

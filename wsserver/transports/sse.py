@@ -25,7 +25,9 @@ through the stream's own :class:`~wsserver.transports.sendbuffer.SendBuffer` (re
 response's producer), so a client that stops reading is held to ``--max-send-buffer``: its events
 are dropped and counted, or (``--slow-consumer disconnect``) its connection is cut. A comment goes
 out every :data:`HEARTBEAT_INTERVAL` seconds while nothing waits for the client, so that proxies
-and browsers do not take a quiet stream for a dead one. Shutdown ends every response.
+and browsers do not take a quiet stream for a dead one; a client that has taken nothing for
+``--ping-interval`` + ``--ping-timeout`` seconds is dropped, as a WebSocket whose pong does not
+come (SSE has no pong: the connection's flow control tells). Shutdown ends every response.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ class SseStream:
         self.open = False
         self._heartbeat: IDelayedCall | None = None
         self._gone = False
+        #: Since when the client has taken nothing (the connection is paused), or None.
+        self._stalled_since: float | None = None
 
     # -- Peer ----------------------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class SseStream:
             self.wire_format, sink = SSE_CHUNKED_WIRE, request.channel.transport
         limits = self.resource.admission.limits
         self.send_buffer = SendBuffer(sink, limits=limits, overflow=self._overflowed, peer=self.client_ip)
-        request.registerProducer(self.send_buffer, True)
+        request.registerProducer(self, True)
         self.open = True
         self._schedule_heartbeat()
 
@@ -196,6 +200,23 @@ class SseStream:
         self.resource.streams.discard(self)
         self.resource.admission.release(self.client_ip)
 
+    # -- IPushProducer: the send buffer's, and when the client stopped reading ----------------------
+
+    def pauseProducing(self) -> None:
+        if self._stalled_since is None:
+            self._stalled_since = self.resource.clock.seconds()
+        if self.send_buffer is not None:
+            self.send_buffer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._stalled_since = None
+        if self.send_buffer is not None:
+            self.send_buffer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self.send_buffer is not None:
+            self.send_buffer.stopProducing()
+
     def _schedule_heartbeat(self) -> None:
         self._heartbeat = self.resource.clock.callLater(HEARTBEAT_INTERVAL, self._beat)
 
@@ -203,6 +224,16 @@ class SseStream:
         buffer = self.send_buffer
         if not self.open or buffer is None:
             return
+        limits = self.resource.admission.limits
+        stalled = self._stalled_since
+        if limits.ping_interval and stalled is not None:
+            if self.resource.clock.seconds() - stalled >= limits.ping_interval + limits.ping_timeout:
+                # What a WebSocket that reads nothing meets: its ping waits behind the data, no pong
+                # comes, and it is dropped (under --slow-consumer drop it would hold its slot forever).
+                log.info("{peer} read nothing of its event stream for {seconds:g} s: dropping it",
+                         peer=self.client_ip, seconds=limits.ping_interval + limits.ping_timeout)
+                self._overflowed(0)
+                return
         if not buffer.paused and not buffer.waiting:  # nothing waits: the comment goes out now
             buffer.write(chunk(HEARTBEAT) if self.wire_format is SSE_CHUNKED_WIRE else HEARTBEAT, CONTROL)
         self._schedule_heartbeat()
