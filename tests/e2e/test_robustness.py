@@ -79,13 +79,18 @@ def run_case(port: int, seed: int) -> None:
                 assert chunk, "server closed during a valid handshake"
                 response += chunk
             assert response.startswith(b"HTTP/1.1 101")
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):  # the server closes, whatever it thought of it
-                pass
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        send_and_drain(sock, data)
+
+
+def send_and_drain(sock: socket.socket, data: bytes) -> None:
+    """Send ``data``, say we are done, and read until the server closes, whatever it thought of it."""
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
             pass
+    except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        pass
 
 
 @pytest.fixture
@@ -204,16 +209,10 @@ def stream_request(rng: random.Random) -> bytes:
 def run_stream_case(port: int, seed: int) -> None:
     rng = random.Random(seed)
     data = stream_request(rng)
+    if rng.random() < 0.1:
+        data = data[: rng.randrange(1, len(data))]  # cut short
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        try:
-            if rng.random() < 0.1:
-                data = data[: rng.randrange(1, len(data))]  # cut short
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):  # the server closes, whatever it thought of it
-                pass
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
-            pass
+        send_and_drain(sock, data)
 
 
 def test_network_fuzz_of_the_event_streams_leaves_the_server_serving_everyone_else(watched: Any) -> None:

@@ -25,18 +25,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.wamp import message as wamp
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
-from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
-from wsserver.transports.bounds import BoundedWebSocket, truncate
+from wsserver.transports.admission import Admission
+from wsserver.transports.bounds import truncate
+from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
 from wsserver.transports.sendbuffer import EVENT
 from wsserver.transports.substream import (
     BearerKeys,
@@ -55,13 +53,15 @@ STREAM_WIRE = ("stream",)
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 
-class StreamServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
-    """One ``/stream`` connection: the router's Peer for its session."""
+class StreamServerProtocol(EchoServerProtocol):
+    """
+    One ``/stream`` connection: the router's Peer for its session. Admitted, counted and closed on
+    shutdown as an ``/echo`` connection is (the site's plain WebSockets).
+    """
 
     factory: StreamServerFactory
     wire_format = STREAM_WIRE
     stream: StreamSession | None = None
-    _client_ip: str | None = None
 
     # -- Peer ----------------------------------------------------------------------------------
 
@@ -86,11 +86,8 @@ class StreamServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
     # -- Autobahn callbacks ----------------------------------------------------------------------
 
     def onConnect(self, request: Any) -> Any:
+        super().onConnect(request)  # admitted, or refused (403, 503, 429)
         factory = self.factory
-        try:
-            self._client_ip = factory.admission.admit(request.peer, request.headers, request.origin)
-        except Refused as refused:
-            raise ConnectionDeny(refused.status, refused.reason) from None
         try:
             query = parse_query(request.params, next(iter(factory.router.realms)))
             login = login_from(request.headers.get("authorization"))
@@ -105,9 +102,6 @@ class StreamServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
         refusal: StreamRefused = failure.value  # type: ignore[assignment]
         raise ConnectionDeny(refusal.status, refusal.reason)
 
-    def onOpen(self) -> None:
-        self.factory.connections.add(self)
-
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass  # a stream only sends; the frame bounds still apply to what the client sends
 
@@ -115,16 +109,13 @@ class StreamServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
         super().connectionLost(reason)
         if self.stream is not None:
             self.stream.end()
-        self.factory.connections.discard(self)
-        if self._client_ip is not None:
-            self.factory.admission.release(self._client_ip)
-            self._client_ip = None
 
 
-class StreamServerFactory(WebSocketServerFactory):
+class StreamServerFactory(EchoServerFactory):
     """
     The ``/stream`` endpoint. ``admission`` is the site's (one origin check, one connection budget);
-    ``bearer_keys`` turns an ``Authorization: Bearer`` key into its realm and identity.
+    ``bearer_keys`` turns an ``Authorization: Bearer`` key into its realm and identity. Shutdown
+    (``close_all``) closes every stream with 1001, as ``/echo``'s.
     """
 
     protocol = StreamServerProtocol
@@ -133,22 +124,6 @@ class StreamServerFactory(WebSocketServerFactory):
         self, router: Router[Peer], admission: Admission, reactor: Any = None, *,
         bearer_keys: BearerKeys = no_bearer_keys,
     ) -> None:
-        super().__init__(reactor=reactor)
-        if reactor is None:
-            from twisted.internet import reactor
-        self.clock: IReactorTime = reactor
+        super().__init__(admission, reactor=reactor)
         self.router = router
-        self.admission = admission
         self.bearer_keys = bearer_keys
-        self.connections = OpenConnections()
-        self.setProtocolOptions(**protocol_options(admission.limits))
-
-    @property
-    def limits(self) -> ConnectionLimits:
-        return self.admission.limits
-
-    def close_all(self, clock: IReactorTime, timeout: float) -> defer.Deferred[None]:
-        """Close every stream with 1001; fires when all are gone (aborted after ``timeout``)."""
-        for connection in self.connections:
-            connection.close_transport(CloseReason.GOING_AWAY, "server shutting down")
-        return self.connections.all_gone(clock, timeout, lambda c: c.transport.abortConnection())
