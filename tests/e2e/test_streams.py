@@ -43,10 +43,15 @@ permissions = [
 """
 
 
-def curl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    if shutil.which("curl") is None:
+def curl_path() -> str:
+    path = shutil.which("curl")
+    if path is None:
         unavailable("curl is not installed (Debian: apt-get install curl)")
-    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=timeout)
+    return path
+
+
+def curl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([curl_path(), "-sS", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -83,7 +88,7 @@ def test_a_plain_websocket_on_stream_receives_the_demo_ticker(start_server: Any)
 
 def test_events_from_a_wamp_publisher_reach_both_streams_in_order(server: Any) -> None:
     topic = "com.example.mixed"
-    sse = subprocess.Popen(["curl", "-sS", "-N", "-m", "10", f"{server.http_url}/sse?topic={topic}"],
+    sse = subprocess.Popen([curl_path(), "-sS", "-N", "-m", "10", f"{server.http_url}/sse?topic={topic}"],
                            stdout=subprocess.PIPE, text=True)
     assert sse.stdout is not None
     assert sse.stdout.readline().startswith(": subscribed")  # subscribed: what follows is delivered
@@ -269,7 +274,7 @@ def test_stream_clients_that_stop_reading_are_closed_1008_and_cost_no_one_else(s
 
 
 def test_shutdown_ends_sse_responses_and_closes_streams_1001(server: Any) -> None:
-    sse = subprocess.Popen(["curl", "-sS", "-N", "-m", "20", f"{server.http_url}/sse?topic=com.example.x"],
+    sse = subprocess.Popen([curl_path(), "-sS", "-N", "-m", "20", f"{server.http_url}/sse?topic=com.example.x"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert sse.stdout is not None and sse.stdout.readline().startswith(": subscribed")
     stream = open_raw(server.port, "/stream?topic=com.example.x", None)

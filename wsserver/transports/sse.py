@@ -128,7 +128,7 @@ class SseStream:
 
     def encode(self, message: wamp.Message) -> Any:
         if type(message) is wamp.Event and self.stream is not None:
-            event: wamp.Event = message  # type: ignore[assignment]
+            event: wamp.Event = message
             topic = self.stream.topic_of(event)
             data = sse_event(topic, event_json(topic, event.args, event.kwargs))
             return chunk(data) if self.wire_format is SSE_CHUNKED_WIRE else data

@@ -67,7 +67,7 @@ class StreamServerProtocol(EchoServerProtocol):
 
     def encode(self, message: wamp.Message) -> Any:
         if type(message) is wamp.Event and self.stream is not None:
-            event: wamp.Event = message  # type: ignore[assignment]
+            event: wamp.Event = message
             payload = event_json(self.stream.topic_of(event), event.args, event.kwargs)
             return self.factory.prepareMessage(payload, False).payloadHybi
         return message
