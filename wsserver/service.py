@@ -43,6 +43,9 @@ from wsserver.transports.flashpolicy import (
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
 from wsserver.transports.listening import ListeningReactor, SiteConnections
 from wsserver.transports.http_api import HttpApi, HttpApiSettings, body_limited
+from wsserver.transports.sse import SSE_PATH, SseResource
+from wsserver.transports.substream import no_bearer_keys
+from wsserver.transports.stream import STREAM_PATH, StreamServerFactory
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -195,12 +198,19 @@ class WampServer(MultiService):
         self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)
         # The plain WebSocket echo at /echo.
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
+        # The HTTP API's keys also open the event streams (Authorization: Bearer).
+        self.http_api = None if http_api is None else HttpApi(
+            self.router, settings=http_api, reactor=reactor, allowed_origins=allowed_origins,
+            max_body=limits.max_message_size,
+        )
+        bearer_keys = no_bearer_keys if self.http_api is None else self.http_api.bearer_identity
+        # Event streams without WAMP: /sse (Server-Sent Events) and /stream (a plain WebSocket).
+        self.sse = SseResource(self.router, self.admission, reactor, bearer_keys=bearer_keys)
+        self.stream_factory = StreamServerFactory(self.router, self.admission, reactor=reactor, bearer_keys=bearer_keys)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
-                               websockets={ECHO_PATH: self.echo_factory},
-                               head_timeout=limits.handshake_timeout, reactor=reactor)
-        if http_api is not None:
-            self.http_api = HttpApi(self.router, settings=http_api, reactor=reactor,
-                                    allowed_origins=allowed_origins, max_body=limits.max_message_size)
+                               websockets={ECHO_PATH: self.echo_factory, STREAM_PATH: self.stream_factory},
+                               resources={SSE_PATH: self.sse}, head_timeout=limits.handshake_timeout, reactor=reactor)
+        if self.http_api is not None:
             self.http_api.setServiceParent(self)
             for path, endpoint in self.http_api.resources().items():
                 self.site.resource.putChild(path, endpoint)
@@ -272,6 +282,8 @@ class WampServer(MultiService):
             self.ws_factory.close_all(self.reactor, self.shutdown_timeout),
             self.echo_factory.close_all(self.reactor, self.shutdown_timeout),
             self.hixie76.close_all(self.reactor, self.shutdown_timeout),
+            self.sse.close_all(self.reactor, self.shutdown_timeout),
+            self.stream_factory.close_all(self.reactor, self.shutdown_timeout),
         ])
         yield super().stopService()
         self.ws_factory.doStop()

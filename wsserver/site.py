@@ -171,11 +171,12 @@ class StaticWebSite(server.Site):
 
 
 def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float = 60.0,
-               websockets: dict[str, Any] | None = None, *, head_timeout: float = 10.0,
-               reactor: Any = None) -> server.Site:
+               websockets: dict[str, Any] | None = None, resources: dict[str, Any] | None = None, *,
+               head_timeout: float = 10.0, reactor: Any = None) -> server.Site:
     """
     The site: files under ``web_dir``, and the WebSocket factory's endpoint at ``/ws_path``;
-    ``websockets`` mounts more WebSocket factories by path (e.g. ``{"echo": ...}``).
+    ``websockets`` mounts more WebSocket factories by path (e.g. ``{"echo": ...}``), ``resources``
+    more resources (e.g. ``{"sse": ...}``).
     A request head must be complete within ``head_timeout`` seconds; after it, an HTTP connection
     idle for ``idle_timeout`` seconds is closed (twisted.web suspends this while a request is
     served, so it never applies to an open WebSocket).
@@ -183,6 +184,8 @@ def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float
     root = StaticSite(str(web_dir))
     for path, factory in {ws_path: ws_factory, **(websockets or {})}.items():
         root.putChild(path.strip("/").encode("utf-8"), WebSocketResource(factory))
+    for path, child in (resources or {}).items():
+        root.putChild(path.strip("/").encode("utf-8"), child)
     site = StaticWebSite(root, head_timeout=head_timeout, idle_timeout=idle_timeout, reactor=reactor)
     site.displayTracebacks = False
     return site

@@ -24,6 +24,8 @@ from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
+from wsserver.transports.sse import SSE_PATH
+from wsserver.transports.stream import STREAM_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
@@ -181,6 +183,8 @@ class Options(usage.Options):
             raise usage.UsageError("--ws-path must not be empty")
         if self["ws-path"].strip("/") == ECHO_PATH:
             raise usage.UsageError(f"--ws-path {ECHO_PATH} is taken by the echo service")
+        if self["ws-path"].strip("/") in (SSE_PATH, STREAM_PATH):
+            raise usage.UsageError(f"--ws-path {self['ws-path'].strip('/')} is taken by the event streams")
         if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:

@@ -187,6 +187,20 @@ def test_dashboard_shows_the_demo_ticker_and_clock(
     assert page.evaluate("document.getElementById('demo-hint').hidden") is True
 
 
+@pytest.mark.parametrize("page_path", ["/ticker.html", "/ticker-sse.html"])
+def test_the_pages_without_a_library_show_the_demo_ticker(
+    start_server: Callable[..., ServerProcess], browser: Chromium, page_path: str
+) -> None:
+    """A plain WebSocket on /stream and an EventSource on /sse: JSON.parse and nothing else."""
+    server = start_server("--demo")
+    page = browser.new_page(f"{server.http_url}{page_path}")
+    wait_for_state(page, "open")
+    first = int(page.wait_for("/^\\d+$/.test(document.getElementById('value').textContent)"
+                              " && document.getElementById('value').textContent"))
+    page.wait_for(f"Number(document.getElementById('value').textContent) > {first}", timeout=10)
+    assert page.evaluate("typeof autobahn") == "undefined"  # no library on the page
+
+
 def test_dashboard_hints_at_demo_when_no_events_arrive(server: ServerProcess, browser: Chromium) -> None:
     """Without ``--demo`` nothing is published, and after a few seconds the dashboard says to use it."""
     page = browser.new_page(f"{server.http_url}/dashboard.html")
@@ -217,6 +231,8 @@ SITE_FILES = {
     "/index.html": ("text/html", b"/pubsub.html"),
     "/pubsub.html": ("text/html", b'id="state"'),
     "/dashboard.html": ("text/html", b'id="ticker-value"'),
+    "/ticker.html": ("text/html", b'new WebSocket(url)'),
+    "/ticker-sse.html": ("text/html", b'new EventSource("/sse?topic=com.example.ticker")'),
     "/css/site.css": ("text/css", b"--accent"),
     "/css/pubsub.css": ("text/css", b".event"),
     "/css/dashboard.css": ("text/css", b".sparkline"),

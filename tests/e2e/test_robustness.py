@@ -114,13 +114,18 @@ def run_case(port: int, seed: int) -> None:
                 assert chunk, "server closed during a valid handshake"
                 response += chunk
             assert response.startswith(b"HTTP/1.1 101")
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):  # the server closes, whatever it thought of it
-                pass
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        send_and_drain(sock, data)
+
+
+def send_and_drain(sock: socket.socket, data: bytes) -> None:
+    """Send ``data``, say we are done, and read until the server closes, whatever it thought of it."""
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
             pass
+    except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        pass
 
 
 @pytest.fixture
@@ -200,3 +205,57 @@ def test_churn_leaves_no_session_subscription_or_memory_behind(watched: Any) -> 
 def watcher_subscription(watcher: Client) -> int:
     return int(watcher.call("wamp.subscription.lookup", "com.example.heartbeat"))
 
+
+
+# -- the event streams: /sse and /stream -----------------------------------------------------------
+
+
+def stream_request(rng: random.Random) -> bytes:
+    """A GET of /sse or a WebSocket handshake of /stream, with something wrong, or right, in every part."""
+    topics = [rng.choice(["com.example.heartbeat", "com.example.", "com..x", "", "wamp.session.on_join", " x",
+                          "%00%ff", "com.example.fuzz." + "a" * rng.randrange(1, 3000), "#", "é.ü"])
+              for _ in range(rng.choice([0, 1, 2, 70]))]
+    params = [f"topic={topic}" for topic in topics]
+    params += rng.choice([[], ["match=prefix"], ["match=wildcard"], ["match=regex"], ["match=prefix", "match=exact"],
+                          ["realm=nope"], ["realm=realm1"], ["realm="], ["since=1"], ["topic"], ["&&=&"]])
+    rng.shuffle(params)
+    target = rng.choice(["/sse", "/stream"]) + ("?" + "&".join(params) if params or rng.random() < 0.5 else "")
+    headers = ["Host: 127.0.0.1"]
+    if target.startswith("/stream") and rng.random() < 0.8:
+        headers += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                    f"Sec-WebSocket-Version: {rng.choice(['13', '8', 'x'])}"]
+    headers += rng.choice([
+        [],
+        [f"Authorization: {rng.choice(['Bearer ', 'Bearer x', 'Basic !!', 'Basic YWxpY2U6eA==', 'Digest x', 'Basic ' + 'Q' * 5000])}"],
+        ["Origin: https://elsewhere.example"],
+        ["Last-Event-ID: " + rng.choice(["1", "x" * 2000])],
+        ["X-Forwarded-For: garbage"],
+    ])
+    method = rng.choice(["GET", "GET", "GET", "POST", "HEAD", "OPTIONS"])
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
+    after = rng.choice([
+        lambda: b"",
+        lambda: rng.randbytes(rng.randrange(1, 300)),  # garbage pipelined after the request
+        lambda: frame(b"hello") + frame(b"x", opcode=rng.choice([3, 11])),  # frames to a stream that only sends
+        lambda: b"GET /sse?topic=com.example.heartbeat HTTP/1.1\r\nHost: x\r\n\r\n",  # a second request
+    ])()
+    return head.encode("utf-8", "surrogateescape") + after
+
+
+def run_stream_case(port: int, seed: int) -> None:
+    rng = random.Random(seed)
+    data = stream_request(rng)
+    if rng.random() < 0.1:
+        data = data[: rng.randrange(1, len(data))]  # cut short
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        send_and_drain(sock, data)
+
+
+def test_network_fuzz_of_the_event_streams_leaves_the_server_serving_everyone_else(watched: Any) -> None:
+    server, watcher, finish, published = watched
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda seed: run_stream_case(server.port, seed), range(1000)))
+    wait_for(lambda: watcher.call("wamp.session.count") == 2, timeout=10)  # no stream session left behind
+    assert finish() == published
+    assert server.proc.poll() is None
+    assert "Unhandled Error" not in server.log and "Traceback" not in server.log

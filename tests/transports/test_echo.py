@@ -41,7 +41,8 @@ class EchoClient:
         self.protocol.dataReceived(web_socket_js_request(origin))
         self.response, _, rest = self.transport.value().partition(b"\r\n\r\n")
         self.transport.clear()
-        assert rest == b""
+        self.body = rest  # a refusal's reason, as text
+        assert rest == b"" or not self.response.startswith(b"HTTP/1.1 101")
 
     def send(self, payload: bytes, opcode: int = 0x1) -> None:
         self.protocol.dataReceived(client_frame(payload, opcode))

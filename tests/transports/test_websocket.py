@@ -93,7 +93,8 @@ class Client:
         self.protocol.dataReceived(request.encode())
         self.response, _, rest = self.transport.value().partition(b"\r\n\r\n")
         self.transport.clear()
-        assert rest == b""
+        self.body = rest  # a refusal's reason, as text
+        assert rest == b"" or not self.response.startswith(b"HTTP/1.1 101")
 
     def send(self, message: Any, opcode: int | None = None) -> None:
         payload = message if isinstance(message, bytes) else self.encode(message)
@@ -196,9 +197,30 @@ def test_lost_connection_leaves_no_session_or_subscription(factory: WampServerFa
 
 def test_foreign_origin_is_refused_with_403(router: Router[Any]) -> None:
     factory = WampServerFactory(router, reactor=MemoryReactorClock(), allowed_origins=["https://example.com"])
-    assert Client(factory, origin="https://evil.example").response.startswith(b"HTTP/1.1 403")
+    refused = Client(factory, origin="https://evil.example")
+    assert refused.response.startswith(b"HTTP/1.1 403 Forbidden")
+    assert refused.body == b"origin https://evil.example is not allowed\n"  # the reason, for the browser's console
     assert Client(factory, origin="https://example.com").response.startswith(b"HTTP/1.1 101")
     assert Client(factory).response.startswith(b"HTTP/1.1 101")  # non-browser clients send none
+
+
+@pytest.mark.parametrize("subprotocol_header", ["", "Sec-WebSocket-Protocol: chat\r\n"])
+def test_a_websocket_without_a_wamp_subprotocol_gets_400_with_a_body_naming_stream_and_the_subprotocols(
+    factory: WampServerFactory, subprotocol_header: str
+) -> None:
+    transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 39999))
+    protocol = factory.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    protocol.dataReceived((
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{subprotocol_header}\r\n"
+    ).encode())
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Content-Type: text/plain; charset=utf-8" in head and f"Content-Length: {len(body)}".encode() in head
+    text = body.decode()
+    assert "/stream?topic=URI" in text and "wamp.2.json" in text and "wamp.2.msgpack" in text and "wamp.2.cbor" in text
 
 
 def test_any_origin_by_default(factory: WampServerFactory) -> None:

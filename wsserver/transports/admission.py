@@ -219,4 +219,7 @@ def protocol_options(limits: ConnectionLimits) -> dict[str, Any]:
         # Autobahn pings an idle connection and drops it when the pong does not come back.
         "autoPingInterval": limits.ping_interval,
         "autoPingTimeout": limits.ping_timeout,
+        # A GET without Upgrade gets 426 with the reason, not Autobahn's status page, which
+        # names its version and 303-redirects to any URL in ?redirect= (an open redirect).
+        "webStatus": False,
     }

@@ -1,5 +1,6 @@
 """
-What every Autobahn WebSocket endpoint of the site (``/ws``, ``/echo``) bounds below its messages.
+What every Autobahn WebSocket endpoint of the site (``/ws``, ``/echo``, ``/stream``) bounds below
+its messages; and a refused opening handshake says why in its body.
 
 Theory of operation
 -------------------
@@ -20,6 +21,7 @@ in the client's socket before it reads it.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -77,6 +79,16 @@ class BoundedWebSocket:
             self.send_buffer.write(data, KIND_BY_OPCODE.get(data[0] & 0x0F, PUSH))
         else:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
+
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
+        # Autobahn sends a refused handshake's reason only as the status line's phrase, which a
+        # browser's console does not show: the reason goes in a text body too.
+        # The status line keeps the standard phrase (a reason may be long, or not ASCII).
+        body = reason.encode("utf-8") + b"\n"
+        headers = [*(responseHeaders or ()), ("Content-Type", "text/plain; charset=utf-8"),
+                   ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        super().sendHttpErrorResponse(code, HTTPStatus(code).phrase, headers)  # type: ignore[misc]
+        self.sendData(body)
 
     def _send_buffer_overflowed(self, limit: int) -> None:
         # The close frame goes out behind what the transport holds; Autobahn drops the connection

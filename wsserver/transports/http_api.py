@@ -75,6 +75,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
 from wsserver.delivery import Peer, carry_out
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED
+from wsserver.transports.substream import StreamRefused
 
 log = Logger()
 
@@ -441,6 +442,17 @@ class HttpApi(Service):
             # A PUBLISH is answered at once; nothing came: the router had nothing to say.
             peer.waiting.pop(request_id, None)
             waiting.answer(500, {"error": "wsserver.error.internal", "args": ["no answer"], "kwargs": {}})
+
+    def bearer_identity(self, presented: str) -> tuple[str, Identity]:
+        """
+        The realm and identity a bearer key stands for, for the event streams (/sse, /stream:
+        ``substream.BearerKeys``); ``StreamRefused`` (401) for a key that is not one of ours.
+        """
+        try:
+            key = self.credentials.bearer(presented)
+        except HttpRefusal as refusal:
+            raise StreamRefused(refusal.status, refusal.reason) from None
+        return key.realm, self._identity(key, key.realm)
 
     def _authenticate(self, request: Any, headers: Mapping[str, str], body: bytes) -> HttpKey | None:
         """The key of the request, or None for a loopback request when no key is configured."""

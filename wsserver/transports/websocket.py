@@ -55,6 +55,13 @@ def wamp_serializers() -> list[Any]:
     return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
 
 
+def no_wamp_subprotocol(subprotocols: list[str]) -> str:
+    """Why a WebSocket without a WAMP subprotocol is refused, and what to use instead."""
+    return (f"this endpoint speaks WAMP: ask for one of the WebSocket subprotocols {', '.join(subprotocols)} "
+            f"(AutobahnJS does); for events without a WAMP library, open a plain WebSocket on /stream?topic=URI "
+            f"or an EventSource on /sse?topic=URI")
+
+
 class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     """One WebSocket connection carrying one WAMP session at a time."""
 
@@ -115,7 +122,11 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
             self._client_ip = self.factory.admission.admit(request.peer, request.headers, request.origin)
         except Refused as refused:
             raise ConnectionDeny(refused.status, refused.reason) from None
-        accepted = super().onConnect(request)
+        try:
+            accepted = super().onConnect(request)
+        except ConnectionDeny as denied:
+            # No WAMP subprotocol we speak (a plain `new WebSocket(url)`): say where to go instead.
+            raise ConnectionDeny(denied.code, no_wamp_subprotocol(self.factory.protocols)) from None
         # Autobahn's WAMP serializer wraps an object serializer (bytes <-> lists): decoding uses
         # the latter directly so that wsserver.core.decoding sorts out bad messages.
         self._object_serializer = self.factory.object_serializers[self._serializer.SERIALIZER_ID]

@@ -1,0 +1,305 @@
+"""
+What ``/sse`` and ``/stream`` share: a subscription stream, one WAMP session that only listens.
+
+Theory of operation
+-------------------
+A page with no WAMP library asks for events in the URL: ``?topic=URI`` (repeatable),
+``&match=prefix|wildcard`` (for every topic; exact without it), ``&realm=NAME`` (the first realm
+without it). :func:`parse_query` validates it the way the router validates a SUBSCRIBE (autobahn's
+URI rules, :mod:`wsserver.core.decoding`), so a bad query is refused with 400 and the reason before
+anything else happens.
+
+Each stream is then one session of the router, driven by a :class:`StreamSession` as a small WAMP
+client that talks to the router through :meth:`Router.receive`, so every check a WebSocket session
+meets applies to it (the realm's permissions for its role, ``--max-subscriptions``)::
+
+    anonymous / Basic authid:ticket   HELLO --> (CHALLENGE --> AUTHENTICATE) --> WELCOME --,
+    Authorization: Bearer KEY         Router.join_internal (the key's realm and role) -----+
+                                      SUBSCRIBE each topic --> SUBSCRIBED ... --> ready ---'
+
+``ready`` (a Deferred) fires once every topic is SUBSCRIBED; only then does the transport start
+the stream (SSE: status 200 and its headers; ``/stream``: the WebSocket handshake's 101). If
+anything is refused on the way, ``ready`` fails with :class:`StreamRefused`: the status and the
+router's reason (401 a failed login, 403 a role that may not subscribe, 404 no such realm), the
+session is detached, and the client gets that status with the reason as text. Logins go through the
+router (the ticket is checked by its authenticator, refusals come after its constant delay), so
+they cost here what they cost on ``/ws``, wherever the router checks them.
+
+After ``ready``, the router's EVENTs reach the transport as bytes: the transport is the
+:class:`~wsserver.delivery.Peer`, and ``encode`` turns an EVENT into its wire's bytes once per wire
+format (every SSE stream shares one, every ``/stream`` another), with :func:`event_json`. An EVENT
+names its concrete topic only for a pattern subscription; for an exact one the topic is the
+subscription's, which :meth:`StreamSession.topic_of` finds by subscription id (one dict lookup:
+subscription ids are shared by every subscriber of the subscription, so the first recipient's
+answer is everyone's). Everything else the router sends (WELCOME, SUBSCRIBED, ERROR, ABORT,
+GOODBYE) is the conversation above and goes to :meth:`StreamSession.answer`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.wamp import message as wamp
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from wsserver.core.authentication import Identity
+from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
+from wsserver.core.router import CloseReason, Router
+from wsserver.core.session import Session
+from wsserver.delivery import Peer, carry_out
+
+log = Logger()
+
+#: What a stream may be asked for in its URL.
+QUERY_PARAMETERS = ("topic", "match", "realm")
+#: Topics one stream may name (each is a subscription; --max-subscriptions applies too).
+MAX_TOPICS = 64
+#: The HTTP status of the router's refusals on the way to a stream.
+REFUSAL_STATUS = {
+    ApplicationError.NOT_AUTHORIZED: 403,
+    ApplicationError.AUTHENTICATION_FAILED: 401,
+    ApplicationError.NO_AUTH_METHOD: 401,
+    ApplicationError.NO_SUCH_REALM: 404,
+    ApplicationError.INVALID_URI: 400,
+    ApplicationError.INVALID_ARGUMENT: 400,
+}
+
+
+class StreamRefused(Exception):
+    """A stream that does not start: answer ``status`` with ``reason`` (one line of text)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    """A stream's URL, validated: the realm and one SUBSCRIBE per topic (request ids 1, 2, ...)."""
+
+    realm: str
+    subscribes: tuple[wamp.Subscribe, ...]
+
+    @property
+    def topics(self) -> list[str]:
+        return [subscribe.topic for subscribe in self.subscribes]
+
+
+def parse_query(params: Mapping[str, Sequence[str]], default_realm: str) -> StreamQuery:
+    """
+    The stream asked for by ``params`` (name -> values, as a URL's query parses); raises
+    :class:`StreamRefused` (400) with what is wrong: no topic, an invalid URI, an unknown match.
+    """
+    unknown = sorted(set(params) - set(QUERY_PARAMETERS))
+    if unknown:
+        raise StreamRefused(400, f"unknown query parameter {unknown[0]!r}: a stream takes {', '.join(QUERY_PARAMETERS)}")
+    topics = list(params.get("topic", ()))
+    if not topics:
+        raise StreamRefused(400, "no topic: ask for ?topic=URI (repeatable), &match=prefix|wildcard")
+    if len(topics) > MAX_TOPICS:
+        raise StreamRefused(400, f"more than {MAX_TOPICS} topics")
+    for name in ("match", "realm"):
+        if len(params.get(name, ())) > 1:
+            raise StreamRefused(400, f"{name} given more than once")
+    match = params.get("match", ["exact"])[0]
+    realm = params.get("realm", [default_realm])[0]
+    options = {} if match == "exact" else {"match": match}
+    subscribes = []
+    for request, topic in enumerate(topics, start=1):
+        try:
+            decoded = decode_one([wamp.Subscribe.MESSAGE_TYPE, request, options, topic])
+        except ProtocolViolation as violation:
+            raise StreamRefused(400, str(violation)) from None
+        if isinstance(decoded, InvalidRequest):
+            raise StreamRefused(400, decoded.reason)
+        assert isinstance(decoded, wamp.Subscribe)
+        subscribes.append(decoded)
+    return StreamQuery(realm, tuple(subscribes))
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+#: The seam for the HTTP API's bearer keys (``--config`` http-keys): the realm and the identity
+#: a presented key stands for, or :class:`StreamRefused` (401).
+BearerKeys = Callable[[str], tuple[str, Identity]]
+
+
+def no_bearer_keys(presented: str) -> tuple[str, Identity]:
+    """The bearer keys of a server that has none."""
+    raise StreamRefused(401, "this server has no bearer keys (--config http-keys)")
+
+
+@dataclass(frozen=True)
+class Login:
+    """How a stream logs in: anonymously (``authid`` None), with a ticket, or with a bearer key."""
+
+    authid: str | None = None
+    ticket: str | None = None
+    bearer: str | None = None
+
+
+ANONYMOUS = Login()
+
+
+def login_from(authorization: str | None) -> Login:
+    """
+    The login an ``Authorization`` header asks for: ``Basic`` (authid:ticket, a WAMP ticket
+    login), ``Bearer`` (a key), none (anonymous); raises :class:`StreamRefused` (401) for any other.
+    """
+    if not authorization:
+        return ANONYMOUS
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return Login(bearer=credentials)
+    if scheme.lower() == "basic":
+        try:
+            authid, colon, ticket = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise StreamRefused(401, "Basic credentials must be base64 of authid:ticket") from None
+        if colon and authid:
+            return Login(authid=authid, ticket=ticket)
+        raise StreamRefused(401, "Basic credentials must be base64 of authid:ticket")
+    raise StreamRefused(401, "Authorization must be Basic (authid:ticket) or Bearer (a key)")
+
+
+# -- the session ----------------------------------------------------------------------------------
+
+
+def event_json(topic: str, args: Any, kwargs: Any) -> bytes:
+    """
+    One event as the JSON object the streams carry, ``{"topic", "args", "kwargs"}``, on one line
+    (JSON escapes line breaks inside strings). Bytes in the payload are WAMP JSON's base64 strings.
+    """
+    return _serialize({"topic": topic, "args": args or [], "kwargs": kwargs or {}})
+
+
+def _serialize(value: Any) -> bytes:
+    try:
+        # ASCII: a lone surrogate (JSON publishers can send one) has no UTF-8, but has an escape.
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+    except TypeError:  # bytes somewhere in the payload: WAMP's JSON way ("\0" + base64)
+        from autobahn.wamp.serializer import JsonObjectSerializer
+
+        serialized: bytes = JsonObjectSerializer().serialize(value)
+        return serialized
+
+
+class StreamSession:
+    """
+    The WAMP side of one stream (see the module docstring). ``peer`` is the transport (the
+    router's Peer): its ``write_encoded`` must hand every message that is not event bytes to
+    :meth:`answer`, and its ``close_transport`` close the stream. Call :meth:`start` once, then
+    wait for ``ready``; call :meth:`end` when the connection is gone, however it went.
+    """
+
+    def __init__(
+        self, peer: Peer, *, router: Router[Peer], clock: IReactorTime, query: StreamQuery, login: Login,
+        bearer_keys: BearerKeys = no_bearer_keys, name: str,
+    ) -> None:
+        self.peer = peer
+        self.router = router
+        self.clock = clock
+        self.query = query
+        self.login = login
+        self.bearer_keys = bearer_keys
+        self.name = name
+        self.session: Session[Peer] | None = None
+        #: Fires when every topic is subscribed; fails with StreamRefused.
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        #: Subscription id -> topic, for EVENTs of exact subscriptions.
+        self.topics: dict[int, str] = {}
+        self._subscribed = 0
+
+    def start(self) -> defer.Deferred[None]:
+        """Log in and subscribe; returns ``ready``."""
+        session = self.session = self.router.attach(self.peer)
+        login = self.login
+        try:
+            if login.bearer is not None:
+                realm, identity = self.bearer_keys(login.bearer)
+                if realm != self.query.realm:
+                    raise StreamRefused(403, f"this key is for realm {realm!r}, not {self.query.realm!r}")
+                try:
+                    self._carry_out(self.router.join_internal(session, realm, identity))
+                except KeyError:
+                    raise StreamRefused(404, f"no realm {realm!r} on this server") from None
+                self._subscribe()
+            else:
+                details: dict[str, Any] = {"roles": {"subscriber": {}}}
+                if login.authid is not None:
+                    details.update(authmethods=["ticket"], authid=login.authid)
+                hello = decode_one([wamp.Hello.MESSAGE_TYPE, self.query.realm, details])
+                if isinstance(hello, InvalidRequest):
+                    raise StreamRefused(400, f"realm: {hello.reason}")
+                self._carry_out(self.router.receive(session, hello))
+        except StreamRefused as refused:
+            self._refuse(refused)
+        return self.ready
+
+    def topic_of(self, event: wamp.Event) -> str:
+        """The concrete topic of ``event`` (sent to this stream's session)."""
+        return event.topic or self.topics[event.subscription]
+
+    def answer(self, message: Any) -> None:
+        """The router's answer to what this session sent (see the module docstring)."""
+        kind = type(message)
+        if kind is wamp.Welcome:
+            self._subscribe()
+        elif kind is wamp.Challenge:
+            if message.method == "ticket" and self.login.ticket is not None and self.session is not None:
+                self._carry_out(self.router.receive(self.session, wamp.Authenticate(self.login.ticket)))
+            else:
+                self._refuse(StreamRefused(401, f"the realm asks for a {message.method} login, which a stream cannot answer"))
+        elif kind is wamp.Subscribed:
+            self.topics[message.subscription] = self.query.subscribes[message.request - 1].topic
+            self._subscribed += 1
+            if self._subscribed == len(self.query.subscribes) and not self.ready.called:
+                self.ready.callback(None)
+        elif kind is wamp.Error:
+            status = REFUSAL_STATUS.get(message.error, 403)
+            self._refuse(StreamRefused(status, _reason(message.error, message.args)))
+        elif kind is wamp.Abort:
+            # A refused login: not_authorized is "authentication failed" here (401), unlike on SUBSCRIBE.
+            status = 404 if message.reason == ApplicationError.NO_SUCH_REALM else 401
+            self._refuse(StreamRefused(status, f"{message.reason}: {message.message or ''}".rstrip(": ")))
+        elif kind is wamp.Goodbye:
+            # The router ends the session (shutdown, wamp.session.kill): the stream ends with it.
+            self.end()
+            self.peer.close_transport(CloseReason.GOING_AWAY, message.reason)
+
+    def end(self) -> None:
+        """The stream is over: the session leaves its realm (idempotent)."""
+        session, self.session = self.session, None
+        if session is not None:
+            self._carry_out(self.router.detach(session))
+
+    def _subscribe(self) -> None:
+        session = self.session
+        for subscribe in self.query.subscribes:
+            if session is None or self.ready.called:
+                return  # refused on the way
+            self._carry_out(self.router.receive(session, subscribe))
+
+    def _refuse(self, refused: StreamRefused) -> None:
+        self.end()
+        if not self.ready.called:
+            log.info("refused stream for {peer}: {status} {reason}", peer=self.name, status=refused.status,
+                     reason=refused.reason)
+            self.ready.errback(refused)
+
+    def _carry_out(self, actions: Any) -> None:
+        carry_out(actions, self.clock.callLater)
+
+
+def _reason(error: str, args: Sequence[Any] | None) -> str:
+    return f"{error}: {args[0]}" if args else error
