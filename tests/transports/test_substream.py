@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from autobahn.wamp import message as wamp
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from wsserver.core.authentication import Identity, hash_ticket
@@ -141,8 +142,9 @@ def open_stream(router: Router[Any], query: StreamQuery, login: Login = ANONYMOU
                 **options: Any) -> tuple[Recorder, list[Any]]:
     """A stream on ``router``; returns its peer and [None] once ready, or [StreamRefused]."""
     peer = Recorder()
+    # A ticket is checked at once, not on the reactor's thread pool (which a Clock never runs).
     peer.stream = StreamSession(peer, router=router, clock=clock or Clock(), query=query, login=login, name="test",
-                                **options)
+                                in_thread=lambda work: defer.succeed(work()), **options)
     outcome: list[Any] = []
     peer.stream.start().addCallbacks(outcome.append, lambda failure: outcome.append(failure.value))
     return peer, outcome

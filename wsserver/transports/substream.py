@@ -54,7 +54,7 @@ from wsserver.core.authentication import Identity
 from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
 from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import InThread, Peer, carry_out
 
 log = Logger()
 
@@ -204,9 +204,11 @@ class StreamSession:
 
     def __init__(
         self, peer: Peer, *, router: Router[Peer], clock: IReactorTime, query: StreamQuery, login: Login,
-        bearer_keys: BearerKeys = no_bearer_keys, name: str,
+        bearer_keys: BearerKeys = no_bearer_keys, name: str, in_thread: InThread | None = None,
     ) -> None:
+        """``in_thread``: where a ticket login is checked (None: the reactor's thread pool)."""
         self.peer = peer
+        self.in_thread = in_thread
         self.router = router
         self.clock = clock
         self.query = query
@@ -298,7 +300,7 @@ class StreamSession:
             self.ready.errback(refused)
 
     def _carry_out(self, actions: Any) -> None:
-        carry_out(actions, self.clock.callLater)
+        carry_out(actions, self.clock.callLater, self.in_thread)
 
 
 def _reason(error: str, args: Sequence[Any] | None) -> str:
