@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from wsserver.transports.listening import SPARE_DESCRIPTORS
+
 from tests.e2e.conftest import TWISTD, wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
 
@@ -126,14 +128,17 @@ class Herd:
             self.unsent.discard(sock)
             sock.close()
 
-    def request_each(self, request: bytes, seconds: float) -> None:
+    def request_each(self, request: bytes, seconds: float, at_once: int | None = None) -> None:
         """
-        Send ``request`` once on each open connection, as soon as it is connected; read for
+        Send ``request`` once on each open connection, as soon as it is connected, with at most
+        ``at_once`` answers awaited at a time (a request that closes its connection); read for
         ``seconds``.
         """
         deadline = time.monotonic() + seconds
         while self.open and time.monotonic() < deadline:
-            for sock in list(self.unsent & self.open):
+            waiting = len(self.open - self.unsent)
+            room = len(self.unsent) if at_once is None else max(0, at_once - waiting)
+            for sock in list(self.unsent & self.open)[:room]:
                 try:
                     sock.send(request)
                 except (BlockingIOError, OSError):  # still connecting: a SYN the backlog dropped
@@ -219,7 +224,9 @@ def test_out_of_descriptors_pauses_accepting_and_resumes(start_server: Any) -> N
             endings = list(herd.endings.values())
             # Some go: those that waited are accepted and served.
             herd.drop(120)
-            herd.request_each(GET_PAGE_AND_CLOSE, 20)
+            # As many page loads at once as the server keeps descriptors for the files it serves:
+            # with every other descriptor taken by a connection, more would find none (500).
+            herd.request_each(GET_PAGE_AND_CLOSE, 20, at_once=SPARE_DESCRIPTORS)
             served = Counter(herd.statuses())
         finally:
             herd.close()
