@@ -38,6 +38,7 @@ from wsserver.transports.flashpolicy import (
     policy_document,
 )
 from wsserver.transports.hixie76 import Hixie76Endpoints, Hixie76SniffingFactory
+from wsserver.transports.longpoll import LongPollEndpoint, LongPollSettings
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -107,6 +108,7 @@ class WampServer(MultiService):
     may cost.
 
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
+    ``longpoll``: where WAMP over HTTP long-poll lives (see longpoll.py).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -128,6 +130,7 @@ class WampServer(MultiService):
         history_size: int = 0,
         hixie76: bool = False,
         session_limits: SessionLimits = SessionLimits(),
+        longpoll: LongPollSettings = LongPollSettings(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -142,6 +145,9 @@ class WampServer(MultiService):
         self.echo_factory = EchoServerFactory(self.admission, reactor=reactor)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory})
+        # WAMP over HTTP long-poll, for clients whose WebSocket does not get through.
+        self.longpoll = LongPollEndpoint(self.router, self.admission, reactor, longpoll)
+        self.site.resource.putChild(longpoll.path.strip("/").encode("utf-8"), self.longpoll)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
@@ -201,6 +207,7 @@ class WampServer(MultiService):
             self.ws_factory.close_all(self.reactor, self.shutdown_timeout),
             self.echo_factory.close_all(self.reactor, self.shutdown_timeout),
             self.hixie76.close_all(self.reactor, self.shutdown_timeout),
+            self.longpoll.close_all(self.reactor, self.shutdown_timeout),
         ])
         yield super().stopService()
         self.ws_factory.doStop()

@@ -114,6 +114,10 @@ class Admission:
         self.admitted += 1
         return client_ip
 
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser page of ``origin`` may use the endpoints (for requests that :meth:`admit` does not see)."""
+        return any(p.match(origin) for p in self.origin_patterns)
+
     def release(self, client_ip: str) -> None:
         """One connection counted by :meth:`admit` is gone."""
         self.admitted -= 1
