@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -188,3 +191,20 @@ def test_events_reach_websocket_and_long_poll_subscribers_alike(server: Any) -> 
             assert status == 200
             got += [json.loads(part)[4] for part in body.split(b"\x1e")[:-1]]
         assert got == [[0], [1], [2]]
+
+
+def test_shutdown_says_goodbye_to_long_poll_sessions_and_waits_for_them_bounded(start_server: Any) -> None:
+    server = start_server("--shutdown-timeout", "2")
+    polite, rude = LongPoll(server.port), LongPoll(server.port)
+    for session in (polite, rude):
+        assert session.exchange(HELLO)[0] == 2
+    started = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGTERM)
+    status, body = polite.receive()
+    assert (status, json.loads(body)) == (200, [6, {}, "wamp.close.system_shutdown"])
+    assert polite.send([6, {}, "wamp.close.goodbye_and_out"]) == 204
+    assert polite.post(f"/lp/{polite.transport}/close")[0] == 204
+    assert json.loads(rude.receive()[1])[2] == "wamp.close.system_shutdown"  # and never answers
+    assert server.proc.poll() is None, "the server waits for the rude session"
+    server.proc.wait(timeout=10)
+    assert 2 <= time.monotonic() - started < 2 + 2.5  # the timeout, plus the process's own exit

@@ -155,3 +155,43 @@ def test_pages_say_websocket_when_it_gets_through(server: ServerProcess, browser
     page = browser.new_page(f"{server.http_url}/pubsub.html")
     wait_for_state(page, "open")
     wait_for_transport(page, "WebSocket", timeout=10)
+
+
+#: AutobahnJS in the page, over its long-poll transport only: join, subscribe, publish to itself,
+#: call the meta API; resolves to what it saw.
+AUTOBAHNJS_OVER_LONG_POLL = """
+new Promise((resolve, reject) => {
+  const connection = new autobahn.Connection({
+    transports: [{ type: "longpoll", url: %s }], realm: "realm1", max_retries: 0,
+  });
+  const seen = {};
+  connection.onopen = async (session, details) => {
+    try {
+      seen.transport = details.transport.type;
+      const events = [];
+      await session.subscribe("com.example.browser.lp", (args) => events.push(args[0]));
+      await session.publish("com.example.browser.lp", ["to myself"], {}, { acknowledge: true, exclude_me: false });
+      seen.count = await session.call("wamp.session.count");
+      while (!events.length) await new Promise((r) => setTimeout(r, 20));
+      seen.events = events;
+      connection.close();
+    } catch (error) { reject(String(error.error || error)); }
+  };
+  connection.onclose = (reason) => { seen.closed = reason; resolve(seen); };
+  connection.open();
+})
+"""
+
+
+def test_autobahnjs_in_chromium_over_long_poll_from_another_allowed_origin(
+    start_server: Callable[..., ServerProcess], browser: Chromium
+) -> None:
+    """
+    A page of http://127.0.0.1:PORT uses long-poll at http://localhost:PORT (another origin that
+    --allowed-origin allows): CORS with credentials, as AutobahnJS sends its requests.
+    """
+    server = start_server("--allowed-origin", "http://127.0.0.1:*")
+    page = browser.new_page(f"{server.http_url}/pubsub.html")
+    wait_for_state(page, "open")
+    seen = page.evaluate(AUTOBAHNJS_OVER_LONG_POLL % js_string(f"http://localhost:{server.port}/lp"), timeout=20)
+    assert seen == {"transport": "longpoll", "count": 2, "events": ["to myself"], "closed": "closed"}
