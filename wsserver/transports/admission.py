@@ -99,7 +99,7 @@ class Admission:
         ``headers``: lower-case names (X-Forwarded-For counts behind a trusted proxy).
         """
         client_ip = client_address(peer, headers, self.limits.trust_proxy)
-        if origin and not any(p.match(origin) for p in self.origin_patterns):
+        if origin and not self.allows_origin(origin):
             log.info("refused WebSocket from origin {origin} ({ip})", origin=origin, ip=client_ip)
             raise Refused(403, f"origin {origin} is not allowed")
         if self.admitted >= self.limits.max_connections:

@@ -321,12 +321,14 @@ class LongPollSession:
         return answer(request, 204)
 
     def _process_held(self) -> None:
-        while self.held and not self.reading_paused:
+        while self.held and not self.reading_paused and self.ended is None:
             request, body = self.held.popleft()
-            if self.ended is not None:
-                finish(request, refusal(request, 410, self.ended))
-            else:
-                finish(request, self._process(request, body))
+            finish(request, self._process(request, body))
+
+    def _refuse_held(self) -> None:
+        held, self.held = self.held, deque()
+        for request, _ in held:
+            finish(request, refusal(request, 410, self.ended or "ended"))
 
     # -- the end ----------------------------------------------------------------------------------
 
@@ -339,7 +341,7 @@ class LongPollSession:
             log.info("{peer} ended: {reason}", peer=self.name, reason=reason)
             self.ended = reason
             self.wamp.end()
-            self._process_held()  # answered 410
+            self._refuse_held()
             if self.receiving is not None and not self.send_buffer.waiting and not self.answer:
                 request, self.receiving = self.receiving, None
                 self._cancel_hold()
@@ -352,9 +354,6 @@ class LongPollSession:
         self.end(reason)
         if self.endpoint.sessions.pop(self.transport_id, None) is None:
             return
-        for request, _ in self.held:
-            finish(request, refusal(request, 410, self.ended or ""))
-        self.held.clear()
         self.send_buffer.discard()
         for call in (self._deadline, self._flush):
             if call is not None and call.active():
