@@ -23,6 +23,9 @@ from websockets.sync.client import connect as ws_connect
 from tests.e2e.broker_clients import Client, NodePeer
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import HELLO, exchange, raw_session
+from tests.e2e.test_broker_node import python
+
+__all__ = ["python"]  # the fixture, shared with test_broker_node.py
 
 
 class LongPoll:
@@ -60,12 +63,6 @@ def node_lp(server: Any) -> Iterator[NodePeer]:
     peer = NodePeer(f"{server.http_url}/lp")
     yield peer
     peer.close()
-
-
-@pytest.fixture
-def python(server: Any) -> Iterator[Client]:
-    with Client(server.ws_url) as client:
-        yield client
 
 
 # -- AutobahnJS on Node, long-poll only -----------------------------------------------------------

@@ -86,8 +86,8 @@ from wsserver.core.decoding import ProtocolViolation
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission, OpenConnections, Refused
-from wsserver.transports.sendbuffer import REPLY, SendBuffer
-from wsserver.transports.wampsession import WampSession, send_kind
+from wsserver.transports.sendbuffer import SendBuffer
+from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
 
@@ -236,22 +236,16 @@ class LongPollSession:
     # -- Peer (what wsserver.delivery needs) ----------------------------------------------------
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:
-        """The message framed once for this protocol, and its kind; a REPLY is framed as it leaves."""
-        kind = send_kind(message)
-        return (message if kind is REPLY else self.frame_message(message)), kind
+        return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
         """One message as it goes into a /receive answer (with its batch framing when batched)."""
         payload: bytes = self.serializer.serialize(message)[0]
         return batch_frame(payload, self.binary) if self.batched else payload
 
-    def write_encoded(self, encoded: tuple[Any, str]) -> None:
+    def write_encoded(self, data: tuple[Any, str]) -> None:
         if self.ended is None:
-            frame, kind = encoded
-            if kind is REPLY:
-                self.send_buffer.write_reply(frame, self.frame_message)
-            else:
-                self.send_buffer.write(frame, kind)
+            self.send_buffer.write_encoded(data, self.frame_message)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         self.end(f"{reason.value}: {detail}")

@@ -79,6 +79,16 @@ def send_kind(message: wamp.Message) -> str:
     return PUSH if kind in UNASKED else REPLY
 
 
+def encoded(message: wamp.Message, frame_message: Callable[[wamp.Message], bytes]) -> tuple[Any, str]:
+    """
+    What a Peer's ``encode`` returns: the message framed once by ``frame_message``, and its kind
+    for the send buffer; a REPLY stays a message, framed when it leaves the send buffer (see
+    sendbuffer.py and :meth:`SendBuffer.write_encoded`).
+    """
+    kind = send_kind(message)
+    return (message if kind is REPLY else frame_message(message)), kind
+
+
 class WampSession:
     """
     The WAMP session of one connection (see the module docstring). ``peer`` is the connection as
