@@ -314,6 +314,18 @@ def test_while_replies_wait_sends_are_held_then_processed_in_order_and_bounded()
         assert session.receive()[0][:2] == [33, 10 + n]
 
 
+def test_held_sends_are_bounded_in_bytes_as_a_paused_websocket_holds_one_message() -> None:
+    lp = Server(limits=ConnectionLimits(max_message_size=1000))
+    session = lp.open()
+    session.send([32, 1, {}, "com.example.a"])  # SUBSCRIBED waits: sends are held from now on
+    first = lp.request(session.path("send"), json.dumps([16, 2, {}, "com.example.a", ["x" * 900]]).encode())
+    assert first.response is None
+    response = lp.post(session.path("send"), json.dumps([16, 3, {}, "com.example.a", ["x" * 200]]).encode())
+    assert response.status == 429
+    lp.post(session.path("close"))
+    assert first.response is not None and first.response.status == 410
+
+
 def test_a_session_without_requests_ends_after_the_timeout_and_a_held_receive_keeps_it() -> None:
     lp = Server(timeout=30)
     quiet, polling = lp.open(), lp.open()

@@ -43,7 +43,8 @@ does with its socket, it does with ``/receive`` requests:
   pushes bounded by ``--max-send-buffer`` and ``--slow-consumer`` (the session then ends with the
   reason "not reading"), replies paced. Pacing stops "reading from the client": a ``/send``
   arriving while replies wait is held, unanswered, until they are out (at most HELD_SENDS of
-  them; more get 429). So a subscriber that stops polling costs what a stalled WebSocket costs.
+  them, and ``--max-message-size`` bytes in all beyond the first, as a paused WebSocket holds
+  at most one message; more get 429). So a subscriber that stops polling costs what a stalled WebSocket costs.
 
 One ``/receive`` at a time: a second one answers the first empty (nothing is lost: only an
 unanswered request is replaced) and is held instead. A ``/receive`` whose client goes away
@@ -226,6 +227,7 @@ class LongPollSession:
         #: Stop "reading from the client": held /send requests and their bodies.
         self.reading_paused = False
         self.held: deque[tuple[Any, bytes]] = deque()
+        self.held_bytes = 0
         clock = endpoint.clock
         self.send_buffer = SendBuffer(self, limits=endpoint.admission.limits, overflow=self._overflowed, peer=name)
         self.send_buffer.pauseProducing()  # no /receive yet: the client is not reading
@@ -297,10 +299,12 @@ class LongPollSession:
             return refusal(request, 410, self.ended)
         if not self.reading_paused and not self.held:
             return self._process(request, body)
-        if len(self.held) >= HELD_SENDS:
+        limit = self.endpoint.admission.limits.max_message_size
+        if len(self.held) >= HELD_SENDS or (self.held and self.held_bytes + len(body) > limit):
             log.info("{peer} sends faster than it polls: /send refused", peer=self.name)
-            return refusal(request, 429, f"more than {HELD_SENDS} messages wait for the answers to be polled")
+            return refusal(request, 429, "too many messages wait for the answers to be polled")
         self.held.append((request, body))
+        self.held_bytes += len(body)
         return server.NOT_DONE_YET
 
     def _process(self, request: Any, body: bytes) -> bytes:
@@ -317,10 +321,11 @@ class LongPollSession:
     def _process_held(self) -> None:
         while self.held and not self.reading_paused and self.ended is None:
             request, body = self.held.popleft()
+            self.held_bytes -= len(body)
             finish(request, self._process(request, body))
 
     def _refuse_held(self) -> None:
-        held, self.held = self.held, deque()
+        held, self.held, self.held_bytes = self.held, deque(), 0
         for request, _ in held:
             finish(request, refusal(request, 410, self.ended or "ended"))
 
