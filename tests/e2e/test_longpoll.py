@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -205,3 +206,29 @@ def test_shutdown_says_goodbye_to_long_poll_sessions_and_waits_for_them_bounded(
     assert server.proc.poll() is None, "the server waits for the rude session"
     server.proc.wait(timeout=10)
     assert 2 <= time.monotonic() - started < 2 + 2.5  # the timeout, plus the process's own exit
+
+
+def test_sends_faster_than_polls_are_held_to_one_message_per_session(start_server: Any) -> None:
+    """
+    Sessions that never poll and keep sending 1 MiB messages: while their WELCOME waits unpolled,
+    each holds one send and refuses the rest (429), so ten of them cost about 10 MiB, not 160.
+    """
+    server = start_server()
+    message = json.dumps([16, 1, {}, "com.example.big", ["x" * (1024 * 1024 - 100)]]).encode()
+    request = b"POST /lp/%s/send HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        sockets: list[socket.socket] = []
+        statuses: list[bytes] = []
+        for _ in range(10):
+            greedy = LongPoll(server.port)
+            assert greedy.send(HELLO) == 204  # its WELCOME waits: from now on its sends are held
+            batch = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(17)]
+            for sock in batch:
+                sock.sendall(request % (greedy.transport.encode(), len(message)) + message)
+            statuses += [sock.recv(12)[9:12] for sock in batch[1:]]
+            sockets += batch
+        assert statuses == [b"429"] * 160
+        for sock in sockets:
+            sock.close()
+    bystander.check()
+    memory.check(64 * 2**20)
