@@ -259,9 +259,14 @@ def main() -> None:
     base = medians.get("websocket")
     for name, median in medians.items():
         rate, cost = median["deliveries_per_s"], median["server_us_per_delivery"]
-        rate_ratio = f"{rate / base['deliveries_per_s']:.2f}" if base else "-"
-        cost_ratio = f"{cost / base['server_us_per_delivery']:.2f}" if base else "-"
+        rate_ratio = relative(median, base, "deliveries_per_s")
+        cost_ratio = relative(median, base, "server_us_per_delivery")
         print(f"{name:<18}{rate:>14,.0f}{rate_ratio:>8}{cost:>20.1f}{cost_ratio:>8}{median['generator_cpu_share']:>14.0%}")
+
+
+def relative(median: dict[str, float], base: dict[str, float] | None, key: str) -> str:
+    """``median[key]`` relative to WebSocket's: "-" without it, or when it is 0 (a tiny run's server CPU)."""
+    return f"{median[key] / base[key]:.2f}" if base and base[key] else "-"
 
 
 if __name__ == "__main__":
