@@ -1,10 +1,11 @@
 """
 What a delivery costs on each transport: the same stream of small events to N subscribers over
-WebSocket, long-poll as AutobahnJS speaks it (``wamp.2.json``, one message per ``/receive``) and
-batched long-poll (``wamp.2.json.batched``, all that waits per ``/receive``), on one server.
+WebSocket (WAMP), long-poll as AutobahnJS speaks it (``wamp.2.json``, one message per
+``/receive``), batched long-poll (``wamp.2.json.batched``, all that waits per ``/receive``),
+Server-Sent Events (``/sse``) and a plain WebSocket stream (``/stream``), on one server.
 
     .venv/bin/python bench/transports.py                  # 100 subscribers, 500 events, 3 rounds
-    .venv/bin/python bench/transports.py --subscribers 20 --events 200 --rounds 1 --transports websocket,longpoll
+    .venv/bin/python bench/transports.py --subscribers 20 --events 200 --rounds 1 --transports websocket,sse
 
 For each round and transport (alternating, so that machine noise hits all alike) it starts
 ``twistd -n wsserver`` from this venv on a loopback port (pinned to CPU 0 when the machine has
@@ -14,9 +15,9 @@ per transport, the median deliveries a second, the server's CPU time per deliver
 relative to WebSocket. The generator is one asyncio loop; its own CPU use is printed so a reader
 can see whether it, not the server, was the bottleneck.
 
-Adding a transport (SSE, a plain WebSocket stream, ...) is one :class:`Subscriber` subclass: its
-``start(topic)`` returns once subscribed, its ``events()`` yields how many events each read
-brought; then list it in SUBSCRIBERS.
+Adding a transport is one :class:`Subscriber` subclass: its ``start(topic)`` returns once
+subscribed, its ``events()`` yields how many events each read brought; then list it in
+SUBSCRIBERS.
 """
 
 from __future__ import annotations
@@ -157,8 +158,56 @@ class BatchedLongPollSubscriber(LongPollSubscriber):
         return body.startswith(EVENT_MARKER) + body.count(b"\x1e" + EVENT_MARKER)
 
 
+class SseSubscriber(Subscriber):
+    """Server-Sent Events: one GET of /sse; its events are counted in the raw text/event-stream."""
+
+    name = "sse"
+    #: Once in every event: the JSON object its ``data:`` line carries (the first comment has none).
+    marker = b'{"topic":'
+
+    async def start(self, topic: str) -> None:
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        self.writer.write(f"GET /sse?topic={topic} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        # The response starts once every topic is subscribed, with the comment ": subscribed ...".
+        await self.reader.readuntil(b": subscribed")
+
+    async def events(self) -> AsyncIterator[int]:
+        tail = b""  # the end of the last read: a marker split across two reads counts once
+        while True:
+            data = await self.reader.read(262144)
+            if not data:
+                raise ConnectionError("the server ended the stream")
+            joined = tail + data
+            yield joined.count(self.marker)
+            tail = joined[-(len(self.marker) - 1):]
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
+class StreamSubscriber(Subscriber):
+    """A plain WebSocket to /stream: no subprotocol, each event one JSON text frame."""
+
+    name = "stream"
+
+    async def start(self, topic: str) -> None:
+        # The handshake completes (101) only once the topic is subscribed.
+        self.ws: ClientConnection = await connect(f"ws://{HOST}:{self.port}/stream?topic={topic}", max_size=None)
+
+    async def events(self) -> AsyncIterator[int]:
+        while True:
+            await self.ws.recv(decode=False)
+            yield 1
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
 SUBSCRIBERS: dict[str, type[Subscriber]] = {
-    kind.name: kind for kind in (WebSocketSubscriber, LongPollSubscriber, BatchedLongPollSubscriber)
+    kind.name: kind for kind in (WebSocketSubscriber, LongPollSubscriber, BatchedLongPollSubscriber,
+                                 SseSubscriber, StreamSubscriber)
 }
 
 
