@@ -170,6 +170,10 @@ def test_a_bad_config_file_stops_the_server_with_file_line_and_key(tmp_path: Pat
         (["--max-fragments", "-1"], "must not be negative"),
         (["--max-frame-rate", "-1"], "must not be negative"),
         (["--frame-burst", "0"], "at least 1"),
+        (["--longpoll-timeout", "0"], "more than 0"),
+        (["--longpoll-path", "/"], "must not be empty"),
+        (["--longpoll-path", "echo"], "taken by another endpoint"),
+        (["--longpoll-path", "/ws/"], "taken by another endpoint"),
         (["--config", "/no/such/file.toml"], "cannot read"),
     ],
 )
@@ -234,3 +238,14 @@ def test_the_http_api_is_off_unless_asked_for_and_then_mounted_with_its_keys(tmp
     assert [key.name for key in api.settings.keys] == ["k"] and api.settings.call_timeout == 2.5
     assert api.max_body == 5000 and server.site.requestFactory.max_body == 5000
     assert {b"publish", b"call"} <= set(server.site.resource.children)
+
+
+def test_long_poll_options_reach_the_endpoint_and_default_to_its_settings() -> None:
+    from wsserver.transports.longpoll import LongPollSettings
+
+    server = makeService(parse("--longpoll-path", "/poll/", "--longpoll-timeout", "12"), reactor=MemoryReactorClock())
+    assert server.longpoll.settings == LongPollSettings(path="/poll/", session_timeout=12.0)  # type: ignore[attr-defined]
+    assert server.site.resource.children[b"poll"] is server.longpoll  # type: ignore[attr-defined]
+    defaults = parse()
+    assert (defaults["longpoll-path"], defaults["longpoll-timeout"]) == (
+        LongPollSettings.path, LongPollSettings.session_timeout)

@@ -46,6 +46,7 @@ from wsserver.transports.http_api import HttpApi, HttpApiSettings, body_limited
 from wsserver.transports.sse import SSE_PATH, SseResource
 from wsserver.transports.substream import no_bearer_keys
 from wsserver.transports.stream import STREAM_PATH, StreamServerFactory
+from wsserver.transports.longpoll import LongPollEndpoint, LongPollSettings
 from wsserver.transports.websocket import WampServerFactory
 
 log = Logger()
@@ -158,6 +159,7 @@ class WampServer(MultiService):
 
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
     ``http_api``: serve POST /publish and /call with these settings (None: not at all; see http_api.py).
+    ``longpoll``: where WAMP over HTTP long-poll lives (see longpoll.py).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -182,6 +184,7 @@ class WampServer(MultiService):
         store_limits: StoreLimits = StoreLimits(),
         login_limits: LoginLimits = LoginLimits(),
         http_api: HttpApiSettings | None = None,
+        longpoll: LongPollSettings = LongPollSettings(),
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -215,6 +218,9 @@ class WampServer(MultiService):
             for path, endpoint in self.http_api.resources().items():
                 self.site.resource.putChild(path, endpoint)
             self.site.requestFactory = body_limited(self.site.requestFactory, limits.max_message_size)
+        # WAMP over HTTP long-poll, for clients whose WebSocket does not get through.
+        self.longpoll = LongPollEndpoint(self.router, self.admission, reactor, longpoll)
+        self.site.resource.putChild(longpoll.path.strip("/").encode("utf-8"), self.longpoll)
         self.shutdown_timeout = shutdown_timeout
         self.flash_policy = flash_policy
         policy_document(flash_policy.domains, flash_policy.ports)  # refuse bad domains now, not per request
@@ -284,6 +290,7 @@ class WampServer(MultiService):
             self.hixie76.close_all(self.reactor, self.shutdown_timeout),
             self.sse.close_all(self.reactor, self.shutdown_timeout),
             self.stream_factory.close_all(self.reactor, self.shutdown_timeout),
+            self.longpoll.close_all(self.reactor, self.shutdown_timeout),
         ])
         yield super().stopService()
         self.ws_factory.doStop()

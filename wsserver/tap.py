@@ -28,6 +28,7 @@ from wsserver.transports.sse import SSE_PATH
 from wsserver.transports.stream import STREAM_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
+from wsserver.transports.longpoll import LongPollSettings
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
 from wsserver.transports.http_api import HttpApiSettings
 
@@ -69,6 +70,8 @@ class Options(usage.Options):
         ["flash-allow-ports", None, None, "Ports the Flash policy allows, comma-separated. [default: the ports of --listen]"],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
+        ["longpoll-path", None, LongPollSettings.path, "Path of WAMP over HTTP long-poll on the site (AutobahnJS {type: 'longpoll', url: 'http://HOST:PORT/lp'}), for clients whose WebSocket does not get through."],
+        ["longpoll-timeout", None, LongPollSettings.session_timeout, "Seconds a long-poll session may go without a request before it ends like a lost connection.", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
         ["max-store-bytes", None, StoreLimits().max_bytes, "Bytes (estimated, in memory) the retained events and event history of all realms may hold together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
         ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
@@ -185,6 +188,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"--ws-path {ECHO_PATH} is taken by the echo service")
         if self["ws-path"].strip("/") in (SSE_PATH, STREAM_PATH):
             raise usage.UsageError(f"--ws-path {self['ws-path'].strip('/')} is taken by the event streams")
+        longpoll_path = self["longpoll-path"].strip("/")
+        if not longpoll_path:
+            raise usage.UsageError("--longpoll-path must not be empty")
+        if longpoll_path in (self["ws-path"].strip("/"), ECHO_PATH, SSE_PATH, STREAM_PATH, "publish", "call"):
+            raise usage.UsageError(f"--longpoll-path {longpoll_path} is taken by another endpoint")
+        if self["longpoll-timeout"] <= 0:
+            raise usage.UsageError("--longpoll-timeout must be more than 0")
         if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
             raise usage.UsageError("--retain-ttl must be more than 0")
         if self["history-size"] < 0:
@@ -260,6 +270,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             keys=options.config.http_keys if options.config else (),
             call_timeout=options["http-call-timeout"],
         ) if options["http-api"] else None,
+        longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
     )
     if options["demo"]:
         realm = options["realm"][0]

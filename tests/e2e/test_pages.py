@@ -150,7 +150,7 @@ def test_pubsub_page_subscribes_and_publishes_from_its_forms(server: ServerProce
 def test_pubsub_page_connection_settings_follow_the_page_address(server: ServerProcess, browser: Chromium) -> None:
     """
     The WebSocket URL follows the page's location (ws: or wss:, same host and port, path /ws)
-    unless ?url= and ?realm= say otherwise.
+    unless ?url= and ?realm= say otherwise; long-poll lives next to it at /lp.
     """
     page = browser.new_page(f"{server.http_url}/index.html")
     settings = page.evaluate(
@@ -161,9 +161,9 @@ def test_pubsub_page_connection_settings_follow_the_page_address(server: ServerP
         "])"
     )
     assert settings == [
-        {"url": "ws://example.com:8080/ws", "realm": "realm1"},
-        {"url": "wss://example.com/ws", "realm": "realm1"},
-        {"url": "ws://other:2/x", "realm": "r2"},
+        {"url": "ws://example.com:8080/ws", "longPollUrl": "http://example.com:8080/lp", "realm": "realm1"},
+        {"url": "wss://example.com/ws", "longPollUrl": "https://example.com/lp", "realm": "realm1"},
+        {"url": "ws://other:2/x", "longPollUrl": "http://other:2/lp", "realm": "r2"},
     ]
 
 

@@ -6,6 +6,7 @@ receives every event; afterwards the router holds nothing for the clients that l
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import socket
@@ -168,6 +169,73 @@ def test_network_fuzz_leaves_the_server_serving_everyone_else(watched: Any) -> N
     assert finish() == published
     assert server.proc.poll() is None
     assert "Unhandled Error" not in server.log and "Traceback" not in server.log
+
+
+# -- long-poll (/lp): the same, over HTTP ------------------------------------------------------------
+
+LP_PROTOCOLS = ["wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor", "wamp.2.json.batched", "wamp.2.cbor.batched"]
+
+
+def lp_fuzz_case(rng: random.Random, transport: str) -> bytes:
+    """One raw HTTP request at /lp, wrong in one way or another (``transport``: a live session's id)."""
+    def post(path: str, body: bytes, head: str = "") -> bytes:
+        return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+
+    bodies = [
+        lambda: rng.randbytes(rng.randrange(0, 300)),
+        lambda: json.dumps([rng.randrange(100), rng.random(), {}]).encode(),
+        lambda: HELLO + b"\x1e" * rng.randrange(0, 3),
+        lambda: struct.pack("!I", rng.randrange(2**32)) + rng.randbytes(rng.randrange(0, 20)),
+        lambda: json.dumps({"protocols": rng.choice([None, 1, [], ["wamp.2.xml"], [rng.random()]])}).encode(),
+    ]
+    actions = ["send", "receive", "close", "open", rng.randbytes(4).hex()]
+    kind = rng.randrange(6)
+    if kind == 0:  # garbage at the endpoint's address
+        return post(f"/lp/{transport}/{rng.choice(actions)}", rng.choice(bodies)())
+    if kind == 1:  # a body for /open
+        return post("/lp/open", rng.choice(bodies)())
+    if kind == 2:  # a guessed or mangled id
+        return post(f"/lp/{rng.randbytes(16).hex()}/{rng.choice(actions)}", rng.choice(bodies)())
+    if kind == 3:  # another method, or a preflight from anywhere
+        method = rng.choice(["GET", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"])
+        return f"{method} /lp/{transport}/send HTTP/1.1\r\nHost: x\r\nOrigin: http://{rng.random()}\r\n\r\n".encode()
+    if kind == 4:  # a body that is not what its Content-Length says, then hang up
+        return b"POST /lp/open HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + rng.randbytes(100)
+    return post(f"/lp/{transport}/send", rng.choice(bodies)(), "Content-Type: application/json\r\n")
+
+
+def run_lp_case(port: int, seed: int) -> None:
+    rng = random.Random(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    connection.request("POST", "/lp/open", json.dumps({"protocols": [rng.choice(LP_PROTOCOLS)]}))
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    transport = json.loads(response.read())["transport"]
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        try:
+            for _ in range(rng.randrange(1, 4)):
+                sock.sendall(lp_fuzz_case(rng, transport))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # the server answers and closes, or holds a /receive until RECEIVE_HOLD
+                pass
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+    connection.request("POST", f"/lp/{transport}/close")  # the session's slot is free again
+    assert connection.getresponse().status in (204, 404)
+    connection.close()
+
+
+def test_long_poll_fuzz_leaves_the_server_serving_everyone_else(watched: Any) -> None:
+    server, watcher, finish, published = watched
+    pid = server.proc.pid
+    baseline = rss(pid)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda seed: run_lp_case(server.port, seed), range(1500)))
+    assert finish() == published
+    assert server.proc.poll() is None
+    assert "Unhandled Error" not in server.log and "Traceback" not in server.log
+    growth = rss(pid) - baseline
+    assert growth < 32 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB over 1500 long-poll fuzz cases"
 
 
 def churn(port: int, cycles: int, seed: int) -> None:

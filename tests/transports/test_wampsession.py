@@ -72,6 +72,27 @@ def test_bytes_that_do_not_unserialize_are_a_violation_answered_with_abort() -> 
     assert type(wire.sent[0]) is wamp.Abort and wire.closed == [CloseReason.PROTOCOL_VIOLATION]
 
 
+def test_a_violation_is_returned_to_a_transport_that_can_answer_the_request_itself() -> None:
+    wire, clock = Wire(), Clock()
+    session = session_for(wire, clock)
+    session.start()
+    assert session.message_received(HELLO, False, JsonObjectSerializer()) is None
+    assert session.message_received(b'"no list"', False, JsonObjectSerializer()) == (
+        "a WAMP message must be a non-empty list, not str 'no list'")
+    assert type(wire.sent[-1]) is wamp.Abort and wire.closed == [CloseReason.PROTOCOL_VIOLATION]
+
+
+def test_a_violation_the_transport_finds_aborts_like_one_the_session_finds() -> None:
+    wire, clock = Wire(), Clock()
+    session = session_for(wire, clock)
+    session.start()
+    assert session.violation("an empty batch") == "an empty batch"
+    assert type(wire.sent[0]) is wamp.Abort and wire.sent[0].message == "an empty batch"
+    assert wire.closed == [CloseReason.PROTOCOL_VIOLATION]
+    clock.advance(10)  # the HELLO timer stopped with it
+    assert wire.closed == [CloseReason.PROTOCOL_VIOLATION]
+
+
 def test_send_kinds_answers_are_paced_events_droppable_the_unasked_pushed() -> None:
     assert send_kind(wamp.Event(1, 2, args=[1])) == EVENT
     assert send_kind(wamp.Event(1, 2, args=[1], retained=True)) == REPLY

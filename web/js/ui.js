@@ -1,22 +1,26 @@
 /*
  * DOM helpers shared by the demo pages: the connection-state line and the notice list.
- * Each page has <span id="state">, <span id="state-reason"> and <ul id="notices">.
+ * Each page has <span id="state">, <span id="transport">, <span id="state-reason"> and <ul id="notices">.
  */
 
-import { describeClose } from "/js/wsclient.js";
+import { LONG_POLL, describeClose } from "/js/wsclient.js";
 
-/** Show a WampClient state ('connecting' | 'open' | 'closed') and its detail in #state / #state-reason. */
+/**
+ * Show a WampClient state ('connecting' | 'open' | 'closed') and its detail in #state /
+ * #state-reason, and while open the transport in use ("WebSocket" or "long-poll") in #transport.
+ */
 export function showState(state, detail) {
   const stateElement = document.getElementById("state");
   const reasonElement = document.getElementById("state-reason");
   stateElement.textContent = state;
   stateElement.dataset.state = state;
+  document.getElementById("transport").textContent = state === "open" ? detail.transport : "";
   if (state === "closed") {
     reasonElement.textContent = describeClose(detail);
   } else if (state === "open") {
     reasonElement.textContent = `session ${detail.sessionId}` + (detail.protocol ? ` over ${detail.protocol}` : "");
   } else {
-    reasonElement.textContent = `to ${detail.url}`;
+    reasonElement.textContent = `to ${detail.url}` + (detail.transport === LONG_POLL ? " (long-poll)" : "");
   }
 }
 

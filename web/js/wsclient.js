@@ -5,7 +5,14 @@
  *   - the WebSocket URL is worked out from the page's own address (ws: or wss: to match http: or
  *     https:, same host and port, path /ws), so a page works wherever the server runs;
  *     ?url=... and ?realm=... in the page's address override it;
- *   - automatic reconnect that never gives up (a dashboard left open should come back by itself);
+ *   - a fallback to WAMP over HTTP long-poll (/lp next to /ws; ?longpoll=... overrides it) when
+ *     the WebSocket does not get through: its upgrade fails (a proxy that strips Upgrade), or it
+ *     has not joined the realm within WEBSOCKET_WAIT_MS (a proxy that swallows its frames).
+ *     AutobahnJS does not do this itself (autobahn-js issue #191: it tries the next transport
+ *     only when creating one throws, and a WebSocket never throws). `client.transport` says which
+ *     is in use ("WebSocket" or "long-poll"), and so does the 'open' state's detail;
+ *   - automatic reconnect that never gives up (a dashboard left open should come back by itself),
+ *     each time WebSocket first again, so a page on long-poll returns to WebSocket when it can;
  *   - subscriptions are remembered, and made again after every reconnect, because a broker forgets
  *     a session's subscriptions when the session ends;
  *   - every state change is reported to the page as 'connecting', 'open' or 'closed' with details.
@@ -14,8 +21,8 @@
  *
  *   import { WampClient, connectionSettings } from "/js/wsclient.js";
  *   const client = new WampClient({
- *     ...connectionSettings(),
- *     onState: (state, detail) => ...,        // 'connecting' | 'open' | 'closed'
+ *     ...connectionSettings(),                // { url, longPollUrl, realm }
+ *     onState: (state, detail) => ...,        // 'connecting' | 'open' | 'closed'; detail.transport
  *     onNotice: (text) => ...,                // e.g. "re-subscribed after reconnect: com.example.a"
  *     onSubscription: (topic, status, error) => ...,   // 'pending' | 'active' | 'failed' | 'removed'
  *   });
@@ -25,28 +32,44 @@
 
 export const DEFAULT_REALM = "realm1";
 export const WEBSOCKET_PATH = "/ws";
+export const LONG_POLL_PATH = "/lp";
+/** The transports, as `client.transport` and the 'open' detail name them. */
+export const WEBSOCKET = "WebSocket";
+export const LONG_POLL = "long-poll";
+
+// How long a WebSocket may take to open and join before long-poll is tried instead: a local
+// server joins in milliseconds, a distant one in well under a second; a proxy that accepts the
+// upgrade and then holds the frames never does.
+export const WEBSOCKET_WAIT_MS = 4000;
 
 // Reconnect quickly at first, then back off to at most 10 s between attempts.
 const RECONNECT = {
-  max_retries: -1, // forever
   initial_retry_delay: 1,
   retry_delay_growth: 1.5,
   max_retry_delay: 10,
   retry_delay_jitter: 0.1,
-  retry_if_unreachable: true,
 };
 
 /**
- * The WebSocket URL and realm for a page at `location`: `{ url, realm }`.
- * `?url=` and `?realm=` in the page's query string take precedence.
+ * The WebSocket URL, long-poll URL and realm for a page at `location`: `{ url, longPollUrl, realm }`.
+ * `?url=`, `?longpoll=` and `?realm=` in the page's query string take precedence; without
+ * `?longpoll=`, long-poll lives next to the WebSocket URL (see longPollUrlFor).
  */
 export function connectionSettings(location = window.location) {
   const params = new URLSearchParams(location.search);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = params.get("url") || `${scheme}//${location.host}${WEBSOCKET_PATH}`;
   return {
-    url: params.get("url") || `${scheme}//${location.host}${WEBSOCKET_PATH}`,
+    url,
+    longPollUrl: params.get("longpoll") || longPollUrlFor(url),
     realm: params.get("realm") || DEFAULT_REALM,
   };
+}
+
+/** The long-poll URL of the server at WebSocket URL `url`: http: or https:, same host and port, /lp. */
+export function longPollUrlFor(url) {
+  const parsed = new URL(url);
+  return `${parsed.protocol === "wss:" ? "https:" : "http:"}//${parsed.host}${LONG_POLL_PATH}`;
 }
 
 /** A one-line, human-readable reason for a 'closed' state detail. */
@@ -74,50 +97,50 @@ export class WampClient {
   /**
    * @param {object} options
    * @param {string} options.url      WebSocket URL of the WAMP endpoint
+   * @param {string} [options.longPollUrl]  long-poll URL to fall back to (none: WebSocket only)
    * @param {string} options.realm    realm to join
    * @param {function} [options.onState]         (state, detail) on every state change
    * @param {function} [options.onNotice]        (text) for things worth telling the user
    * @param {function} [options.onSubscription]  (topic, status, error) when a subscription changes
    */
-  constructor({ url, realm = DEFAULT_REALM, onState, onNotice, onSubscription } = {}) {
+  constructor({ url, longPollUrl = null, realm = DEFAULT_REALM, onState, onNotice, onSubscription } = {}) {
     if (typeof autobahn === "undefined") {
       throw new Error("AutobahnJS is not loaded: include /vendor/autobahn/autobahn.min.js first");
     }
     this.url = url;
+    this.longPollUrl = longPollUrl;
     this.realm = realm;
     this.onState = onState || (() => {});
     this.onNotice = onNotice || (() => {});
     this.onSubscription = onSubscription || (() => {});
     this.state = "closed";
+    /** The transport of the open session: WEBSOCKET or LONG_POLL; null while not open. */
+    this.transport = null;
     this.session = null;
     this.timesJoined = 0;
     this.closedByUser = false;
-    this.fallbackTimer = null;
+    // One autobahn.Connection per attempt, without AutobahnJS's own retries: this client
+    // chooses the transport of every attempt.
+    this.connection = null;
+    this.retryCount = 0;
+    this.retryTimer = null;
+    this.giveUpTimer = null;
     // topic -> { handler, subscription (while active), waiters: [{resolve, reject}] }
     this.subscriptions = new Map();
-
-    this.connection = new autobahn.Connection({
-      url,
-      realm,
-      // JSON only, so the WebSocket subprotocol is exactly "wamp.2.json"
-      serializers: [new autobahn.serializer.JSONSerializer()],
-      ...RECONNECT,
-    });
-    this.connection.onopen = (session, details) => this._opened(session, details);
-    this.connection.onclose = (reason, details) => this._closed(reason, details);
   }
 
   /** Start connecting; reconnects by itself until close() is called. */
   open() {
     this.closedByUser = false;
-    this._setState("connecting", { url: this.url, realm: this.realm });
-    this.connection.open();
+    this.retryCount = 0;
+    this._connect(WEBSOCKET);
   }
 
   /** Leave the realm and stop reconnecting. */
   close() {
     this.closedByUser = true;
-    clearTimeout(this.fallbackTimer);
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.giveUpTimer);
     try {
       this.connection.close("wamp.close.normal", "page closed the connection");
     } catch (alreadyClosed) {
@@ -172,17 +195,62 @@ export class WampClient {
     return this.session.publish(topic, args, kwargs, { acknowledge: true, ...options });
   }
 
-  // -- AutobahnJS callbacks ------------------------------------------------------------------------
+  // -- one attempt, over one transport --------------------------------------------------------------
 
-  async _opened(session, details) {
+  _connect(transport) {
+    clearTimeout(this.retryTimer);
+    const url = transport === WEBSOCKET ? this.url : this.longPollUrl;
+    this._setState("connecting", { url, realm: this.realm, transport });
+    const connection = new autobahn.Connection({
+      ...(transport === WEBSOCKET ? { url } : { transports: [{ type: "longpoll", url }] }),
+      realm: this.realm,
+      // JSON only, so the WebSocket subprotocol is exactly "wamp.2.json"
+      serializers: [new autobahn.serializer.JSONSerializer()],
+      max_retries: 0,
+      retry_if_unreachable: false,
+    });
+    this.connection = connection;
+    let joined = false;
+    connection.onopen = (session, details) => {
+      if (connection !== this.connection) return;
+      joined = true;
+      clearTimeout(this.giveUpTimer);
+      this._opened(session, details, transport);
+    };
+    connection.onclose = (reason, details) => {
+      if (connection === this.connection) {
+        clearTimeout(this.giveUpTimer);
+        this._closed(reason, details, transport, joined);
+      }
+      return true; // no retry by AutobahnJS: _closed decides
+    };
+    if (transport === WEBSOCKET && this.longPollUrl) {
+      this.giveUpTimer = setTimeout(() => {
+        // The upgrade hangs, or the frames do not come through: leave this WebSocket for long-poll.
+        this.connection = null;
+        try {
+          connection.close();
+        } catch (alreadyClosed) {
+          // it closed at this very moment; its onclose is ignored either way
+        }
+        this._connect(LONG_POLL);
+      }, WEBSOCKET_WAIT_MS);
+    }
+    connection.open();
+  }
+
+  async _opened(session, details, transport) {
     this.session = session;
+    this.transport = transport;
+    this.retryCount = 0;
     this.timesJoined += 1;
     const reconnected = this.timesJoined > 1;
     this._setState("open", {
-      url: this.url,
+      url: transport === WEBSOCKET ? this.url : this.longPollUrl,
       realm: this.realm,
       sessionId: session.id,
       protocol: details && details.transport ? details.transport.protocol : null,
+      transport,
       reconnected,
     });
     const topics = this.topics;
@@ -200,44 +268,43 @@ export class WampClient {
     }
   }
 
-  _closed(reason, details) {
+  _closed(reason, details, transport, joined) {
     this.session = null;
+    this.transport = null;
     for (const [topic, entry] of this.subscriptions) {
       // the broker dropped these with the session; they are made again on the next open
       entry.subscription = null;
       this.onSubscription(topic, "pending");
     }
-    let willRetry = details.will_retry;
-    let retryDelay = willRetry ? details.retry_delay : null;
-    // AutobahnJS stops retrying when the server ended the session with GOODBYE (for example
-    // on shutdown); a page that did not ask to close should come back anyway.
-    if (!willRetry && !this.closedByUser && reason !== "unsupported") {
-      retryDelay = RECONNECT.initial_retry_delay;
-      willRetry = true;
-      clearTimeout(this.fallbackTimer);
-      this.fallbackTimer = setTimeout(() => this._reopen(), retryDelay * 1000);
+    // A WebSocket that never joined, and was not refused by the router (an ABORT names a
+    // reason), did not get through: try long-poll at once.
+    if (transport === WEBSOCKET && !joined && !details.reason && this.longPollUrl && !this.closedByUser) {
+      this._connect(LONG_POLL);
+      return;
+    }
+    // Otherwise try again later, WebSocket first; also after the server ended the session with
+    // GOODBYE (for example on shutdown): a page that did not ask to close should come back.
+    let retryDelay = null;
+    if (!this.closedByUser && reason !== "unsupported") {
+      retryDelay = Math.min(
+        RECONNECT.max_retry_delay,
+        RECONNECT.initial_retry_delay * RECONNECT.retry_delay_growth ** this.retryCount,
+      );
+      retryDelay *= 1 + (Math.random() * 2 - 1) * RECONNECT.retry_delay_jitter;
+      this.retryCount += 1;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.closedByUser || this._connect(WEBSOCKET), retryDelay * 1000);
     }
     this._setState("closed", {
       reason,
       wampReason: details.reason || null,
       message: details.message || null,
-      willRetry,
+      transport,
+      willRetry: retryDelay !== null,
       retryDelay,
-      retryCount: details.retry_count,
+      retryCount: this.retryCount,
       byUser: this.closedByUser,
     });
-    // returning true would cancel AutobahnJS's own reconnect; we never do unless asked to close
-    return this.closedByUser;
-  }
-
-  _reopen() {
-    if (this.closedByUser) return;
-    try {
-      this._setState("connecting", { url: this.url, realm: this.realm });
-      this.connection.open();
-    } catch (alreadyOpening) {
-      // AutobahnJS reconnected by itself in the meantime
-    }
   }
 
   async _subscribeOnBroker(topic, entry) {

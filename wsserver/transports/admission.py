@@ -98,7 +98,7 @@ class Admission:
         ``headers``: lower-case names (X-Forwarded-For counts behind a trusted proxy).
         """
         client_ip = client_address(peer, headers, self.limits.trust_proxy)
-        if origin and not any(p.match(origin) for p in self.origin_patterns):
+        if origin and not self.allows_origin(origin):
             log.info("refused WebSocket from origin {origin} ({ip})", origin=origin, ip=client_ip)
             raise Refused(403, f"origin {origin} is not allowed")
         if self.counts.total >= self.limits.max_connections:
@@ -111,6 +111,10 @@ class Admission:
             raise Refused(429, "too many connections from your address")
         self.counts.add(client_ip)
         return client_ip
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser page of ``origin`` may use the endpoints (for requests that :meth:`admit` does not see)."""
+        return any(p.match(origin) for p in self.origin_patterns)
 
     def release(self, client_ip: str) -> None:
         """One connection counted by :meth:`admit` is gone."""

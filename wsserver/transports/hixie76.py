@@ -86,7 +86,7 @@ from wsserver.transports.admission import Admission, ConnectionLimits, OpenConne
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
 from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, SendBuffer
-from wsserver.transports.wampsession import WampSession, send_kind
+from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
 
@@ -463,8 +463,7 @@ class Hixie76Wamp(Hixie76Connection):
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:
         """The message as one text frame, and its kind for the send buffer (a REPLY: framed as it leaves)."""
-        kind = send_kind(message)
-        return (message if kind is REPLY else self.frame_message(message)), kind
+        return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
         payload, _ = self.endpoints.json.serialize(message)

@@ -123,6 +123,14 @@ class SendBuffer:
         elif not self._overflowed:
             self._wait_for_reply((frame, message))
 
+    def write_encoded(self, encoded: tuple[Any, str], frame: Callable[[Any], bytes]) -> None:
+        """Write what ``wampsession.encoded`` gave: a frame by its kind, or a REPLY's message (framed by ``frame``)."""
+        data, kind = encoded
+        if kind is REPLY:
+            self.write_reply(data, frame)
+        else:
+            self.write(data, kind)
+
     def _wait_for_reply(self, entry: Any) -> None:
         self._wait((entry, -1))
         self.replies_waiting += 1

@@ -82,6 +82,16 @@ def send_kind(message: wamp.Message) -> str:
     return PUSH if kind in UNASKED else REPLY
 
 
+def encoded(message: wamp.Message, frame_message: Callable[[wamp.Message], bytes]) -> tuple[Any, str]:
+    """
+    What a Peer's ``encode`` returns: the message framed once by ``frame_message``, and its kind
+    for the send buffer; a REPLY stays a message, framed when it leaves the send buffer (see
+    sendbuffer.py and :meth:`SendBuffer.write_encoded`).
+    """
+    kind = send_kind(message)
+    return (message if kind is REPLY else frame_message(message)), kind
+
+
 class WampSession:
     """
     The WAMP session of one connection (see the module docstring). ``peer`` is the connection as
@@ -113,18 +123,21 @@ class WampSession:
         self.session = self.router.attach(self.peer, address)
         self._start_hello_timer()
 
-    def message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> None:
+    def message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> str | None:
+        """
+        Hand the message in ``payload`` to the router. Returns what is wrong with it when it is a
+        protocol violation (the router has then aborted the session), for a transport that can
+        answer the request itself (long-poll: 400); else None.
+        """
         session = self.session
         if session is None:
-            return
+            return None
         self._stop_hello_timer()
         router = self.router
         try:
             messages = decode(unserialize(serializer, payload, is_binary))
         except ProtocolViolation as violation:
-            log.info("protocol violation from {peer}: {detail}", peer=self.name, detail=str(violation))
-            carry_out(router.violation(session, str(violation)))
-            return
+            return self.violation(str(violation))
         try:
             for message in messages:
                 carry_out(router.receive(session, message), self.clock.callLater)
@@ -136,6 +149,15 @@ class WampSession:
             self.session = None
             carry_out(router.detach(session))
             self.close_for_internal_error()
+        return None
+
+    def violation(self, detail: str) -> str:
+        """The client broke the protocol (``detail`` says how): ABORT, and close; returns ``detail``."""
+        log.info("protocol violation from {peer}: {detail}", peer=self.name, detail=detail)
+        if self.session is not None:
+            self._stop_hello_timer()
+            carry_out(self.router.violation(self.session, detail))
+        return detail
 
     def say_goodbye(self) -> bool:
         """GOODBYE ``wamp.close.system_shutdown``; False if there is no session to say it to."""

@@ -29,7 +29,7 @@ from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
 from wsserver.transports.sendbuffer import REPLY
-from wsserver.transports.wampsession import WampSession, send_kind
+from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
 
@@ -79,8 +79,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         The message framed once, and its kind for the send buffer; a REPLY stays a message, framed
         when it leaves the send buffer (see sendbuffer.py).
         """
-        kind = send_kind(message)
-        return (message if kind is REPLY else self.frame_message(message)), kind
+        return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
         """The message as one frame (Autobahn's PreparedMessage)."""

@@ -5,6 +5,9 @@
  *
  *   node broker_peer.js WS_URL [REALM]
  *
+ * WS_URL may be an http:// URL of the long-poll endpoint (http://HOST:PORT/lp): the peer then uses
+ * AutobahnJS's long-poll transport only, over ./xhr.js.
+ *
  * Prints {"ready": SESSION_ID} once joined. Commands (every one has a "tag", echoed in its answer):
  *
  *   {"tag": T, "op": "subscribe", "topic": URI, "options": {...}}   -> {"tag": T, "subscribed": ID}
@@ -41,8 +44,11 @@ const say = (message) => console.log(JSON.stringify(message));
 const failure = (tag) => (error) => say({ tag, error: { error: error.error || String(error), args: error.args || [] } });
 let leaving = false;
 
+const longPoll = /^https?:/.test(url);
+if (longPoll) require("./xhr.js");
+
 const connection = new autobahn.Connection({
-  url,
+  ...(longPoll ? { transports: [{ type: "longpoll", url }] } : { url }),
   realm,
   serializers: [new autobahn.serializer.JSONSerializer()],
   max_retries: 0,
