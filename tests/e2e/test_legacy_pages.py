@@ -37,10 +37,11 @@ def test_without_websocket_and_flash_the_page_loads_the_shim_and_says_it_needs_f
     assert "Flash Player >= 10.0.0 is required." in page.log  # what web_socket.js itself says
 
 
-def test_without_websocket_the_wamp_pages_stop_trying_and_say_why(server: ServerProcess, browser: Chromium) -> None:  # noqa: F811
+def test_without_websocket_or_flash_the_wamp_pages_use_long_poll(server: ServerProcess, browser: Chromium) -> None:  # noqa: F811
     page = open_page(browser, server.http_url + "/pubsub.html", WITHOUT_WEBSOCKET)
-    wait_for_state(page, "closed")
-    assert page.text("#state-reason") == "this browser has no usable WebSocket; not reconnecting"
+    wait_for_state(page, "open")
+    assert page.text("#transport") == "long-poll"
+    assert page.evaluate("document.documentElement.dataset.websocket") == "unavailable"
 
 
 @pytest.mark.parametrize("path", PAGES)

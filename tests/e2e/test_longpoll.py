@@ -154,7 +154,10 @@ def test_a_flood_of_long_poll_sessions_is_held_to_the_per_address_limit(start_se
 
 
 def test_a_long_poll_session_without_hello_or_requests_ends_and_frees_its_slot(start_server: Any) -> None:
-    server = start_server("--max-connections-per-ip", "1", "--hello-timeout", "1", "--longpoll-timeout", "2")
+    # --trust-proxy: no count of TCP connections per address (behind a proxy all come from it), so
+    # what is counted here is sessions: long-poll and WebSocket alike, one budget.
+    server = start_server("--max-connections-per-ip", "1", "--hello-timeout", "1", "--longpoll-timeout", "2",
+                          "--trust-proxy")
     silent = LongPoll(server.port)
     refused = LongPoll.__new__(LongPoll)
     refused.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
