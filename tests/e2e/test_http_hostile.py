@@ -216,6 +216,9 @@ def test_out_of_descriptors_pauses_accepting_and_resumes(start_server: Any) -> N
     with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
         herd = Herd(server.port, 200)  # more than the server has descriptors: the rest wait
         try:
+            # Until the server has run out (on a loaded machine its accepts, and the kernel's
+            # retries of SYNs past the backlog, take a while).
+            wait_for(lambda: herd.poll(0.2) or "out of file descriptors" in server.log, timeout=20)
             herd.poll(1.0)
             cpu_before = cpu_seconds(server.proc.pid)
             herd.poll(3.0)
