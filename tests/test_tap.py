@@ -234,3 +234,21 @@ def test_the_http_api_is_off_unless_asked_for_and_then_mounted_with_its_keys(tmp
     assert [key.name for key in api.settings.keys] == ["k"] and api.settings.call_timeout == 2.5
     assert api.max_body == 5000 and server.site.requestFactory.max_body == 5000
     assert {b"publish", b"call"} <= set(server.site.resource.children)
+
+
+def test_history_rules_come_from_the_config_file_and_max_resume_events_from_either(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(
+        'history = [{ uri = "com.example.", match = "prefix", size = 100, ttl = 300 }]\n'
+        "[server]\nmax-resume-events = 50\n\n[realms.realm1]\n"
+    )
+    server = makeService(parse("--config", str(path)), reactor=MemoryReactorClock())
+    broker = server.router.realms["realm1"].broker  # type: ignore[attr-defined]
+    assert broker.max_resume_events == 50
+    assert broker.history.keeps("com.example.chat") and not broker.history.keeps("com.other")
+    assert server.router.realms["realm1"].dealer  # type: ignore[attr-defined]
+    default = makeService(parse(), reactor=MemoryReactorClock())
+    assert default.router.realms["realm1"].broker.history is None  # type: ignore[attr-defined]
+    assert parse()["max-resume-events"] == 300
+    with pytest.raises(usage.UsageError, match="at least 1"):
+        parse("--max-resume-events", "0")
