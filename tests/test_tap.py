@@ -249,3 +249,21 @@ def test_long_poll_options_reach_the_endpoint_and_default_to_its_settings() -> N
     defaults = parse()
     assert (defaults["longpoll-path"], defaults["longpoll-timeout"]) == (
         LongPollSettings.path, LongPollSettings.session_timeout)
+
+
+def test_history_rules_come_from_the_config_file_and_max_resume_events_from_either(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(
+        'history = [{ uri = "com.example.", match = "prefix", size = 100, ttl = 300 }]\n'
+        "[server]\nmax-resume-events = 50\n\n[realms.realm1]\n"
+    )
+    server = makeService(parse("--config", str(path)), reactor=MemoryReactorClock())
+    broker = server.router.realms["realm1"].broker  # type: ignore[attr-defined]
+    assert broker.max_resume_events == 50
+    assert broker.history.keeps("com.example.chat") and not broker.history.keeps("com.other")
+    assert server.router.realms["realm1"].dealer  # type: ignore[attr-defined]
+    default = makeService(parse(), reactor=MemoryReactorClock())
+    assert default.router.realms["realm1"].broker.history is None  # type: ignore[attr-defined]
+    assert parse()["max-resume-events"] == 300
+    with pytest.raises(usage.UsageError, match="at least 1"):
+        parse("--max-resume-events", "0")
