@@ -21,6 +21,7 @@ from wsserver.core.eventstore import StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
+from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
@@ -85,7 +86,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it); plain HTTP connections, which all come from the proxy, are then not counted per address (limit them in the proxy)."],
-        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page), each with history, so pages resume after a reconnect."],
         ["http-api", None, "Serve the HTTP API: POST /publish and POST /call (see the README). Its keys are [realms.NAME.http-keys.KEY] tables in --config; without any, it accepts requests from loopback addresses only."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]
@@ -272,7 +273,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ),
         history=HistorySettings(
             size=options["history-size"],
-            rules=options.config.history if options.config else (),
+            rules=(options.config.history if options.config else ()) + (DEMO_HISTORY if options["demo"] else ()),
             max_resume_events=options["max-resume-events"],
         ),
         http_api=HttpApiSettings(
