@@ -215,3 +215,110 @@ def test_stream_resumes_with_since_and_refuses_a_bad_one(start_server) -> None: 
         with pytest.raises(Exception) as refused:
             ws_connect(f"{url}&since=3", open_timeout=5)
         assert "400" in str(refused.value)
+
+
+# -- Chromium: an EventSource resumes by itself -------------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP forwarder to ``port`` on 127.0.0.1 whose connections the test can cut, and refuse while down."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.sockets: list[Any] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones until :meth:`restore`."""
+        import socket
+
+        self.up = False
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_a_browsers_event_source_resumes_with_last_event_id_after_a_dropped_connection(start_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.e2e.cdp import Chromium, chromium_path
+    from tests.e2e.prerequisites import unavailable
+
+    executable = chromium_path()
+    if executable is None:
+        unavailable("chromium is not installed (Debian: apt-get install chromium)")
+    server = start_server("--history-size", "100")
+    proxy = CuttableProxy(server.port)
+    try:
+        with Chromium.launch(tmp_path / "chromium-profile", executable) as browser, WampClient(server.ws_url) as publisher:
+            page = browser.new_page(f"http://127.0.0.1:{proxy.port}/index.html")
+            page.evaluate(
+                "window.got = []; window.resets = 0; window.opens = 0;"
+                f"window.source = new EventSource('/sse?topic={TOPIC}');"
+                f"source.addEventListener('{TOPIC}', (e) => {{ got.push(JSON.parse(e.data).args[0]); window.lastId = e.lastEventId; }});"
+                "source.addEventListener('reset', () => resets++);"
+                "source.onopen = () => opens++; true"
+            )
+            page.wait_for("window.opens === 1")
+            for n in range(5):
+                publisher.publish(TOPIC, n)
+            page.wait_for("window.got.length === 5")
+            proxy.cut()
+            page.wait_for("window.source.readyState === EventSource.CONNECTING")
+            for n in range(5, 55):
+                publisher.publish(TOPIC, n)
+            proxy.restore()
+            page.wait_for("window.opens === 2 && window.got.length >= 55", timeout=20)
+            publisher.publish(TOPIC, 55)
+            page.wait_for("window.got.length === 56")
+            assert page.evaluate("window.got") == list(range(56))
+            assert page.evaluate("window.resets") == 0
+            assert page.evaluate("window.lastId").endswith(":56")
+    finally:
+        proxy.close()
