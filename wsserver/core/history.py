@@ -29,7 +29,7 @@ found once and cached (the cache, keyed by topics clients choose, starts over wh
 publication on a topic without history costs one dict lookup, and none when no topic has history.
 
 :class:`History` is the interface the broker uses; :class:`TopicHistory` keeps it in memory. A
-store elsewhere (Redis: a stream per topic, its epoch in a key) implements the same four methods.
+store elsewhere (Redis: a stream per topic, its epoch in a key) implements the same five methods.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class History(Protocol[T]):
 
     def latest(self, pattern: str, match: str) -> list[Kept[T]]:
         """Every item kept on the topics ``pattern`` matches, oldest first."""
+
+    def position(self, topic: str) -> Position | None:
+        """Where ``topic``'s history stands now; None if it keeps none or nothing is kept."""
 
     def since(self, topic: str, epoch: str, after: int, limit: int) -> Since[T]:
         """What ``topic`` kept after (``epoch``, ``after``): see :meth:`EventStore.since`; ``topic`` keeps history."""
@@ -152,6 +155,10 @@ class TopicHistory(Generic[T]):
         kept = [k for store in self._stores for k in store.latest(pattern, match)]
         kept.sort()
         return kept
+
+    def position(self, topic: str) -> Position | None:
+        store = self._store(topic)
+        return None if store is None else store.position(topic)
 
     def since(self, topic: str, epoch: str, after: int, limit: int) -> Since[T]:
         store = self._store(topic)

@@ -259,7 +259,7 @@ def history_since(call: Invoked[PeerT]) -> Reply[PeerT]:
         {"seq": k.seq, "topic": topic, "args": k.item.args or [], "kwargs": k.item.kwargs or {}, "timestamp": meta.iso8601(k.time)}
         for k in answer.items
     ]
-    return Reply(kwargs={"recovered": answer.recovered, "epoch": answer.epoch, "top": answer.top, "events": events})
+    return Reply([], {"recovered": answer.recovered, "epoch": answer.epoch, "top": answer.top, "events": events})
 
 
 #: The procedures any session may call, checked against what they name instead (here: SUBSCRIBE
