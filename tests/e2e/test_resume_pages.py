@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .cdp import Chromium
 from .tcpproxy import CuttableProxy
-from .test_pages import browser, wait_for_state
+from .test_pages import browser, js_string, wait_for_active_subscription, wait_for_event_containing, wait_for_state
 from .wampclient import WampClient
 
 if TYPE_CHECKING:
@@ -71,3 +71,31 @@ def test_dashboard_recovers_the_ticker_across_a_dropped_connection_and_reloads_a
         page.wait_for("document.getElementById('ticker-resume').textContent === 'reloaded'", timeout=30)
         assert page.evaluate("document.getElementById('ticker-resume').dataset.recovered") == "false"
         assert "lost its history" in page.evaluate("document.getElementById('ticker-resume').title")
+
+
+def test_pubsub_page_with_resume_lists_the_missed_events_as_recovered(
+    start_server: Callable[..., ServerProcess], browser: Chromium
+) -> None:
+    topic = "com.example.e2e.resume"
+    server = start_server("--history-size", "10")
+    with CuttableProxy(server.port) as proxy, WampClient(server.ws_url) as publisher:
+        page = browser.new_page(f"http://127.0.0.1:{proxy.port}/pubsub.html?subscribe={topic}&resume=1")
+        wait_for_state(page, "open")
+        wait_for_active_subscription(page, topic)
+        publisher.publish(topic, "seen")
+        wait_for_event_containing(page, "seen")
+        proxy.cut()
+        wait_for_state(page, "closed")
+        for n in range(3):
+            publisher.publish(topic, f"missed {n}")
+        proxy.restore()
+        page.wait_for(
+            "[...document.querySelectorAll('#notices .notice')]"
+            f".some((n) => n.textContent.includes({js_string(topic + ': resumed, 3 missed events recovered')}))",
+            timeout=20,
+        )
+        shown = page.evaluate(
+            "[...document.querySelectorAll('#events .event')].map((e) => [e.querySelector('.event-args').textContent,"
+            " e.dataset.recovered === 'true'])")
+    # newest first
+    assert shown == [[f'args ["missed {n}"]', True] for n in (2, 1, 0)] + [['args ["seen"]', False]]
