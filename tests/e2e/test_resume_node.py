@@ -143,3 +143,22 @@ def test_wsclient_says_reloaded_after_a_server_restart(
         publisher.publish(TOPIC, "after the restart")
         after = events(subscriber, 1)[0]
     assert after == {"event": ["after the restart"], "seq": 1, "recovered": False}
+
+
+def test_wsclient_says_reloaded_when_the_topic_keeps_no_history(start_server: Callable[..., ServerProcess]) -> None:
+    """A server without history: the resume cannot be, and the page is told so, not told "recovered"."""
+    server = start_server()
+    with CuttableProxy(server.port) as proxy, WampClient(server.ws_url) as publisher:
+        subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", TOPIC, SCRIPT)
+        try:
+            assert subscriber.next("active") == TOPIC
+            publisher.publish(TOPIC, "before")
+            assert events(subscriber, 1)[0] == {"event": ["before"], "recovered": False}  # no position
+            proxy.cut()
+            assert subscriber.next("state") == "closed"
+            publisher.publish(TOPIC, "missed")
+            proxy.restore()
+            resumed = subscriber.next("resume", timeout=30)
+        finally:
+            subscriber.close()
+    assert resumed == {"topic": TOPIC, "recovered": False, "missed": 0, "reason": "no position to resume from"}

@@ -198,7 +198,7 @@ export class WampClient {
     }
     const entry = {
       handler, match, resume, onResume: onResume || (() => {}), subscription: null, waiters: [],
-      positions: new Map(), held: null,
+      positions: new Map(), held: null, everActive: false,
     };
     this.subscriptions.set(topic, entry);
     const acknowledged = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
@@ -347,7 +347,7 @@ export class WampClient {
 
   async _subscribeOnBroker(topic, entry) {
     const session = this.session;
-    const resubscribed = entry.resume && entry.positions.size > 0;
+    const resubscribed = entry.resume && entry.everActive;
     // Live events wait while the position is asked for: they come after what was missed.
     if (entry.resume) entry.held = [];
     try {
@@ -368,6 +368,7 @@ export class WampClient {
         return;
       }
       entry.subscription = subscription;
+      entry.everActive = true;
       this.onSubscription(topic, "active");
       entry.waiters.splice(0).forEach((waiter) => waiter.resolve(subscription));
     } catch (error) {
@@ -420,6 +421,12 @@ export class WampClient {
   /** After a reconnect: deliver what each known topic missed, then the held-back live events; tell the page. */
   async _resume(session, topic, entry) {
     const topics = [...entry.positions.keys()];
+    if (topics.length === 0) {
+      // No event came before the drop, and the topic's position is unknown (it keeps no history?)
+      await this._learnPosition(session, topic, entry);
+      if (this.session === session) this._resumed(entry, { topic, recovered: false, missed: 0, reason: "no position to resume from" });
+      return;
+    }
     const answers = await Promise.allSettled(topics.map((concrete) => {
       const { epoch, seq } = entry.positions.get(concrete);
       return session.call(HISTORY_SINCE, [concrete, epoch, seq]);
@@ -440,7 +447,7 @@ export class WampClient {
           missed.push({ topic: concrete, args: args || [], kwargs: kwargs || {}, details, recovered: true });
         }
       } else {
-        const lost = epoch === entry.positions.get(concrete).epoch ? "more was missed than is kept" : "the server lost its history";
+        const lost = epoch === entry.positions.get(concrete).epoch ? "more was missed than the server keeps or returns at once" : "the server lost its history";
         reasons.push(`${concrete}: ${lost}`);
         // What came before is lost to this page; live events after `top` still follow.
         entry.positions.set(concrete, { epoch, seq: top });
@@ -451,10 +458,15 @@ export class WampClient {
     missed.forEach((event) => this._deliver(entry, event));
     this._releaseHeld(entry);
     const recovered = reasons.length === 0;
-    const result = { topic, recovered, missed: missed.length, reason: recovered ? null : reasons.join("; ") };
+    this._resumed(entry, { topic, recovered, missed: missed.length, reason: recovered ? null : reasons.join("; ") });
+  }
+
+  /** Tell the page how the resume of `entry` went: a notice, and its onResume. */
+  _resumed(entry, result) {
+    const { topic, recovered, missed, reason } = result;
     this.onNotice(recovered
-      ? `${topic}: resumed, ${missed.length} missed event${missed.length === 1 ? "" : "s"} recovered`
-      : `${topic}: reloaded (${result.reason})`);
+      ? `${topic}: resumed, ${missed} missed event${missed === 1 ? "" : "s"} recovered`
+      : `${topic}: reloaded (${reason})`);
     entry.onResume(result);
   }
 
