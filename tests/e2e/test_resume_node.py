@@ -28,14 +28,40 @@ SCRIPT = Path(__file__).with_name("node") / "resume_subscriber.mjs"
 TOPIC = "com.example.resume"
 
 
+Relayed = tuple["ServerProcess", CuttableProxy, Subscriber]
+
+
 @pytest.fixture
-def relayed(start_server: Callable[..., ServerProcess]) -> Iterator[tuple[ServerProcess, CuttableProxy, Subscriber]]:
-    """A server keeping 100 events per topic, a relay in front of it, and the Node subscriber behind the relay."""
-    server = start_server("--history-size", "100")
-    with CuttableProxy(server.port) as proxy:
+def relay(start_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., Relayed]]:
+    """A factory: ``start_server(*args)``, a relay in front of it, and the Node subscriber behind the relay."""
+    opened: list[tuple[CuttableProxy, Subscriber]] = []
+
+    def make(*args: str) -> Relayed:
+        server = start_server(*args)
+        proxy = CuttableProxy(server.port)
         subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", TOPIC, SCRIPT)
-        yield server, proxy, subscriber
+        opened.append((proxy, subscriber))
+        assert subscriber.next("active") == TOPIC
+        return server, proxy, subscriber
+
+    yield make
+    for proxy, subscriber in opened:
         subscriber.close()
+        proxy.close()
+
+
+@pytest.fixture
+def relayed(relay: Callable[..., Relayed]) -> Relayed:
+    """A server keeping 100 events per topic, with the subscriber behind a relay."""
+    return relay("--history-size", "100")
+
+
+def drop_while(proxy: CuttableProxy, subscriber: Subscriber, publish: Callable[[], object]) -> None:
+    """Cut the subscriber's connection, ``publish()`` while it is away, and let it back."""
+    proxy.cut()
+    assert subscriber.next("state") == "closed"
+    publish()
+    proxy.restore()
 
 
 def events(subscriber: Subscriber, count: int) -> list[dict[str, Any]]:
@@ -58,21 +84,15 @@ def lines_until(
 
 
 def test_wsclient_resumes_exactly_the_50_events_published_while_the_network_was_down(
-    relayed: tuple[ServerProcess, CuttableProxy, Subscriber],
+    relayed: Relayed,
 ) -> None:
     server, proxy, subscriber = relayed
-    assert subscriber.next("active") == TOPIC
     with WampClient(server.ws_url) as publisher:
         for n in range(5):
             publisher.publish(TOPIC, n)
         before = events(subscriber, 5)
         assert [(e["event"], e["seq"], e["recovered"]) for e in before] == [([n], n + 1, False) for n in range(5)]
-
-        proxy.cut()
-        assert subscriber.next("state") == "closed"
-        for n in range(5, 55):
-            publisher.publish(TOPIC, n)
-        proxy.restore()
+        drop_while(proxy, subscriber, lambda: [publisher.publish(TOPIC, n) for n in range(5, 55)])
         after = lines_until(subscriber, lambda found: any("resume" in line for line in found))
         publisher.publish(TOPIC, 55)
         after += events(subscriber, 1)
@@ -86,11 +106,10 @@ def test_wsclient_resumes_exactly_the_50_events_published_while_the_network_was_
 
 
 def test_wsclient_delivers_live_events_that_come_during_its_resume_once_and_after_the_missed_ones(
-    relayed: tuple[ServerProcess, CuttableProxy, Subscriber],
+    relayed: Relayed,
 ) -> None:
     """A publisher that never stops: whatever the client gets while it resubscribes and resumes, no gap, no duplicate."""
     server, proxy, subscriber = relayed
-    assert subscriber.next("active") == TOPIC
     with WampClient(server.ws_url) as publisher:
         published = 0
         stop = threading.Event()
@@ -127,10 +146,9 @@ def test_wsclient_delivers_live_events_that_come_during_its_resume_once_and_afte
 
 
 def test_wsclient_says_reloaded_after_a_server_restart(
-    relayed: tuple[ServerProcess, CuttableProxy, Subscriber],
+    relayed: Relayed,
 ) -> None:
     server, proxy, subscriber = relayed
-    assert subscriber.next("active") == TOPIC
     with WampClient(server.ws_url) as publisher:
         publisher.publish(TOPIC, "before")
         assert events(subscriber, 1)[0]["event"] == ["before"]
@@ -145,20 +163,12 @@ def test_wsclient_says_reloaded_after_a_server_restart(
     assert after == {"event": ["after the restart"], "seq": 1, "recovered": False}
 
 
-def test_wsclient_says_reloaded_when_the_topic_keeps_no_history(start_server: Callable[..., ServerProcess]) -> None:
+def test_wsclient_says_reloaded_when_the_topic_keeps_no_history(relay: Callable[..., Relayed]) -> None:
     """A server without history: the resume cannot be, and the page is told so, not told "recovered"."""
-    server = start_server()
-    with CuttableProxy(server.port) as proxy, WampClient(server.ws_url) as publisher:
-        subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", TOPIC, SCRIPT)
-        try:
-            assert subscriber.next("active") == TOPIC
-            publisher.publish(TOPIC, "before")
-            assert events(subscriber, 1)[0] == {"event": ["before"], "recovered": False}  # no position
-            proxy.cut()
-            assert subscriber.next("state") == "closed"
-            publisher.publish(TOPIC, "missed")
-            proxy.restore()
-            resumed = subscriber.next("resume", timeout=30)
-        finally:
-            subscriber.close()
+    server, proxy, subscriber = relay()
+    with WampClient(server.ws_url) as publisher:
+        publisher.publish(TOPIC, "before")
+        assert events(subscriber, 1)[0] == {"event": ["before"], "recovered": False}  # no position
+        drop_while(proxy, subscriber, lambda: publisher.publish(TOPIC, "missed"))
+        resumed = subscriber.next("resume", timeout=30)
     assert resumed == {"topic": TOPIC, "recovered": False, "missed": 0, "reason": "no position to resume from"}
