@@ -33,15 +33,15 @@ Relayed = tuple["ServerProcess", CuttableProxy, Subscriber]
 
 @pytest.fixture
 def relay(start_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., Relayed]]:
-    """A factory: ``start_server(*args)``, a relay in front of it, and the Node subscriber behind the relay."""
+    """A factory: ``start_server(*args)``, a relay in front of it, and the Node subscriber (to ``topic``, ``match``) behind the relay."""
     opened: list[tuple[CuttableProxy, Subscriber]] = []
 
-    def make(*args: str) -> Relayed:
+    def make(*args: str, topic: str = TOPIC, match: str = "exact") -> Relayed:
         server = start_server(*args)
         proxy = CuttableProxy(server.port)
-        subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", TOPIC, SCRIPT)
+        subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", topic, SCRIPT, match)
         opened.append((proxy, subscriber))
-        assert subscriber.next("active") == TOPIC
+        assert subscriber.next("active") == topic
         return server, proxy, subscriber
 
     yield make
@@ -172,3 +172,26 @@ def test_wsclient_says_reloaded_when_the_topic_keeps_no_history(relay: Callable[
         drop_while(proxy, subscriber, lambda: publisher.publish(TOPIC, "missed"))
         resumed = subscriber.next("resume", timeout=30)
     assert resumed == {"topic": TOPIC, "recovered": False, "missed": 0, "reason": "no position to resume from"}
+
+
+def test_wsclient_resumes_each_topic_a_prefix_subscription_has_seen(relay: Callable[..., Relayed]) -> None:
+    server, proxy, subscriber = relay("--history-size", "100", topic="com.example.resume.", match="prefix")
+    topics = ["com.example.resume.a", "com.example.resume.b"]
+    with WampClient(server.ws_url) as publisher:
+        for topic in topics:
+            publisher.publish(topic, f"{topic} seen")
+        events(subscriber, 2)
+
+        def publish_missed() -> None:
+            for n in range(3):
+                for topic in topics:
+                    publisher.publish(topic, f"{topic} {n}")
+
+        drop_while(proxy, subscriber, publish_missed)
+        after = lines_until(subscriber, lambda found: any("resume" in line for line in found))
+    got = [line["event"][0] for line in after if "event" in line]
+    assert sorted(got) == sorted(f"{topic} {n}" for topic in topics for n in range(3))  # each once
+    for topic in topics:
+        assert [event for event in got if event.startswith(topic)] == [f"{topic} {n}" for n in range(3)]
+    resumed = next(line["resume"] for line in after if "resume" in line)
+    assert resumed == {"topic": "com.example.resume.", "recovered": True, "missed": 6, "reason": None}

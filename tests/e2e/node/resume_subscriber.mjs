@@ -3,7 +3,7 @@
  * The pages' helper web/js/wsclient.js itself, run under Node with AutobahnJS (npm "autobahn"), for
  * tests/e2e/test_resume_node.py: one subscription made with { resume: true }, WebSocket only.
  *
- *   node resume_subscriber.mjs WS_URL TOPIC
+ *   node resume_subscriber.mjs WS_URL TOPIC [MATCH]     (MATCH: exact, the default, prefix or wildcard)
  *
  * Prints one JSON object per line: {"state": STATE} per state change, {"active": TOPIC} when the
  * broker acknowledged the subscription, {"event": ARGS, "seq": _seq, "recovered": bool} per event
@@ -15,7 +15,7 @@ import { readFileSync } from "node:fs";
 import readline from "node:readline";
 
 const require = createRequire(import.meta.url);
-const [url, topic] = process.argv.slice(2);
+const [url, topic, match = "exact"] = process.argv.slice(2);
 if (!url || !topic) {
   console.error("usage: node resume_subscriber.mjs WS_URL TOPIC");
   process.exit(64);
@@ -35,6 +35,7 @@ const client = new WampClient({
   onSubscription: (subscribed, status) => status === "active" && say({ active: subscribed }),
 });
 client.subscribe(topic, (event) => say({ event: event.args, seq: event.details._seq, recovered: !!event.recovered }), {
+  match,
   resume: true,
   onResume: (result) => say({ resume: result }),
 });
