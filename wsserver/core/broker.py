@@ -171,6 +171,7 @@ class Publication:
 class PositionedEvent(wamp.Event):
     """An EVENT whose details carry its publication's position (``_epoch``, ``_seq``): WAMP leaves ``_`` keys to routers."""
 
+    __slots__ = ("position",)  # as autobahn's messages: no __dict__ per EVENT
     position: Position
 
     def marshal(self) -> list[Any]:
