@@ -32,6 +32,7 @@ come (SSE has no pong: the connection's flow control tells). Shutdown ends every
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -49,6 +50,7 @@ from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
     StreamSession,
+    Resumed,
     event_json,
     login_from,
     no_bearer_keys,
@@ -78,9 +80,22 @@ HEADERS = (
 )
 
 
-def sse_event(topic: str, data: bytes) -> bytes:
-    """One SSE event: ``event:`` the topic (URIs hold no line break), ``data:`` one line of JSON."""
-    return b"event: " + topic.encode("utf-8") + b"\ndata: " + data + b"\n\n"
+def sse_event(topic: str, data: bytes, event_id: str | None = None) -> bytes:
+    """
+    One SSE event: ``id:`` the stream's position after it (if any), ``event:`` the topic (URIs
+    and positions hold no line break), ``data:`` one line of JSON.
+    """
+    head = b"" if event_id is None else b"id: " + event_id.encode("ascii") + b"\n"
+    return head + b"event: " + topic.encode("utf-8") + b"\ndata: " + data + b"\n\n"
+
+
+def sse_reset(topics: list[str], reason: str, event_id: str) -> bytes:
+    """The announcement of an unrecoverable gap: ``event: reset``, data ``{"topics", "reason"}``."""
+    return b"id: " + event_id.encode("ascii") + b"\nevent: reset\ndata: " + _json({"topics": topics, "reason": reason}) + b"\n\n"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 def chunk(data: bytes) -> bytes:
@@ -111,6 +126,8 @@ class SseStream:
     """One open event stream: the router's Peer for its session, writing to one HTTP response."""
 
     wire_format: object = SSE_WIRE
+    #: Whether events leave as chunks of the chunked body (HTTP/1.1), written to the connection.
+    chunked = False
 
     def __init__(self, resource: SseResource, request: Any, client_ip: str) -> None:
         self.resource = resource
@@ -127,11 +144,11 @@ class SseStream:
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
-        if type(message) is wamp.Event and self.stream is not None:
+        if isinstance(message, wamp.Event) and self.stream is not None:
             event: wamp.Event = message
             topic = self.stream.topic_of(event)
-            data = sse_event(topic, event_json(topic, event.args, event.kwargs))
-            return chunk(data) if self.wire_format is SSE_CHUNKED_WIRE else data
+            data = sse_event(topic, event_json(topic, event.args, event.kwargs), self.stream.event_id(event))
+            return chunk(data) if self.chunked else data
         return message
 
     def write_encoded(self, data: Any) -> None:
@@ -159,12 +176,45 @@ class SseStream:
         request.write(f": subscribed to {' '.join(self.stream.query.topics)}\n\n".encode("utf-8"))
         sink = request
         if request.chunked and isinstance(request.channel, http.HTTPChannel):
-            self.wire_format, sink = SSE_CHUNKED_WIRE, request.channel.transport
+            self.wire_format, sink, self.chunked = SSE_CHUNKED_WIRE, request.channel.transport, True
+        if self.stream.own_ids:
+            self.wire_format = (self.wire_format, self)  # its ids are its own: it encodes its events itself
         limits = self.resource.admission.limits
         self.send_buffer = SendBuffer(sink, limits=limits, overflow=self._overflowed, peer=self.client_ip)
         request.registerProducer(self, True)
         self.open = True
+        self._resume()
         self._schedule_heartbeat()
+
+    def _resume(self) -> None:
+        """
+        Before any live event: what the client missed since the position it gave (the browser's
+        ``Last-Event-ID``, else ``?since=``), or the stream's position now. Missed events are
+        paced as the client reads (replies, see sendbuffer.py).
+        """
+        stream, buffer = self.stream, self.send_buffer
+        assert stream is not None and buffer is not None
+        last_id = self.request.getHeader(b"last-event-id")
+        given = last_id.decode("utf-8", "replace") if last_id is not None else stream.query.since
+        if given is None:
+            current = stream.current_id()
+            if current is not None:
+                buffer.write(self._framed(b"id: " + current.encode("ascii") + b"\n\n"), CONTROL)
+            return
+        resumed: Resumed = stream.resume(given)
+        if resumed.reset:
+            buffer.write(self._framed(sse_reset(resumed.reset, resumed.reason, resumed.id)), CONTROL)
+        for entry in resumed.events:
+            buffer.write_reply(entry, self._missed)
+        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
+
+    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
+        topic, kept, event_id = entry
+        publication = kept.item
+        return self._framed(sse_event(topic, event_json(topic, publication.args, publication.kwargs), event_id))
+
+    def _framed(self, data: bytes) -> bytes:
+        return chunk(data) if self.chunked else data
 
     def refused(self, failure: Failure) -> None:
         failure.trap(StreamRefused)
@@ -235,7 +285,7 @@ class SseStream:
                 self._overflowed(0)
                 return
         if not buffer.paused and not buffer.waiting:  # nothing waits: the comment goes out now
-            buffer.write(chunk(HEARTBEAT) if self.wire_format is SSE_CHUNKED_WIRE else HEARTBEAT, CONTROL)
+            buffer.write(self._framed(HEARTBEAT), CONTROL)
         self._schedule_heartbeat()
 
 

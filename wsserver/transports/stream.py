@@ -23,6 +23,7 @@ Shutdown closes every stream with 1001.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -35,7 +36,7 @@ from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission
 from wsserver.transports.bounds import truncate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
-from wsserver.transports.sendbuffer import EVENT
+from wsserver.transports.sendbuffer import EVENT, REPLY
 from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
@@ -53,6 +54,10 @@ STREAM_WIRE = ("stream",)
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
 class StreamServerProtocol(EchoServerProtocol):
     """
     One ``/stream`` connection: the router's Peer for its session. Admitted, counted and closed on
@@ -66,11 +71,15 @@ class StreamServerProtocol(EchoServerProtocol):
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
-        if type(message) is wamp.Event and self.stream is not None:
+        if isinstance(message, wamp.Event) and self.stream is not None:
             event: wamp.Event = message
-            payload = event_json(self.stream.topic_of(event), event.args, event.kwargs)
-            return self.factory.prepareMessage(payload, False).payloadHybi
+            payload = event_json(self.stream.topic_of(event), event.args, event.kwargs, self.stream.event_id(event))
+            return self._frame(payload)
         return message
+
+    def _frame(self, payload: bytes) -> bytes:
+        frame: bytes = self.factory.prepareMessage(payload, False).payloadHybi
+        return frame
 
     def write_encoded(self, data: Any) -> None:
         if type(data) is bytes:
@@ -101,6 +110,37 @@ class StreamServerProtocol(EchoServerProtocol):
         failure.trap(StreamRefused)
         refusal: StreamRefused = failure.value  # type: ignore[assignment]
         raise ConnectionDeny(refusal.status, refusal.reason)
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        stream = self.stream
+        if stream is None or self.state != STATE_OPEN:
+            return
+        if stream.own_ids:
+            self.wire_format = (STREAM_WIRE, self)  # its ids are its own: it encodes its events itself
+        self._resume(stream)
+
+    def _resume(self, stream: StreamSession) -> None:
+        """
+        Before any live event: what the client missed since ``&since=`` (missed events paced as it
+        reads, see sendbuffer.py), or the stream's position now, ``{"id": ...}``.
+        """
+        if stream.query.since is None:
+            current = stream.current_id()
+            if current is not None:
+                self.send_buffer.write(self._frame(_json({"id": current})), REPLY)
+            return
+        resumed = stream.resume(stream.query.since)
+        if resumed.reset:
+            reset = {"reset": {"topics": resumed.reset, "reason": resumed.reason}, "id": resumed.id}
+            self.send_buffer.write(self._frame(_json(reset)), REPLY)
+        for entry in resumed.events:
+            self.send_buffer.write_reply(entry, self._missed)
+        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
+
+    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
+        topic, kept, event_id = entry
+        return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, event_id))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass  # a stream only sends; the frame bounds still apply to what the client sends
