@@ -16,8 +16,15 @@ the origin check allows gets ``Access-Control-Allow-Origin`` for its origin.
 
 Each publication is then one event::
 
+    id: q3v9a0bKcZtX:17                  (a topic with history: the stream's position after it)
     event: com.example.ticker
     data: {"topic":"com.example.ticker","args":[42],"kwargs":{}}
+
+A stream of topics with history begins with its position (an ``id:`` line of its own) and, given
+one back (the browser's ``Last-Event-ID`` on its automatic reconnect, or ``?since=``), first
+sends what the client missed, then ``event: reset`` for the topics it cannot recover (see
+substream.py, "Positions and resume"). The missed events are paced as the client reads, as the
+answers to a WebSocket client's own requests are.
 
 built once per publication for every SSE stream (the wire formats :data:`SSE_CHUNKED_WIRE` and
 :data:`SSE_WIRE`), and written

@@ -13,6 +13,10 @@ fails the handshake with its status and the reason as the response's text body
 (:class:`~wsserver.transports.bounds.BoundedWebSocket`): 400 bad query, 401 failed login, 403
 refused origin or topic, 404 no such realm.
 
+A stream of topics with history begins with ``{"id": POSITION}`` and each of their events
+carries ``"id"``; ``&since=POSITION`` first replays what was missed, announcing a topic it cannot
+recover with ``{"reset": {"topics", "reason"}, "id"}`` (see substream.py, "Positions and resume").
+
 Then each publication is one text frame, the JSON object ``{"topic", "args", "kwargs"}``, framed
 once per publication for every ``/stream`` connection (the wire format :data:`STREAM_WIRE`, with
 Autobahn's prepared messages: a server frame is not masked, so the bytes are the same for all)
