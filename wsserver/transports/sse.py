@@ -57,7 +57,6 @@ from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
     StreamSession,
-    Resumed,
     event_json,
     login_from,
     no_bearer_keys,
@@ -208,17 +207,18 @@ class SseStream:
             if current is not None:
                 buffer.write(self._framed(b"id: " + current.encode("ascii") + b"\n\n"), CONTROL)
             return
-        resumed: Resumed = stream.resume(given)
+        resumed = stream.resume(given)
         if resumed.reset:
             buffer.write(self._framed(sse_reset(resumed.reset, resumed.reason, resumed.id)), CONTROL)
-        for entry in resumed.events:
-            buffer.write_reply(entry, self._missed)
-        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic, publication = resumed.topics[place], kept.item
+            data = event_json(topic, publication.args, publication.kwargs)
+            return self._framed(sse_event(topic, data, resumed.event_id(place, kept)))
 
-    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
-        topic, kept, event_id = entry
-        publication = kept.item
-        return self._framed(sse_event(topic, event_json(topic, publication.args, publication.kwargs), event_id))
+        for entry in resumed.events:
+            buffer.write_reply(entry, missed)
+        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
 
     def _framed(self, data: bytes) -> bytes:
         return chunk(data) if self.chunked else data

@@ -138,13 +138,14 @@ class StreamServerProtocol(EchoServerProtocol):
         if resumed.reset:
             reset = {"reset": {"topics": resumed.reset, "reason": resumed.reason}, "id": resumed.id}
             self.send_buffer.write(self._frame(_json(reset)), REPLY)
-        for entry in resumed.events:
-            self.send_buffer.write_reply(entry, self._missed)
-        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic = resumed.topics[place]
+            return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, resumed.event_id(place, kept)))
 
-    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
-        topic, kept, event_id = entry
-        return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, event_id))
+        for entry in resumed.events:
+            self.send_buffer.write_reply(entry, missed)
+        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass  # a stream only sends; the frame bounds still apply to what the client sends
