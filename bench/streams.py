@@ -122,26 +122,14 @@ def fanout(server: Wsserver, transport: str, subscribers: int, publications: int
         loop.close()
 
 
-def WsserverKeeping(history_size: int) -> type[Wsserver]:
-    """wsserver as bench/run.py starts it, keeping ``history_size`` events of every topic."""
-
-    class Keeping(Wsserver):
-        def command(self) -> list[str]:
-            return [*super().command(), "--history-size", str(history_size)]
-
-    return Keeping
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--publications", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--history-size", type=int, default=0,
-                        help="the server keeps N events of every topic: every event carries its position")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
-    server = (WsserverKeeping(args.history_size) if args.history_size else Wsserver)(cpu=0).start()
+    server = Wsserver(cpu=0).start()
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in MARKERS}
     try:
         fanout(server, "ws", args.subscribers, 200)  # warm up
