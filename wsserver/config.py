@@ -167,14 +167,7 @@ class _Reader:
             if not isinstance(rule, dict):
                 self.fail(at, "a history rule is a table: { uri = ..., match = ..., size = N, ttl = S }")
             self.keys(rule, at, ("uri", "match", "size", "ttl"))
-            uri = self.string(rule.get("uri"), (*at, "uri"))
-            match = rule.get("match", EXACT)
-            if match not in POLICIES:
-                self.fail((*at, "match"), f"must be one of {', '.join(POLICIES)}, not {match!r}")
-            try:
-                check_pattern(uri, match)
-            except InvalidUriError:
-                self.fail((*at, "uri"), f"{uri!r} is not a valid {match} pattern")
+            uri, match = self.pattern(at, rule)
             size = rule.get("size")
             if type(size) is not int or size < 0:
                 self.fail((*at, "size"), f"must be the number of events to keep (0: none), not {size!r}")
@@ -230,6 +223,14 @@ class _Reader:
         if not isinstance(rule, dict):
             self.fail(at, "a permission is a table: { uri = ..., match = ..., allow = [...] }")
         self.keys(rule, at, ("uri", "match", "allow"))
+        uri, match = self.pattern(at, rule)
+        allow = rule.get("allow")
+        if not isinstance(allow, list) or any(action not in ACTIONS for action in allow):
+            self.fail((*at, "allow"), f"must be a list of {', '.join(ACTIONS)}, not {allow!r}")
+        return Permission(uri, match, frozenset(allow))
+
+    def pattern(self, at: Path_, rule: dict[str, Any]) -> tuple[str, str]:
+        """A rule's ``uri`` and ``match`` (exact without one), checked as a subscription's pattern."""
         uri = self.string(rule.get("uri"), (*at, "uri"))
         match = rule.get("match", EXACT)
         if match not in POLICIES:
@@ -238,10 +239,7 @@ class _Reader:
             check_pattern(uri, match)
         except InvalidUriError:
             self.fail((*at, "uri"), f"{uri!r} is not a valid {match} pattern")
-        allow = rule.get("allow")
-        if not isinstance(allow, list) or any(action not in ACTIONS for action in allow):
-            self.fail((*at, "allow"), f"must be a list of {', '.join(ACTIONS)}, not {allow!r}")
-        return Permission(uri, match, frozenset(allow))
+        return uri, match
 
     def role_name(self, value: Any, at: Path_, roles: Mapping[str, Any]) -> str:
         role = self.string(value, at)

@@ -322,3 +322,39 @@ def test_a_browsers_event_source_resumes_with_last_event_id_after_a_dropped_conn
             assert page.evaluate("window.lastId").endswith(":56")
     finally:
         proxy.close()
+
+
+def test_many_sse_resumes_that_never_read_and_forged_positions_cost_little_and_harm_no_one(start_server) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    server = start_server("--history-size", "300")
+    with WampClient(server.ws_url) as publisher:
+        publisher.publish(TOPIC, "x" * 1000)
+        (start,) = sse_blocks(server.port, f"/sse?topic={TOPIC}", 1)
+        for n in range(299):
+            publisher.publish(TOPIC, "x" * 1000, acknowledge=n == 298)
+        with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+            sockets = []
+            for n in range(200):  # each asks for 299 events of 1 kB, and reads none of them
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                last = start["id"] if n % 2 else f"forged-{n}:{n}" + ",-" * (n % 5)
+                sock.sendall(f"GET /sse?topic={TOPIC} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n".encode())
+                sockets.append(sock)
+            refused = sse_refusal(server.port, f"/sse?topic={TOPIC}&since=" + "9" * 5000)
+            assert refused.startswith("400"), refused
+            for n in range(50):
+                publisher.publish(TOPIC, n)
+            for sock in sockets:
+                sock.close()
+        print(bystander.check().summary(), f"memory growth {memory.check(64 * 2**20) / 2**20:.1f} MiB")
+
+
+def sse_refusal(port: int, target: str) -> str:
+    """The status line and body of a refused GET ``target``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", target)
+    response = connection.getresponse()
+    answer = f"{response.status} {response.read().decode()}"
+    connection.close()
+    return answer

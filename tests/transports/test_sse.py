@@ -347,3 +347,18 @@ def test_since_in_the_query_resumes_like_last_event_id_and_a_pattern_stream_cann
     pattern = kept.get("/sse?topic=com.example.&match=prefix", "Last-Event-ID: -")
     assert blocks(pattern.body())[0]["event"] == "reset"
     assert kept.get("/sse?topic=com.example.a&since=nonsense").status == 400
+
+
+def test_a_whole_replay_is_bounded_by_max_resume_events_too(kept: Endpoint) -> None:
+    target = "/sse?topic=com.example.a&topic=com.example.b"
+    stream = kept.get(target)
+    stream.body()
+    kept.publish("com.example.a", 0)
+    kept.publish("com.example.b", 0)
+    last_id = blocks(stream.body())[-1]["id"]
+    for n in range(3):  # 3 missed of each: within 4 per topic, 6 in all
+        kept.publish("com.example.a", n)
+        kept.publish("com.example.b", n)
+    (reset, position) = blocks(kept.get(target, f"Last-Event-ID: {last_id}").body())
+    assert json.loads(reset["data"])["topics"] == ["com.example.a", "com.example.b"]
+    assert [p.rsplit(":", 1)[1] for p in position["id"].split(",")] == ["4", "4"]

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
@@ -187,19 +187,7 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
         "publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole
     }
     position = publication.position
-    if position is not None:
-        positioned = PositionedEvent(
-            subscription.id,
-            publication.id,
-            args=publication.args,
-            kwargs=publication.kwargs,
-            topic=None if subscription.match == EXACT else publication.topic,
-            retained=retained or None,
-            **disclosed,
-        )
-        positioned.position = position
-        return positioned
-    return wamp.Event(
+    message = (wamp.Event if position is None else PositionedEvent)(
         subscription.id,
         publication.id,
         args=publication.args,
@@ -208,6 +196,9 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
         retained=retained or None,
         **disclosed,
     )
+    if position is not None:
+        cast(PositionedEvent, message).position = position
+    return message
 
 
 class Broker(Generic[PeerT]):

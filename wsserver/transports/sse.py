@@ -16,8 +16,15 @@ the origin check allows gets ``Access-Control-Allow-Origin`` for its origin.
 
 Each publication is then one event::
 
+    id: q3v9a0bKcZtX:17                  (a topic with history: the stream's position after it)
     event: com.example.ticker
     data: {"topic":"com.example.ticker","args":[42],"kwargs":{}}
+
+A stream of topics with history begins with its position (an ``id:`` line of its own) and, given
+one back (the browser's ``Last-Event-ID`` on its automatic reconnect, or ``?since=``), first
+sends what the client missed, then ``event: reset`` for the topics it cannot recover (see
+substream.py, "Positions and resume"). The missed events are paced as the client reads, as the
+answers to a WebSocket client's own requests are.
 
 built once per publication for every SSE stream (the wire formats :data:`SSE_CHUNKED_WIRE` and
 :data:`SSE_WIRE`), and written
@@ -50,7 +57,6 @@ from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
     StreamSession,
-    Resumed,
     event_json,
     login_from,
     no_bearer_keys,
@@ -201,17 +207,18 @@ class SseStream:
             if current is not None:
                 buffer.write(self._framed(b"id: " + current.encode("ascii") + b"\n\n"), CONTROL)
             return
-        resumed: Resumed = stream.resume(given)
+        resumed = stream.resume(given)
         if resumed.reset:
             buffer.write(self._framed(sse_reset(resumed.reset, resumed.reason, resumed.id)), CONTROL)
-        for entry in resumed.events:
-            buffer.write_reply(entry, self._missed)
-        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic, publication = resumed.topics[place], kept.item
+            data = event_json(topic, publication.args, publication.kwargs)
+            return self._framed(sse_event(topic, data, resumed.event_id(place, kept)))
 
-    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
-        topic, kept, event_id = entry
-        publication = kept.item
-        return self._framed(sse_event(topic, event_json(topic, publication.args, publication.kwargs), event_id))
+        for entry in resumed.events:
+            buffer.write_reply(entry, missed)
+        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
 
     def _framed(self, data: bytes) -> bytes:
         return chunk(data) if self.chunked else data

@@ -13,6 +13,10 @@ fails the handshake with its status and the reason as the response's text body
 (:class:`~wsserver.transports.bounds.BoundedWebSocket`): 400 bad query, 401 failed login, 403
 refused origin or topic, 404 no such realm.
 
+A stream of topics with history begins with ``{"id": POSITION}`` and each of their events
+carries ``"id"``; ``&since=POSITION`` first replays what was missed, announcing a topic it cannot
+recover with ``{"reset": {"topics", "reason"}, "id"}`` (see substream.py, "Positions and resume").
+
 Then each publication is one text frame, the JSON object ``{"topic", "args", "kwargs"}``, framed
 once per publication for every ``/stream`` connection (the wire format :data:`STREAM_WIRE`, with
 Autobahn's prepared messages: a server frame is not masked, so the bytes are the same for all)
@@ -134,13 +138,14 @@ class StreamServerProtocol(EchoServerProtocol):
         if resumed.reset:
             reset = {"reset": {"topics": resumed.reset, "reason": resumed.reason}, "id": resumed.id}
             self.send_buffer.write(self._frame(_json(reset)), REPLY)
-        for entry in resumed.events:
-            self.send_buffer.write_reply(entry, self._missed)
-        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic = resumed.topics[place]
+            return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, resumed.event_id(place, kept)))
 
-    def _missed(self, entry: tuple[str, Any, str]) -> bytes:
-        topic, kept, event_id = entry
-        return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, event_id))
+        for entry in resumed.events:
+            self.send_buffer.write_reply(entry, missed)
+        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass  # a stream only sends; the frame bounds still apply to what the client sends

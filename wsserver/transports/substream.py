@@ -248,18 +248,36 @@ def parse_positions(text: str, count: int) -> list[Position | None]:
     return positions
 
 
-@dataclass(frozen=True)
 class Resumed:
     """
-    What a stream missed: ``events`` (topic, kept publication, the stream's id after it) in
-    publication order; ``reset``: the topics it could not recover, and ``reason`` why; ``id``:
-    the stream's position after all of it.
+    What a stream missed: ``events`` (its topic's place in the stream, the kept publication) in
+    publication order, each with the id :meth:`event_id` gives it as it leaves (in this order);
+    ``reset``: the topics it could not recover, and ``reason`` why; ``id``: the stream's
+    position after all of it. The ids are made as the events leave, not all at once: a stream of
+    many topics would otherwise hold an id of every topic for every missed event.
     """
 
-    events: list[tuple[str, Kept[Publication], str]]
-    reset: list[str]
-    reason: str
-    id: str
+    def __init__(
+        self, events: list[tuple[int, Kept[Publication]]], reset: list[str], reason: str, final: list[Position | None],
+        *, topics: list[str], epochs: dict[int, str], own_ids: bool, start: list[Position | None],
+    ) -> None:
+        self.events = events
+        self.reset = reset
+        self.reason = reason
+        self.id = format_positions(final)
+        self.topics = topics
+        self._epochs = epochs
+        self._own_ids = own_ids
+        self._positions = start
+
+    def event_id(self, place: int, kept: Kept[Publication]) -> str:
+        """The stream's id after missed event ``kept`` of topic ``place`` (call in the order of ``events``)."""
+        position = self._positions[place] = Position(self._epochs[place], kept.seq)
+        return format_positions(self._positions) if self._own_ids else f"{position.epoch}:{position.seq}"
+
+
+def _nothing_missed(topics: list[str], reason: str, final: list[Position | None]) -> Resumed:
+    return Resumed([], topics, reason, final, topics=topics, epochs={}, own_ids=False, start=final)
 
 
 def _serialize(value: Any) -> bytes:
@@ -376,45 +394,41 @@ class StreamSession:
         broker = self._broker()
         session = self.session
         if broker is None or session is None or broker.history is None:
-            return Resumed([], [], "", NO_POSITION)
+            return _nothing_missed([], "", [])
         if self.places is None:
-            return Resumed([], topics, "a prefix or wildcard stream has no position to resume from: reload", NO_POSITION)
+            return _nothing_missed(topics, "a prefix or wildcard stream has no position to resume from: reload", [None])
         try:
             given = parse_positions(last_id, len(topics))
         except ValueError as error:
-            current = self.current_id() or NO_POSITION
-            return Resumed([], topics, f"cannot resume from {last_id[:80]!r}: {error}", current)
+            self.current_id()
+            return _nothing_missed(topics, f"cannot resume from {last_id[:80]!r}: {error}", self.positions)
         missed: list[tuple[int, Kept[Publication]]] = []
-        lost: list[str] = []
-        positions: list[Position | None] = []
-        tops: dict[int, Position] = {}
+        lost: list[int] = []
+        start: list[Position | None] = []
+        tops: dict[int, Position | None] = {}
         for place, (topic, position) in enumerate(zip(topics, given)):
             epoch, after = position if position is not None else ("", 0)
             answer = broker.since(topic, epoch, after, session)
             if answer is None:  # keeps no history: live only
-                positions.append(None)
+                start.append(None)
                 continue
-            now = Position(answer.epoch, answer.top) if answer.epoch else None
+            start.append(position)
+            tops[place] = Position(answer.epoch, answer.top) if answer.epoch else None
             if answer.recovered:
-                positions.append(position)
                 missed += [(place, kept) for kept in answer.items]
-                if now is not None:
-                    tops[place] = now
             else:
-                lost.append(topic)
-                positions.append(now)
+                lost.append(place)
+        if len(missed) > broker.max_resume_events:
+            # The whole replay is bounded too (a stream may name 64 topics): past it, all is reset.
+            lost = sorted(set(lost) | {place for place, _ in missed})
+            missed = []
         missed.sort(key=lambda entry: entry[1].sequence)
-        events = []
-        for place, kept in missed:
-            position = Position(tops[place].epoch, kept.seq)
-            positions[place] = position
-            event_id = format_positions(positions) if self.own_ids else f"{position.epoch}:{position.seq}"
-            events.append((topics[place], kept, event_id))
-        for place, top in tops.items():  # events a whitelist kept from this reader still move it
-            positions[place] = top
-        self.positions = positions
+        final = [tops.get(place) for place in range(len(topics))]
+        self.positions = final
+        epochs = {place: top.epoch for place, top in tops.items() if top is not None}
         reason = "" if not lost else "events of these topics were lost (another epoch, evicted, or more than --max-resume-events): reload"
-        return Resumed(events, lost, reason, format_positions(positions))
+        return Resumed(missed, [topics[place] for place in lost], reason, final,
+                       topics=topics, epochs=epochs, own_ids=self.own_ids, start=start)
 
     def answer(self, message: Any) -> None:
         """The router's answer to what this session sent (see the module docstring)."""
