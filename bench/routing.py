@@ -45,10 +45,13 @@ TOPICS_PER_CASE = 1000
 SUBSCRIBER_SESSIONS = 1000
 
 
-def build(exact: int, patterns: int) -> tuple[Broker[None], Session[None], list[tuple[str, str]]]:
-    """A broker with the tables above; returns it, a publisher and every (pattern, policy)."""
+def build(exact: int, patterns: int, history: int = 0) -> tuple[Broker[None], Session[None], list[tuple[str, str]]]:
+    """
+    A broker with the tables above (keeping ``history`` events of every topic: positions on
+    every EVENT); returns it, a publisher and every (pattern, policy).
+    """
     ids = itertools.count(1)
-    broker: Broker[None] = Broker(ids.__next__, ids.__next__, time.time)
+    broker: Broker[None] = Broker(ids.__next__, ids.__next__, time.time, history_size=history, new_epoch=lambda: "epoch")
     sessions = []
     for _ in range(SUBSCRIBER_SESSIONS):
         session: Session[None] = Session(None)
@@ -94,6 +97,8 @@ def best_per_call(function: Callable[[str], object], topics: list[str], calls: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer publications per measurement")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="every topic keeps N events: the cost of positions (default: no history)")
     options = parser.parse_args()
     calls, repeats = (10_000, 3) if options.quick else (100_000, 3)
 
@@ -104,7 +109,7 @@ def main() -> None:
         ("1k exact, 10 prefix, 10 wildcard", 1_000, 10),
     ]:
         started = time.perf_counter()
-        broker, publisher, table = build(exact, patterns)
+        broker, publisher, table = build(exact, patterns, options.history)
         built = time.perf_counter() - started
         for case, topics in cases(exact, patterns).items():
             found = {len(broker.subscriptions.matching(topic)) for topic in topics}

@@ -111,7 +111,7 @@ def test_a_file_that_does_not_parse_is_refused_at_its_line(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "text, line, complaint",
     [
-        ("colour = 1\n[realms.a]\n", 1, "colour: unknown key 'colour' at the top level (known: server, realms)"),
+        ("colour = 1\n[realms.a]\n", 1, "colour: unknown key 'colour' at the top level (known: server, realms, history)"),
         ("[server]\nlisten = []\nrealm = ['x']\n[realms.a]\n", 3, "server.realm: unknown key 'realm' in [server]"),
         ("[server]\nbogus = 1\n[realms.a]\n", 2, "server.bogus: unknown key 'bogus' in [server]"),
         ("[realms.a]\nanonymus = 'r'\n", 2, "realms.a.anonymus: unknown key 'anonymus' in [realms.a] (known: anonymous, roles, principals, http-keys)"),
@@ -239,3 +239,32 @@ def test_http_api_keys_belong_to_their_realm_and_role(tmp_path: Path) -> None:
 def test_a_bad_http_api_key_is_refused_with_its_line(tmp_path: Path, text: str, line: int, complaint: str) -> None:
     message = refused(tmp_path, text)
     assert message.startswith(f":{line}: ") and complaint in message, message
+
+
+def test_history_rules_are_read_by_pattern(tmp_path: Path) -> None:
+    from wsserver.core.history import HistoryRule
+
+    config = load(write(tmp_path, """\
+        history = [
+          { uri = "com.example.", match = "prefix", size = 100, ttl = 300 },
+          { uri = "com.example.chat", size = 0 },
+        ]
+        [realms.realm1]
+        """), OPTIONS)
+    assert config.history == (HistoryRule("com.example.", PREFIX, 100, 300.0), HistoryRule("com.example.chat", EXACT, 0, None))
+
+
+@pytest.mark.parametrize(
+    "rule, complaint",
+    [
+        ('{ uri = "com.a", size = -1 }', "history[0].size: must be the number of events"),
+        ('{ uri = "com.a", size = 3, ttl = 0 }', "history[0].ttl: must be seconds"),
+        ('{ uri = "com..a", size = 3 }', "history[0].uri: 'com..a' is not a valid exact pattern"),
+        ('{ uri = "com.a", size = 3, match = "glob" }', "history[0].match: must be one of"),
+        ('{ uri = "com.a", size = 3, keep = 1 }', "unknown key 'keep'"),
+        ('"com.a"', "history[0]: a history rule is a table"),
+    ],
+)
+def test_a_bad_history_rule_is_refused_with_its_line(tmp_path: Path, rule: str, complaint: str) -> None:
+    message = refused(tmp_path, f"history = [{rule}]\n[realms.realm1]\n")
+    assert message.startswith(":1: ") and complaint in message, message

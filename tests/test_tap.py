@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.internet import TimerService
@@ -83,6 +84,19 @@ def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     children = list(server)
     assert [type(c) for c in children] == [TimerService, FlashPolicyService, EndpointService, EndpointService, DemoProducer]
     assert list(server.router.realms) == ["realm1"]
+
+
+def test_the_demo_keeps_history_for_its_topics_unless_the_config_says_otherwise(tmp_path: Path) -> None:
+    def history(*args: str) -> Any:
+        return makeService(parse(*args), reactor=MemoryReactorClock()).router.realms["realm1"].broker.history  # type: ignore[attr-defined]
+
+    assert history() is None
+    demo = history("--demo")
+    assert demo.keeps("com.example.ticker") and demo.keeps("com.example.clock") and not demo.keeps("com.example.chat")
+    path = tmp_path / "wsserver.toml"
+    path.write_text('history = [{ uri = "com.example.clock", size = 0 }]\n[realms.realm1]\n')
+    configured = history("--demo", "--config", str(path))
+    assert configured.keeps("com.example.ticker") and not configured.keeps("com.example.clock")
 
 
 def test_twistd_lists_the_plugin_and_its_help_shows_every_option() -> None:
@@ -249,3 +263,21 @@ def test_long_poll_options_reach_the_endpoint_and_default_to_its_settings() -> N
     defaults = parse()
     assert (defaults["longpoll-path"], defaults["longpoll-timeout"]) == (
         LongPollSettings.path, LongPollSettings.session_timeout)
+
+
+def test_history_rules_come_from_the_config_file_and_max_resume_events_from_either(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(
+        'history = [{ uri = "com.example.", match = "prefix", size = 100, ttl = 300 }]\n'
+        "[server]\nmax-resume-events = 50\n\n[realms.realm1]\n"
+    )
+    server = makeService(parse("--config", str(path)), reactor=MemoryReactorClock())
+    broker = server.router.realms["realm1"].broker  # type: ignore[attr-defined]
+    assert broker.max_resume_events == 50
+    assert broker.history.keeps("com.example.chat") and not broker.history.keeps("com.other")
+    assert server.router.realms["realm1"].dealer  # type: ignore[attr-defined]
+    default = makeService(parse(), reactor=MemoryReactorClock())
+    assert default.router.realms["realm1"].broker.history is None  # type: ignore[attr-defined]
+    assert parse()["max-resume-events"] == 300
+    with pytest.raises(usage.UsageError, match="at least 1"):
+        parse("--max-resume-events", "0")

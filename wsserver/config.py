@@ -9,6 +9,11 @@ The file (every table optional but ``realms``)::
     max-subscriptions = 500   # the command line overrides these
     listen = ["tcp:8080"]
 
+    history = [               # topics that keep event history (positions, resume), beyond --history-size
+      { uri = "com.example.", match = "prefix", size = 100, ttl = 300 },   # ttl in seconds, optional
+      { uri = "com.example.noisy.", match = "prefix", size = 0 },          # the most specific wins; 0: none
+    ]
+
     [realms.realm1]
     anonymous = "public"      # the role of anonymous sessions; leave it out: no anonymous sessions
 
@@ -50,6 +55,7 @@ from autobahn.wamp.exception import InvalidUriError
 from autobahn.wamp.message import check_or_raise_uri
 
 from wsserver.core.authentication import parse_ticket_hash
+from wsserver.core.history import HistoryRule
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
 from wsserver.core.policy import ACTIONS, Permission, Principal, RealmPolicy, WampCraSecret, open_realm
 from wsserver.transports.http_api import HttpKey
@@ -83,6 +89,8 @@ class Config:
     realms: Mapping[str, RealmPolicy]
     #: The HTTP API's keys, of every realm.
     http_keys: tuple[HttpKey, ...] = ()
+    #: Which topics keep event history (of every realm), by pattern.
+    history: tuple[HistoryRule, ...] = ()
 
     def arguments(self, given: set[str]) -> list[str]:
         """The [server] options as command-line arguments, but those in ``given`` (the command line's)."""
@@ -129,7 +137,7 @@ class _Reader:
         self.lines = text.splitlines()
 
     def read(self, document: dict[str, Any], options: Mapping[str, str]) -> Config:
-        self.keys(document, (), ("server", "realms"))
+        self.keys(document, (), ("server", "realms", "history"))
         server = self.table(document, ("server",), required=False)
         allowed = [name for name in options if name not in NOT_IN_SERVER]
         self.keys(server, ("server",), allowed)
@@ -145,7 +153,31 @@ class _Reader:
                 if key.name in http_keys:
                     self.fail(("realms", realm, "http-keys", key.name), f"key name {key.name!r} is taken in realm {http_keys[key.name].realm!r} (a name names one key)")
                 http_keys[key.name] = key
-        return Config(self.path, dict(server), policies, tuple(http_keys.values()))
+        history = self.history(document.get("history", []))
+        return Config(self.path, dict(server), policies, tuple(http_keys.values()), history)
+
+    # -- history -----------------------------------------------------------------------------
+
+    def history(self, rules: Any) -> tuple[HistoryRule, ...]:
+        if not isinstance(rules, list):
+            self.fail(("history",), "must be a list of { uri, match, size, ttl } tables")
+        found: dict[tuple[str, str], HistoryRule] = {}
+        for index, rule in enumerate(rules):
+            at: Path_ = ("history", index)
+            if not isinstance(rule, dict):
+                self.fail(at, "a history rule is a table: { uri = ..., match = ..., size = N, ttl = S }")
+            self.keys(rule, at, ("uri", "match", "size", "ttl"))
+            uri, match = self.pattern(at, rule)
+            size = rule.get("size")
+            if type(size) is not int or size < 0:
+                self.fail((*at, "size"), f"must be the number of events to keep (0: none), not {size!r}")
+            ttl = rule.get("ttl")
+            if ttl is not None and (type(ttl) not in (int, float) or not 0 < ttl < float("inf")):
+                self.fail((*at, "ttl"), f"must be seconds, more than 0, not {ttl!r}")
+            if (uri, match) in found:
+                self.fail(at, f"{match} {uri!r} is given twice")
+            found[(uri, match)] = HistoryRule(uri, match, size, None if ttl is None else float(ttl))
+        return tuple(found.values())
 
     # -- realms ------------------------------------------------------------------------------
 
@@ -191,6 +223,14 @@ class _Reader:
         if not isinstance(rule, dict):
             self.fail(at, "a permission is a table: { uri = ..., match = ..., allow = [...] }")
         self.keys(rule, at, ("uri", "match", "allow"))
+        uri, match = self.pattern(at, rule)
+        allow = rule.get("allow")
+        if not isinstance(allow, list) or any(action not in ACTIONS for action in allow):
+            self.fail((*at, "allow"), f"must be a list of {', '.join(ACTIONS)}, not {allow!r}")
+        return Permission(uri, match, frozenset(allow))
+
+    def pattern(self, at: Path_, rule: dict[str, Any]) -> tuple[str, str]:
+        """A rule's ``uri`` and ``match`` (exact without one), checked as a subscription's pattern."""
         uri = self.string(rule.get("uri"), (*at, "uri"))
         match = rule.get("match", EXACT)
         if match not in POLICIES:
@@ -199,10 +239,7 @@ class _Reader:
             check_pattern(uri, match)
         except InvalidUriError:
             self.fail((*at, "uri"), f"{uri!r} is not a valid {match} pattern")
-        allow = rule.get("allow")
-        if not isinstance(allow, list) or any(action not in ACTIONS for action in allow):
-            self.fail((*at, "allow"), f"must be a list of {', '.join(ACTIONS)}, not {allow!r}")
-        return Permission(uri, match, frozenset(allow))
+        return uri, match
 
     def role_name(self, value: Any, at: Path_, roles: Mapping[str, Any]) -> str:
         role = self.string(value, at)

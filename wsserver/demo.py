@@ -7,6 +7,9 @@ The demo producer (``--demo``): the classic "producer server" feeding the dashbo
   ISO 8601 UTC timestamp with seconds.
 
 Clock and randomness are injected, so tests drive it with ``twisted.internet.task.Clock``.
+
+Both topics keep history (:data:`HISTORY`), so that the dashboard, which subscribes with
+``{resume: true}``, recovers what it missed across a dropped connection without any option.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from wsserver.core.history import MAX_RESUME_EVENTS, HistoryRule
+
 TICKER_TOPIC = "com.example.ticker"
 CLOCK_TOPIC = "com.example.clock"
+
+#: History rules ``--demo`` adds after those of ``--config`` (an exact rule there for one of these
+#: topics wins): as many events as one resume returns by default, about two and a half minutes
+#: of the ticker.
+HISTORY = tuple(HistoryRule(topic, size=MAX_RESUME_EVENTS) for topic in (TICKER_TOPIC, CLOCK_TOPIC))
 
 Publish = Callable[[str, list[Any]], None]
 

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
@@ -160,6 +161,7 @@ class WampServer(MultiService):
     ``hixie76``: also take the draft-76 handshake on /echo and the WAMP path (see hixie76.py).
     ``http_api``: serve POST /publish and /call with these settings (None: not at all; see http_api.py).
     ``longpoll``: where WAMP over HTTP long-poll lives (see longpoll.py).
+    ``history``: which topics keep history, and resume (wins over ``history_size``; see core/history.py).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -185,13 +187,14 @@ class WampServer(MultiService):
         login_limits: LoginLimits = LoginLimits(),
         http_api: HttpApiSettings | None = None,
         longpoll: LongPollSettings = LongPollSettings(),
+        history: HistorySettings | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.router: Router[Peer] = Router(
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
-            login_limits=login_limits,
+            login_limits=login_limits, history=history,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor

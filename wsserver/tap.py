@@ -18,8 +18,10 @@ from twisted.python import usage
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
+from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
+from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
@@ -73,6 +75,7 @@ class Options(usage.Options):
         ["longpoll-path", None, LongPollSettings.path, "Path of WAMP over HTTP long-poll on the site (AutobahnJS {type: 'longpoll', url: 'http://HOST:PORT/lp'}), for clients whose WebSocket does not get through."],
         ["longpoll-timeout", None, LongPollSettings.session_timeout, "Seconds a long-poll session may go without a request before it ends like a lost connection.", float],
         ["history-size", None, 0, "Keep the last N events of every topic for wamp.subscription.get_events (event history); 0 turns it off.", int],
+        ["max-resume-events", None, HistorySettings().max_resume_events, "Events one wsserver.history.since answer (and one SSE or /stream resume) returns at most; a client that missed more is told recovered: false and reloads.", int],
         ["max-store-bytes", None, StoreLimits().max_bytes, "Bytes (estimated, in memory) the retained events and event history of all realms may hold together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
         ["max-store-topics", None, StoreLimits().max_topics, "Topics with a retained event or history the server keeps, in all realms together; past it the oldest events are forgotten first. 0 turns the limit off.", int],
         ["max-login-failures", None, LoginLimits().per_address, "Failed logins one client address may make per --login-failure-window; past that its logins are refused without a check (the same ABORT, after the same delay). 0 turns the limit off.", int],
@@ -83,7 +86,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it); plain HTTP connections, which all come from the proxy, are then not counted per address (limit them in the proxy)."],
-        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page)."],
+        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page), each with history, so pages resume after a reconnect."],
         ["http-api", None, "Serve the HTTP API: POST /publish and POST /call (see the README). Its keys are [realms.NAME.http-keys.KEY] tables in --config; without any, it accepts requests from loopback addresses only."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]
@@ -197,6 +200,8 @@ class Options(usage.Options):
             raise usage.UsageError("--longpoll-timeout must be more than 0")
         if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
             raise usage.UsageError("--retain-ttl must be more than 0")
+        if self["max-resume-events"] < 1:
+            raise usage.UsageError("--max-resume-events must be at least 1")
         if self["history-size"] < 0:
             raise usage.UsageError("--history-size must not be negative")
         if self["http-call-timeout"] <= 0:
@@ -265,6 +270,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             per_address=options["max-login-failures"],
             per_authid=options["max-login-failures-per-authid"],
             window=options["login-failure-window"],
+        ),
+        history=HistorySettings(
+            size=options["history-size"],
+            rules=(options.config.history if options.config else ()) + (DEMO_HISTORY if options["demo"] else ()),
+            max_resume_events=options["max-resume-events"],
         ),
         http_api=HttpApiSettings(
             keys=options.config.http_keys if options.config else (),

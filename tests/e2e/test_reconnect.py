@@ -27,11 +27,11 @@ TOPIC = "com.example.reconnect"
 
 
 class Subscriber:
-    """``node/reconnect_subscriber.js``: its JSON lines, one at a time, each wait bounded."""
+    """A Node subscriber (``node/reconnect_subscriber.js`` unless ``script``): its JSON lines, one at a time, each wait bounded."""
 
-    def __init__(self, ws_url: str) -> None:
+    def __init__(self, ws_url: str, topic: str = TOPIC, script: Path = SUBSCRIBER, *more: str) -> None:
         self.proc = subprocess.Popen(
-            node_command(SUBSCRIBER, ws_url, TOPIC), cwd=REPO, text=True,
+            node_command(script, ws_url, topic, *more), cwd=REPO, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()

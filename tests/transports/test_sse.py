@@ -17,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from wsserver.core.history import HistoryRule, HistorySettings
 from wsserver.core.policy import Permission, RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import carry_out
@@ -31,9 +32,11 @@ POLICY = RealmPolicy("realm1", {"public": (Permission("com.example.", "prefix", 
 class Endpoint:
     """The /sse resource on a site, a router and a clock."""
 
-    def __init__(self, allowed_origins: tuple[str, ...] = ("*",), **limits: Any) -> None:
+    def __init__(self, allowed_origins: tuple[str, ...] = ("*",), history: HistorySettings | None = None, **limits: Any) -> None:
         self.clock = MemoryReactorClock()
-        self.router: Router[Any] = Router([POLICY], itertools.count(1).__next__)
+        epochs = itertools.count(1)
+        self.router: Router[Any] = Router([POLICY], itertools.count(1).__next__, history=history,
+                                          random_bytes=lambda n: b"E%08d" % next(epochs))
         self.admission = Admission(ConnectionLimits(**limits), allowed_origins)
         self.sse = SseResource(self.router, self.admission, self.clock)
         root = resource.Resource()
@@ -253,3 +256,109 @@ def test_a_client_that_takes_nothing_for_the_ping_interval_and_timeout_is_droppe
         endpoint.clock.advance(HEARTBEAT_INTERVAL / 2)
     assert stalled.transport.disconnected and not reading.transport.disconnected
     assert len(endpoint.router.realms["realm1"].sessions) == 1
+
+
+# -- positions and resume --------------------------------------------------------------------------
+
+
+def blocks(body: bytes) -> list[dict[str, str]]:
+    """Each SSE block as its fields (comments left out)."""
+    found = []
+    for block in body.split(b"\n\n"):
+        fields = dict(line.decode().split(": ", 1) for line in block.split(b"\n") if line and not line.startswith(b":"))
+        if fields:
+            found.append(fields)
+    return found
+
+
+@pytest.fixture
+def kept() -> Endpoint:
+    rules = (HistoryRule("com.example.", "prefix", size=5), HistoryRule("com.example.live", size=0))
+    return Endpoint(history=HistorySettings(rules=rules, max_resume_events=4))
+
+
+def test_a_stream_of_a_topic_with_history_begins_with_its_position_and_each_event_carries_its_id(kept: Endpoint) -> None:
+    kept.publish("com.example.a", 0)
+    stream = kept.get("/sse?topic=com.example.a")
+    epoch = "RTAwMDAwMDAx"  # base64 of the first epoch drawn
+    assert blocks(stream.body()) == [{"id": f"{epoch}:1"}]
+    kept.publish("com.example.a", 1)
+    (event,) = blocks(stream.body())
+    assert event["id"] == f"{epoch}:2" and event["event"] == "com.example.a"
+
+
+def test_last_event_id_resumes_the_missed_events_in_order_then_live_without_gap_or_duplicate(kept: Endpoint) -> None:
+    first = kept.get("/sse?topic=com.example.a")
+    first.body()
+    kept.publish("com.example.a", 1)
+    last_id = blocks(first.body())[-1]["id"]
+    first.lose()
+    kept.publish("com.example.a", 2)
+    kept.publish("com.example.a", 3)
+    again = kept.get("/sse?topic=com.example.a", f"Last-Event-ID: {last_id}")
+    kept.publish("com.example.a", 4)
+    got = blocks(again.body())
+    assert [json.loads(b["data"])["args"] for b in got if "data" in b] == [[2], [3], [4]]
+    assert [b["id"].rsplit(":", 1)[1] for b in got] == ["2", "3", "3", "4"]  # the last id before live: the top
+    assert not any(b.get("event") == "reset" for b in got)
+
+
+def test_an_unrecoverable_gap_is_announced_with_a_reset_naming_the_topics(kept: Endpoint) -> None:
+    stream = kept.get("/sse?topic=com.example.a")
+    last_id = blocks(stream.body())[-1].get("id", "-")
+    for n in range(6):  # more than the 5 kept, and than --max-resume-events
+        kept.publish("com.example.a", n)
+    again = kept.get("/sse?topic=com.example.a", f"Last-Event-ID: {last_id}")
+    (reset, position) = blocks(again.body())
+    assert reset["event"] == "reset" and json.loads(reset["data"])["topics"] == ["com.example.a"]
+    assert "reload" in json.loads(reset["data"])["reason"]
+    assert reset["id"].endswith(":6") and position["id"] == reset["id"]
+    forged = kept.get("/sse?topic=com.example.a", "Last-Event-ID: another-life:3")
+    assert blocks(forged.body())[0]["event"] == "reset"
+    garbage = kept.get("/sse?topic=com.example.a", "Last-Event-ID: \x7f\x01nonsense")
+    assert "cannot resume" in json.loads(blocks(garbage.body())[0]["data"])["reason"]
+
+
+def test_a_stream_of_several_topics_carries_the_position_of_each_and_resumes_all(kept: Endpoint) -> None:
+    stream = kept.get("/sse?topic=com.example.a&topic=com.example.live&topic=com.example.b")
+    assert blocks(stream.body()) == [{"id": "-,-,-"}]
+    kept.publish("com.example.a", 1)
+    kept.publish("com.example.live", "no history")
+    kept.publish("com.example.b", 2)
+    got = blocks(stream.body())
+    ea, eb = got[0]["id"].split(":")[0], got[2]["id"].split(",")[2].split(":")[0]
+    assert [b.get("id") for b in got] == [f"{ea}:1,-,-", None, f"{ea}:1,-,{eb}:1"]
+    stream.lose()
+    kept.publish("com.example.b", 3)
+    kept.publish("com.example.a", 4)
+    again = kept.get("/sse?topic=com.example.a&topic=com.example.live&topic=com.example.b", f"Last-Event-ID: {got[2]['id']}")
+    resumed = blocks(again.body())
+    assert [(b["event"], json.loads(b["data"])["args"], b["id"]) for b in resumed if "data" in b] == [
+        ("com.example.b", [3], f"{ea}:1,-,{eb}:2"),
+        ("com.example.a", [4], f"{ea}:2,-,{eb}:2"),
+    ]
+
+
+def test_since_in_the_query_resumes_like_last_event_id_and_a_pattern_stream_cannot(kept: Endpoint) -> None:
+    kept.publish("com.example.a", 1)
+    kept.publish("com.example.a", 2)
+    stream = kept.get("/sse?topic=com.example.a&since=RTAwMDAwMDAx:1")
+    assert [json.loads(b["data"])["args"] for b in blocks(stream.body()) if "data" in b] == [[2]]
+    pattern = kept.get("/sse?topic=com.example.&match=prefix", "Last-Event-ID: -")
+    assert blocks(pattern.body())[0]["event"] == "reset"
+    assert kept.get("/sse?topic=com.example.a&since=nonsense").status == 400
+
+
+def test_a_whole_replay_is_bounded_by_max_resume_events_too(kept: Endpoint) -> None:
+    target = "/sse?topic=com.example.a&topic=com.example.b"
+    stream = kept.get(target)
+    stream.body()
+    kept.publish("com.example.a", 0)
+    kept.publish("com.example.b", 0)
+    last_id = blocks(stream.body())[-1]["id"]
+    for n in range(3):  # 3 missed of each: within 4 per topic, 6 in all
+        kept.publish("com.example.a", n)
+        kept.publish("com.example.b", n)
+    (reset, position) = blocks(kept.get(target, f"Last-Event-ID: {last_id}").body())
+    assert json.loads(reset["data"])["topics"] == ["com.example.a", "com.example.b"]
+    assert [p.rsplit(":", 1)[1] for p in position["id"].split(",")] == ["4", "4"]

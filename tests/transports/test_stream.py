@@ -20,6 +20,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from tests.transports.test_websocket import TCPLikeTransport, client_frame, server_frames
+from wsserver.core.history import HistorySettings
 from wsserver.core.policy import Permission, RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import carry_out
@@ -32,9 +33,10 @@ POLICY = RealmPolicy("realm1", {"public": (Permission("com.example.", "prefix", 
 
 
 class Endpoint:
-    def __init__(self, **limits: Any) -> None:
+    def __init__(self, history: HistorySettings | None = None, **limits: Any) -> None:
         self.clock = MemoryReactorClock()
-        self.router: Router[Any] = Router([POLICY], itertools.count(1).__next__)
+        self.router: Router[Any] = Router([POLICY], itertools.count(1).__next__, history=history,
+                                          random_bytes=lambda n: bytes(n))
         self.admission = Admission(ConnectionLimits(**limits))
         self.factory = StreamServerFactory(self.router, self.admission, reactor=self.clock)
         self.ports = itertools.count(43000)
@@ -65,7 +67,8 @@ class Connection:
         return int(self.response.split(b" ", 2)[1])
 
     def messages(self) -> list[Any]:
-        frames = server_frames(self.transport.value())
+        frames = server_frames(self.rest + self.transport.value())  # what came with the 101, then
+        self.rest = b""
         self.transport.clear()
         return [json.loads(payload) for opcode, payload in frames if opcode == 1]
 
@@ -156,3 +159,35 @@ def test_close_all_closes_every_stream_with_1001(endpoint: Endpoint) -> None:
     for connection in connections:
         connection.lose()
     assert fired == [None]
+
+
+def test_a_stream_with_history_gives_its_position_and_since_replays_the_missed_events_with_their_ids() -> None:
+    endpoint = Endpoint(history=HistorySettings(size=10, max_resume_events=3))
+    target = "/stream?topic=com.example.a&topic=com.example.b"
+    first = endpoint.connect(target)
+    assert first.messages() == [{"id": "-,-"}]
+    endpoint.publish("com.example.a", 1)
+    endpoint.publish("com.example.b", 1)
+    epoch = "AAAAAAAAAAAA"  # base64 of the test's random bytes
+    assert first.messages() == [
+        {"topic": "com.example.a", "args": [1], "kwargs": {}, "id": f"{epoch}:1,-"},
+        {"topic": "com.example.b", "args": [1], "kwargs": {}, "id": f"{epoch}:1,{epoch}:1"},
+    ]
+    first.lose()
+    endpoint.publish("com.example.b", 2)
+    endpoint.publish("com.example.a", 3)
+    again = endpoint.connect(f"{target}&since={epoch}:1,{epoch}:1")
+    assert again.messages() == [
+        {"topic": "com.example.b", "args": [2], "kwargs": {}, "id": f"{epoch}:1,{epoch}:2"},
+        {"topic": "com.example.a", "args": [3], "kwargs": {}, "id": f"{epoch}:2,{epoch}:2"},
+        {"id": f"{epoch}:2,{epoch}:2"},
+    ]
+    endpoint.publish("com.example.b", 4)
+    assert again.messages()[0]["id"] == f"{epoch}:2,{epoch}:3"
+    for n in range(4):
+        endpoint.publish("com.example.a", n)
+    # 4 missed of a, past --max-resume-events; b had nothing kept ("-") and has now: both reset.
+    late = endpoint.connect(f"{target}&since={epoch}:2,-")
+    reset, position = late.messages()
+    assert reset["reset"]["topics"] == ["com.example.a", "com.example.b"]
+    assert reset["id"] == position["id"] == f"{epoch}:6,{epoch}:3"

@@ -51,7 +51,12 @@ def test_a_query_names_topics_match_and_realm() -> None:
     ({"topic": ["com.x"], "match": ["regex"]}, "invalid value regex for 'match'"),
     ({"topic": ["com.x"], "match": ["prefix", "wildcard"]}, "match given more than once"),
     ({"topic": ["com.x"], "realm": ["a", "b"]}, "realm given more than once"),
-    ({"topic": ["com.x"], "since": ["1"]}, "unknown query parameter 'since'"),
+    ({"topic": ["com.x"], "since": ["1"]}, "since: '1' is not epoch:seq"),
+    ({"topic": ["com.x"], "since": ["E:1,E:2"]}, "since: 2 positions for a stream of 1 topics"),
+    ({"topic": ["com.x"], "since": ["E:-1"]}, "not a non-negative integer"),
+    ({"topic": ["com.x"], "since": ["E:1", "E:2"]}, "since given more than once"),
+    ({"topic": ["com."], "match": ["prefix"], "since": ["-"]}, "no position to resume from"),
+    ({"topic": ["com.x"], "unsince": ["1"]}, "unknown query parameter 'unsince'"),
     ({"topic": [f"t{n}" for n in range(65)]}, "more than 64 topics"),
 ])
 def test_a_bad_query_is_refused_with_400_and_the_reason(params: dict[str, list[str]], reason: str) -> None:

@@ -13,6 +13,8 @@ from twisted.internet.task import Clock
 from wsserver.core.router import CloseReason, Router
 from wsserver.transports.admission import ConnectionLimits
 from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
+from wsserver.core.broker import PositionedEvent
+from wsserver.core.eventstore import Position
 from wsserver.transports.wampsession import WampSession, send_kind
 
 HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]).encode()
@@ -96,6 +98,9 @@ def test_a_violation_the_transport_finds_aborts_like_one_the_session_finds() -> 
 def test_send_kinds_answers_are_paced_events_droppable_the_unasked_pushed() -> None:
     assert send_kind(wamp.Event(1, 2, args=[1])) == EVENT
     assert send_kind(wamp.Event(1, 2, args=[1], retained=True)) == REPLY
+    positioned = PositionedEvent(1, 2, args=[1])  # an EVENT of a topic with history
+    positioned.position = Position("epoch", 1)
+    assert send_kind(positioned) == EVENT
     assert send_kind(wamp.Result(1, args=[1])) == REPLY
     assert send_kind(wamp.Subscribed(1, 2)) == REPLY
     assert send_kind(wamp.Invocation(1, 2)) == PUSH

@@ -2,6 +2,10 @@
  * The dashboard: a live view of the demo producer that `twistd wsserver --demo` runs.
  *   com.example.ticker  args [value]: an integer that grows by 1..10 at random intervals under 1 s
  *   com.example.clock   args [iso_time_string]: once per second
+ * The ticker is subscribed with { resume: true } (see wsclient.js): after a dropped connection the
+ * values published meanwhile are drawn first, and the card says "resumed, N missed events
+ * recovered"; when they cannot all be had (the server restarted, or more was missed than it keeps)
+ * it says "reloaded" and the sparkline starts over, since its line would have a hidden gap.
  */
 
 import { WampClient, connectionSettings, describeError } from "/js/wsclient.js";
@@ -18,6 +22,7 @@ const ui = {
   demoHint: $("demo-hint"),
   tickerValue: $("ticker-value"),
   tickerAge: $("ticker-age"),
+  tickerResume: $("ticker-resume"),
   sparkline: $("ticker-sparkline").querySelector("polyline"),
   clockValue: $("clock-value"),
   clockLocal: $("clock-local"),
@@ -64,6 +69,22 @@ function drawSparkline() {
   ui.sparkline.setAttribute("points", points.join(" "));
 }
 
+/** After a reconnect: what the ticker card says, and a fresh sparkline if values are missing. */
+function showTickerResume({ recovered, missed, reason }) {
+  ui.tickerResume.hidden = false;
+  ui.tickerResume.dataset.recovered = String(recovered);
+  if (recovered) {
+    ui.tickerResume.textContent = `resumed, ${missed} missed event${missed === 1 ? "" : "s"} recovered`;
+    ui.tickerResume.title = "";
+  } else {
+    ui.tickerResume.textContent = "reloaded";
+    ui.tickerResume.title = reason || "";
+    // the values since the last one shown are lost: keep only what comes from now on
+    tickerHistory.splice(0, tickerHistory.length - 1);
+    drawSparkline();
+  }
+}
+
 function eventArrived() {
   clearTimeout(demoHintTimer);
   ui.demoHint.hidden = true;
@@ -93,9 +114,12 @@ const client = new WampClient({
   onNotice: showNotice,
 });
 
-for (const [topic, handler] of [[TICKER, showTicker], [CLOCK, showClock]]) {
+for (const [topic, handler, options] of [
+  [TICKER, showTicker, { resume: true, onResume: showTickerResume }],
+  [CLOCK, showClock, {}], // a missed second of the clock is not worth showing late
+]) {
   client
-    .subscribe(topic, handler)
+    .subscribe(topic, handler, options)
     .catch((error) => showNotice(`cannot subscribe to ${topic}: ${describeError(error)}`));
 }
 setInterval(refreshAges, 250);

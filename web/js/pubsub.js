@@ -13,6 +13,7 @@ const ui = {
   endpoint: $("endpoint"),
   subscribeForm: $("subscribe-form"),
   topic: $("topic"),
+  resume: $("resume"),
   subscriptions: $("subscriptions"),
   publishForm: $("publish-form"),
   publishTopic: $("publish-topic"),
@@ -55,18 +56,19 @@ function showSubscription(topic, status) {
   item.querySelector(".status").textContent = status;
 }
 
-function subscribeTo(topic) {
+function subscribeTo(topic, resume = ui.resume.checked) {
   topic = topic.trim();
   if (!topic) return;
+  // with resume, wsclient.js says "resumed, N missed events recovered" or "reloaded" as a notice
   client
-    .subscribe(topic, showEvent)
+    .subscribe(topic, showEvent, { resume })
     .catch((error) => showNotice(`cannot subscribe to ${topic}: ${describeError(error)}`));
   if (!ui.publishTopic.value) ui.publishTopic.value = topic;
 }
 
 // -- events ---------------------------------------------------------------------------------------
 
-function showEvent({ topic, args, kwargs }) {
+function showEvent({ topic, args, kwargs, recovered }) {
   const now = performance.now();
   const gap = previousEventAt === null ? "first event" : `+${((now - previousEventAt) / 1000).toFixed(2)} s`;
   previousEventAt = now;
@@ -74,9 +76,10 @@ function showEvent({ topic, args, kwargs }) {
   const item = document.createElement("li");
   item.className = "event";
   item.dataset.topic = topic;
+  if (recovered) item.dataset.recovered = "true"; // missed while disconnected, delivered on resume
   item.append(
     span("event-topic", topic),
-    span("event-time", clockTime(new Date())),
+    span("event-time", clockTime(new Date()) + (recovered ? " (recovered)" : "")),
     span("event-gap", gap),
     labelled("args", JSON.stringify(args), "event-args"),
     labelled("kwargs", JSON.stringify(kwargs), "event-kwargs"),
@@ -162,7 +165,8 @@ ui.clearEvents.addEventListener("click", () => {
   ui.noEvents.hidden = false;
 });
 
-for (const topic of new URLSearchParams(location.search).getAll("subscribe")) {
-  subscribeTo(topic);
+const query = new URLSearchParams(location.search);
+for (const topic of query.getAll("subscribe")) {
+  subscribeTo(topic, query.get("resume") === "1");
 }
 client.open();

@@ -15,7 +15,27 @@
  *     each time WebSocket first again, so a page on long-poll returns to WebSocket when it can;
  *   - subscriptions are remembered, and made again after every reconnect, because a broker forgets
  *     a session's subscriptions when the session ends;
- *   - every state change is reported to the page as 'connecting', 'open' or 'closed' with details.
+ *   - every state change is reported to the page as 'connecting', 'open' or 'closed' with details;
+ *   - never miss an event: a subscription made with `{ resume: true }` on a server that keeps history
+ *     for its topic (`--history-size`, `history` rules in `--config`, `--demo` for the demo's
+ *     topics) comes back after a reconnect with what was published meanwhile. See "Resume" below.
+ *
+ * Resume. Every EVENT of a topic with history carries its position, `details._epoch` (a life of the
+ * topic's history) and `details._seq` (one more per publication). The client keeps the last
+ * position it delivered per concrete topic (for a prefix or wildcard subscription: each topic it
+ * has seen). On every reconnect it
+ *   1. subscribes first, and holds back the live events that arrive from then on;
+ *   2. calls wsserver.history.since(topic, epoch, seq) for each topic it has a position for;
+ *   3. delivers the events each answer returns, in publication order, marked `event.recovered`;
+ *   4. then delivers the held-back live events, but those it has delivered already (same epoch,
+ *      `_seq` not greater than the topic's position): no gap, no duplicate.
+ * Then it tells the page, through the subscription's `onResume`, `{ topic, recovered, missed }`:
+ * `recovered: true` when every topic came back complete (`missed` events were delivered), else
+ * `recovered: false` with a `reason` (the server restarted, too much was missed, the topic keeps no
+ * history...): the page must then reload its state, as if it had just opened. An exact
+ * subscription also learns its topic's position right after its first subscribe, so it resumes
+ * even if no event came before the drop; a prefix or wildcard subscription resumes the topics it
+ * has seen, and cannot know of a topic first published while it was away.
  *
  * Usage (AutobahnJS must already be loaded as the global `autobahn`):
  *
@@ -27,12 +47,18 @@
  *     onSubscription: (topic, status, error) => ...,   // 'pending' | 'active' | 'failed' | 'removed'
  *   });
  *   client.subscribe("com.example.topic", (event) => console.log(event.args, event.kwargs));
+ *   client.subscribe("com.example.ticker", showTick, {
+ *     resume: true,                           // after a reconnect, deliver what was missed first
+ *     onResume: ({ recovered, missed }) => recovered ? showMissed(missed) : reloadEverything(),
+ *   });
  *   client.open();
  */
 
 export const DEFAULT_REALM = "realm1";
 export const WEBSOCKET_PATH = "/ws";
 export const LONG_POLL_PATH = "/lp";
+/** The router procedure a resuming subscription asks for what it missed (see "Resume" above). */
+export const HISTORY_SINCE = "wsserver.history.since";
 /** The transports, as `client.transport` and the 'open' detail name them. */
 export const WEBSOCKET = "WebSocket";
 export const LONG_POLL = "long-poll";
@@ -41,6 +67,9 @@ export const LONG_POLL = "long-poll";
 // server joins in milliseconds, a distant one in well under a second; a proxy that accepts the
 // upgrade and then holds the frames never does.
 export const WEBSOCKET_WAIT_MS = 4000;
+
+// WAMP's EVENT message type: see keepEventPositions.
+const EVENT = 36;
 
 // Reconnect quickly at first, then back off to at most 10 s between attempts.
 const RECONNECT = {
@@ -125,7 +154,8 @@ export class WampClient {
     this.retryCount = 0;
     this.retryTimer = null;
     this.giveUpTimer = null;
-    // topic -> { handler, subscription (while active), waiters: [{resolve, reject}] }
+    // topic -> { handler, match, resume, onResume, subscription (while active), waiters: [{resolve, reject}],
+    //           positions: concrete topic -> {epoch, seq} (resume only), held: live events held back while resuming }
     this.subscriptions = new Map();
   }
 
@@ -155,14 +185,21 @@ export class WampClient {
 
   /**
    * Subscribe `handler` to `topic`, now if open, else as soon as the session opens; remembered and
-   * repeated after every reconnect. `handler` gets `{ topic, args, kwargs, details }`.
+   * repeated after every reconnect. `handler` gets `{ topic, args, kwargs, details }` (and
+   * `recovered: true` on an event missed while disconnected).
+   * `options.match`: "exact" (default), "prefix" or "wildcard". `options.resume`: deliver what was
+   * missed after every reconnect, then call `options.onResume({ topic, recovered, missed, reason })`;
+   * on `recovered: false` the page must reload its state (see "Resume" at the top).
    * Resolves when the broker has acknowledged the subscription; rejects if it refused.
    */
-  subscribe(topic, handler) {
+  subscribe(topic, handler, { match = "exact", resume = false, onResume = null } = {}) {
     if (this.subscriptions.has(topic)) {
       return Promise.reject(new Error(`already subscribed to ${topic}`));
     }
-    const entry = { handler, subscription: null, waiters: [] };
+    const entry = {
+      handler, match, resume, onResume: onResume || (() => {}), subscription: null, waiters: [],
+      positions: new Map(), held: null, everActive: false,
+    };
     this.subscriptions.set(topic, entry);
     const acknowledged = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
     this.onSubscription(topic, "pending");
@@ -240,6 +277,7 @@ export class WampClient {
   }
 
   async _opened(session, details, transport) {
+    keepEventPositions(session);
     this.session = session;
     this.transport = transport;
     this.retryCount = 0;
@@ -309,16 +347,28 @@ export class WampClient {
 
   async _subscribeOnBroker(topic, entry) {
     const session = this.session;
+    const resubscribed = entry.resume && entry.everActive;
+    // Live events wait while the position is asked for: they come after what was missed.
+    if (entry.resume) entry.held = [];
     try {
-      const subscription = await session.subscribe(topic, (args, kwargs, details) =>
-        entry.handler({ topic: (details && details.topic) || topic, args: args || [], kwargs: kwargs || {}, details }),
-      );
+      const subscription = await session.subscribe(topic, (args, kwargs, details) => {
+        details = details || {};
+        if (session.eventPosition) {
+          details._epoch = session.eventPosition.epoch;
+          details._seq = session.eventPosition.seq;
+        }
+        const event = { topic: details.topic || topic, args: args || [], kwargs: kwargs || {}, details };
+        if (!entry.resume) entry.handler(event);
+        else if (entry.held) entry.held.push(event);
+        else this._deliver(entry, event);
+      }, entry.match === "exact" ? {} : { match: entry.match });
       if (this.subscriptions.get(topic) !== entry) {
         // unsubscribed while the broker was answering
         if (session.isOpen) session.unsubscribe(subscription);
         return;
       }
       entry.subscription = subscription;
+      entry.everActive = true;
       this.onSubscription(topic, "active");
       entry.waiters.splice(0).forEach((waiter) => waiter.resolve(subscription));
     } catch (error) {
@@ -331,12 +381,128 @@ export class WampClient {
       entry.waiters.splice(0).forEach((waiter) => waiter.reject(new Error(message)));
       throw error;
     }
+    if (entry.resume) {
+      await (resubscribed ? this._resume(session, topic, entry) : this._learnPosition(session, topic, entry));
+    }
+  }
+
+  // -- resume (see "Resume" at the top) ------------------------------------------------------------
+
+  /** Hand `event` to the page unless it was delivered already; keep its topic's position. */
+  _deliver(entry, event) {
+    const { _epoch: epoch, _seq: seq } = event.details;
+    if (typeof epoch === "string" && Number.isInteger(seq)) {
+      const known = entry.positions.get(event.topic);
+      if (known && known.epoch === epoch && seq <= known.seq) return;
+      entry.positions.set(event.topic, { epoch, seq });
+    }
+    entry.handler(event);
+  }
+
+  /**
+   * After the first subscribe of an exact topic: where its history stands (a since() with no
+   * epoch is never recovered, and answers the topic's position), so that a drop before the first
+   * event is resumed too. The held-back events all came before the answer: delivered as they are.
+   */
+  async _learnPosition(session, topic, entry) {
+    let answer = null;
+    if (entry.match === "exact") {
+      try {
+        answer = (await session.call(HISTORY_SINCE, [topic, "", 0])).kwargs;
+      } catch (error) {
+        if (this.session === session) this.onNotice(`${topic}: cannot resume after a reconnect (${describeError(error)})`);
+      }
+    }
+    if (this.session !== session) return;
+    this._releaseHeld(entry);
+    if (answer && !entry.positions.has(topic)) entry.positions.set(topic, { epoch: answer.epoch, seq: answer.top });
+  }
+
+  /** After a reconnect: deliver what each known topic missed, then the held-back live events; tell the page. */
+  async _resume(session, topic, entry) {
+    const topics = [...entry.positions.keys()];
+    if (topics.length === 0) {
+      // No event came before the drop, and the topic's position is unknown (it keeps no history?)
+      await this._learnPosition(session, topic, entry);
+      if (this.session === session) this._resumed(entry, { topic, recovered: false, missed: 0, reason: "no position to resume from" });
+      return;
+    }
+    const answers = await Promise.allSettled(topics.map((concrete) => {
+      const { epoch, seq } = entry.positions.get(concrete);
+      return session.call(HISTORY_SINCE, [concrete, epoch, seq]);
+    }));
+    if (this.session !== session) return; // dropped again: the next open resumes from the same positions
+    const missed = [];
+    const reasons = [];
+    answers.forEach((settled, index) => {
+      const concrete = topics[index];
+      if (settled.status === "rejected") {
+        reasons.push(`${concrete}: ${describeError(settled.reason)}`);
+        return;
+      }
+      const { recovered, epoch, top, events } = settled.value.kwargs;
+      if (recovered) {
+        for (const { seq, args, kwargs, timestamp } of events) {
+          const details = { topic: concrete, _epoch: epoch, _seq: seq, timestamp };
+          missed.push({ topic: concrete, args: args || [], kwargs: kwargs || {}, details, recovered: true });
+        }
+      } else {
+        const lost = epoch === entry.positions.get(concrete).epoch ? "more was missed than the server keeps or returns at once" : "the server lost its history";
+        reasons.push(`${concrete}: ${lost}`);
+        // What came before is lost to this page; live events after `top` still follow.
+        entry.positions.set(concrete, { epoch, seq: top });
+      }
+    });
+    // One topic's events are in order; across topics, the router's timestamps order them.
+    missed.sort((a, b) => (a.details.timestamp < b.details.timestamp ? -1 : a.details.timestamp > b.details.timestamp ? 1 : 0));
+    missed.forEach((event) => this._deliver(entry, event));
+    this._releaseHeld(entry);
+    const recovered = reasons.length === 0;
+    this._resumed(entry, { topic, recovered, missed: missed.length, reason: recovered ? null : reasons.join("; ") });
+  }
+
+  /** Tell the page how the resume of `entry` went: a notice, and its onResume. */
+  _resumed(entry, result) {
+    const { topic, recovered, missed, reason } = result;
+    this.onNotice(recovered
+      ? `${topic}: resumed, ${missed} missed event${missed === 1 ? "" : "s"} recovered`
+      : `${topic}: reloaded (${reason})`);
+    entry.onResume(result);
+  }
+
+  _releaseHeld(entry) {
+    const held = entry.held || [];
+    entry.held = null;
+    held.forEach((event) => this._deliver(entry, event));
   }
 
   _setState(state, detail) {
     this.state = state;
     this.onState(state, detail);
   }
+}
+
+/**
+ * Make `details._epoch` and `details._seq` of every EVENT reach the subscription handlers of
+ * `session`. AutobahnJS (22 in the browser, 26 on npm) hands a handler an Event object with the
+ * spec's keys only (publisher, topic, retained...) and drops the rest; so its EVENT processing is
+ * wrapped to leave the position in `session.eventPosition` while it calls the handlers, which it
+ * does synchronously; the handler copies it onto the Event object. Without this hook (a
+ * future AutobahnJS), events carry no position and every resume answers "reloaded": never a gap
+ * presented as recovered.
+ */
+function keepEventPositions(session) {
+  const processEvent = session._MESSAGE_MAP && session._MESSAGE_MAP[EVENT];
+  if (typeof processEvent !== "function") return;
+  session._MESSAGE_MAP[EVENT] = (message) => {
+    const { _epoch: epoch, _seq: seq } = message[3] || {};
+    session.eventPosition = typeof epoch === "string" && Number.isInteger(seq) ? { epoch, seq } : null;
+    try {
+      processEvent(message);
+    } finally {
+      session.eventPosition = null;
+    }
+  };
 }
 
 /** AutobahnJS rejects with autobahn.Error objects ({error, args, kwargs}); make them readable. */

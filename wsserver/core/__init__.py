@@ -9,7 +9,8 @@ enforces it).
 
 Where things are: ``router`` (sessions' life, dispatch) -> ``realm`` (join, leave) -> ``broker``
 (publish, subscribe; ``subscriptions`` and ``matching`` find who gets what, ``eventstore`` keeps
-retained events and history within one budget) and ``dealer`` (calls; ``procedures`` are the router's own, named and
+retained events and history within one budget; ``history`` decides which topics keep it and
+answers resumes from a position) and ``dealer`` (calls; ``procedures`` are the router's own, named and
 described with ``meta``). ``session`` holds the state table, ``decoding`` sorts bad input,
 ``actions`` are what comes out. Who may do what: ``policy`` (realms, roles, principals as plain
 data), ``authentication`` (HELLO to identity), ``authorization`` (role and URI to allowed actions),

@@ -30,9 +30,17 @@ Two stores keep publications after routing (see eventstore.py), both per concret
 - retained: the last publication with ``retain: true``; a SUBSCRIBE with ``get_retained`` gets,
   for every retained topic its pattern matches, that event (``details.retained``) if the
   audience admits it, as if it had been subscribed when the event was published;
-- history (when enabled): the last N publications. The spec asks that publications aimed at
-  session ids (``exclude`` / ``eligible``) are not kept, since session ids do not outlive their
-  sessions; the authid / authrole lists are applied to whoever reads the history.
+- history (when enabled, per topic: see history.py): the last N publications. The spec asks
+  that publications aimed at session ids (``exclude`` / ``eligible``) are not kept, since
+  session ids do not outlive their sessions; the authid / authrole lists are applied to whoever
+  reads the history.
+
+A publication kept in history gets its topic's position (epoch, seq), and every EVENT of it
+carries ``details._epoch`` and ``details._seq``, through any subscription (the concrete topic's
+position). The position is the publication's, so the EVENT is still one message per
+(subscription, publication), encoded once per wire format. Publications on topics without
+history (and those aimed at session ids, which are not kept) carry none: routing them costs
+what it did before positions.
 
 The broker also publishes the subscription meta events (on_create, on_subscribe, on_unsubscribe,
 on_delete, in that order for a subscription's life) through itself, as the router: not for
@@ -45,7 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
@@ -53,7 +61,8 @@ from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from wsserver.core import meta
 from wsserver.core.actions import Action, Send, error_reply
 from wsserver.core.authorization import Authorizer
-from wsserver.core.eventstore import EventStore, Kept, StoreBudget, estimated_size
+from wsserver.core.eventstore import EventStore, Kept, Position, Since, StoreBudget, estimated_size
+from wsserver.core.history import History, HistorySettings, TopicHistory
 from wsserver.core.matching import EXACT, check_pattern
 from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
@@ -155,6 +164,20 @@ class Publication:
     kwargs: dict[str, Any] | None
     audience: Audience
     publisher: Publisher | None = None
+    #: Its place in its topic's history; None when the topic keeps none.
+    position: Position | None = None
+
+
+class PositionedEvent(wamp.Event):
+    """An EVENT whose details carry its publication's position (``_epoch``, ``_seq``): WAMP leaves ``_`` keys to routers."""
+
+    __slots__ = ("position",)  # as autobahn's messages: no __dict__ per EVENT
+    position: Position
+
+    def marshal(self) -> list[Any]:
+        raw: list[Any] = super().marshal()
+        raw[3]["_epoch"], raw[3]["_seq"] = self.position
+        return raw
 
 
 def event(subscription: Subscription[Any], publication: Publication, retained: bool = False) -> wamp.Event:
@@ -163,7 +186,8 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
     disclosed = {} if publisher is None else {
         "publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole
     }
-    return wamp.Event(
+    position = publication.position
+    message = (wamp.Event if position is None else PositionedEvent)(
         subscription.id,
         publication.id,
         args=publication.args,
@@ -172,6 +196,9 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
         retained=retained or None,
         **disclosed,
     )
+    if position is not None:
+        cast(PositionedEvent, message).position = position
+    return message
 
 
 class Broker(Generic[PeerT]):
@@ -179,8 +206,9 @@ class Broker(Generic[PeerT]):
     The broker of one realm. ``next_id`` gives subscription ids, ``random_id`` publication ids,
     ``clock`` the time in seconds since the epoch. ``retain_ttl``: seconds a retained event is
     kept (None: until replaced). ``history_size``: events kept per topic for
-    ``wamp.subscription.get_events`` (0: no history). ``authorizer``: who may receive which topics
-    (None: everyone everything).
+    ``wamp.subscription.get_events`` (0: no history), unless ``history`` says which topics keep
+    how many (it wins). ``authorizer``: who may receive which topics (None: everyone
+    everything). ``new_epoch()``: a random epoch for a topic whose history begins.
     """
 
     def __init__(
@@ -193,6 +221,8 @@ class Broker(Generic[PeerT]):
         authorizer: Authorizer | None = None,
         *,
         store_budget: StoreBudget | None = None,
+        history: HistorySettings | None = None,
+        new_epoch: Callable[[], str] = lambda: "",
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -204,8 +234,11 @@ class Broker(Generic[PeerT]):
             return estimated_size((publication.args, publication.kwargs), limit)
 
         self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock, budget=store_budget, size=size)
-        self.history: EventStore[Publication] | None = (
-            EventStore(history_size, None, clock, budget=store_budget, size=size) if history_size > 0 else None
+        settings = history if history is not None else HistorySettings(size=history_size)
+        self.max_resume_events = settings.max_resume_events
+        self.history: History[Publication] | None = (
+            TopicHistory(settings, clock, new_epoch=new_epoch, budget=store_budget, size=size)
+            if settings.enabled else None
         )
 
     # -- client requests -------------------------------------------------------------------------
@@ -285,12 +318,33 @@ class Broker(Generic[PeerT]):
         kept = self.history.latest(subscription.topic, subscription.match)
         return [k for k in kept if k.item.audience.admits_identity(reader) and self._may_receive(reader, k.item.topic)]
 
+    def since(self, topic: str, epoch: str, after: int, reader: Session[PeerT]) -> Since[Publication] | None:
+        """
+        What ``topic`` kept after position (``epoch``, ``after``) that ``reader`` may see (at
+        most ``max_resume_events``); None if the topic keeps no history. The caller checks that
+        ``reader`` may subscribe to ``topic``.
+        """
+        history = self.history
+        if history is None or not history.keeps(topic):
+            return None
+        answer = history.since(topic, epoch, after, self.max_resume_events)
+        if answer.items and self._has_lists(answer.items):
+            # Events a whitelist kept from the reader are not its to recover: left out, as live.
+            kept = [k for k in answer.items if k.item.audience.admits_identity(reader)]
+            return Since(answer.recovered, answer.epoch, answer.top, kept)
+        return answer
+
     # -- helpers ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _has_lists(items: list[Kept[Publication]]) -> bool:
+        return any(k.item.audience.listed for k in items)
+
     def _route(self, publication: Publication) -> list[Action[PeerT]]:
-        """Keep ``publication`` in the history and send one EVENT per matching subscription."""
-        if self.history is not None and not publication.audience.names_sessions:
-            self.history.keep(publication.topic, publication)
+        """Keep ``publication`` in the history (its position) and send one EVENT per matching subscription."""
+        history = self.history
+        if history is not None and not publication.audience.names_sessions:
+            publication.position = history.keep(publication.topic, publication)
         actions: list[Action[PeerT]] = []
         authorizer = self._authorizer
         for subscription in self.subscriptions.matching(publication.topic):

@@ -46,8 +46,18 @@ Reading an exact pattern is one dict lookup; a prefix or wildcard pattern tests 
 with :func:`~wsserver.core.matching.matches`. That cost is paid on SUBSCRIBE with
 ``get_retained`` and on ``wamp.subscription.get_events``, never when routing a publication.
 
-The interface a router uses (``keep``, ``latest``, ``len``) is all a store elsewhere (Redis)
-would have to offer.
+Positions
+---------
+Every topic also has a position: an **epoch**, drawn from ``new_epoch`` when the topic comes into
+the store (it was never kept, or everything it kept was lost: the whole topic evicted, expired or
+dropped for the budget), and ``top``, the sequence number of its newest item, which grows by one
+per item kept (the first is 1). :meth:`EventStore.keep` returns the position it gave, and
+:meth:`EventStore.since` answers what was kept after one: every item, or ``recovered: false``
+when the epoch is another or an item in between is gone. Losing some items of a topic keeps
+its epoch; ``since`` a position before its oldest kept item is then not recovered.
+
+The interface a router uses (``keep``, ``latest``, ``since``, ``len``) is all a store elsewhere
+(Redis) would have to offer (see :class:`wsserver.core.history.History`).
 """
 
 from __future__ import annotations
@@ -81,12 +91,50 @@ class StoreLimits:
 
 
 class Kept(NamedTuple, Generic[T]):
-    """One kept item: its place in keeping order, when it was kept (router clock), the item and its estimated bytes."""
+    """
+    One kept item: its place in keeping order, when it was kept (router clock), the item, its
+    estimated bytes and its sequence number in its topic (its position, with the topic's epoch).
+    """
 
     sequence: int
     time: float
     item: T
     size: int = 0
+    seq: int = 0
+
+
+class Position(NamedTuple):
+    """Where a topic's history stands: its epoch (a life of its history) and a sequence number in it."""
+
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Since(Generic[T]):
+    """
+    The answer to "what was kept on a topic after a position": ``recovered`` when ``items`` are
+    every item after it (oldest first), otherwise ``items`` is empty and the caller must reload
+    its state. ``epoch`` and ``top``: the topic's position now ("" and 0: nothing kept).
+    """
+
+    recovered: bool
+    epoch: str
+    top: int
+    items: list[Kept[T]]
+
+
+class _Topic(deque[Kept[T]]):
+    """A topic's kept items, oldest first, with its position."""
+
+    def __init__(self, epoch: str) -> None:
+        super().__init__()
+        self.epoch = epoch
+        self.top = 0
+
+
+def _no_epoch() -> str:
+    return ""
 
 
 def estimated_size(values: Iterable[object], limit: int | None = None) -> int:
@@ -151,7 +199,8 @@ class EventStore(Generic[T]):
     The last ``capacity`` items kept per topic; with ``ttl`` (seconds), an item is forgotten
     that long after it was kept. ``clock`` returns the time in seconds. ``budget``: shared with
     the router's other stores (None: a budget of its own, without limits); ``size(item)``: the
-    item's estimated bytes.
+    item's estimated bytes; ``new_epoch()``: a fresh random epoch for a topic whose history
+    begins (a store that serves no positions needs none).
     """
 
     def __init__(
@@ -162,6 +211,7 @@ class EventStore(Generic[T]):
         *,
         budget: StoreBudget | None = None,
         size: Callable[[T], int] = _nothing,
+        new_epoch: Callable[[], str] = _no_epoch,
     ) -> None:
         assert capacity >= 1
         self.capacity = capacity
@@ -170,7 +220,8 @@ class EventStore(Generic[T]):
         self.budget = budget if budget is not None else StoreBudget(StoreLimits(max_bytes=0, max_topics=0))
         self.budget._stores.append(self)
         self._size = size
-        self._topics: dict[str, deque[Kept[T]]] = {}
+        self._new_epoch = new_epoch
+        self._topics: dict[str, _Topic[T]] = {}
         self._order: deque[tuple[str, Kept[T]]] = deque()
         #: Entries of ``_order`` whose item a full topic dropped.
         self._stale = 0
@@ -180,20 +231,25 @@ class EventStore(Generic[T]):
         self._expire(self._clock())
         return len(self._topics)
 
-    def keep(self, topic: str, item: T) -> None:
-        """Keep ``item`` as the newest of ``topic`` (the oldest goes when the topic is full)."""
+    def keep(self, topic: str, item: T) -> Position:
+        """
+        Keep ``item`` as the newest of ``topic`` (the oldest goes when the topic is full); return
+        its position, which the item's readers may resume from.
+        """
         now = self._clock()
         self._expire(now)
         budget = self.budget
-        kept = Kept(next(budget._sequence), now, item, ITEM_OVERHEAD + self._size(item))
         items = self._topics.get(topic)
         if items is None:
-            items = self._topics[topic] = deque()
+            items = self._topics[topic] = _Topic(self._new_epoch())
             budget.topics += 1
             budget.bytes += _topic_cost(topic)
         elif len(items) == self.capacity:
             budget.bytes -= items.popleft().size
             self._stale += 1
+        items.top += 1
+        position = Position(items.epoch, items.top)
+        kept = Kept(next(budget._sequence), now, item, ITEM_OVERHEAD + self._size(item), items.top)
         items.append(kept)
         self._order.append((topic, kept))
         budget.bytes += kept.size
@@ -206,6 +262,33 @@ class EventStore(Generic[T]):
         if self._stale > 64 and self._stale * 2 > len(self._order):
             self._order = deque(entry for entry in self._order if self._live(entry))
             self._stale = 0
+        return position
+
+    def position(self, topic: str) -> Position | None:
+        """Where ``topic``'s history stands now; None if nothing is kept."""
+        self._expire(self._clock())
+        items = self._topics.get(topic)
+        return None if items is None else Position(items.epoch, items.top)
+
+    def since(self, topic: str, epoch: str, after: int, limit: int) -> Since[T]:
+        """
+        What ``topic`` kept after position (``epoch``, ``after``), oldest first: recovered when
+        the epoch is the topic's, no item after ``after`` is gone and at most ``limit`` came
+        after it. A position past the top is not recovered either (the caller tells that apart
+        from a lost one by comparing it with the answer's position).
+        """
+        self._expire(self._clock())
+        items = self._topics.get(topic)
+        if items is None:
+            return Since(False, "", 0, [])
+        top = items.top
+        # An item after ``after`` is gone when the oldest kept came later, or the newest was
+        # evicted at once (larger than the whole budget).
+        lost = after < top and (items[0].seq > after + 1 or items[-1].seq != top)
+        if epoch != items.epoch or after > top or top - after > limit or lost:
+            return Since(False, items.epoch, top, [])
+        missed = top - after
+        return Since(True, items.epoch, top, list(itertools.islice(items, len(items) - missed, None)))
 
     def latest(self, pattern: str, match: str, limit: int | None = None) -> list[Kept[T]]:
         """What is kept on the topics ``pattern`` matches, oldest first; only the last ``limit``."""
@@ -247,7 +330,7 @@ class EventStore(Generic[T]):
         items = self._topics[topic]
         self._forget(topic, items, items.popleft())
 
-    def _forget(self, topic: str, items: deque[Kept[T]], kept: Kept[T]) -> None:
+    def _forget(self, topic: str, items: _Topic[T], kept: Kept[T]) -> None:
         """``kept`` has left ``topic``'s ``items``: give back its bytes, and the topic's if it is now empty."""
         budget = self.budget
         budget.bytes -= kept.size

@@ -16,6 +16,15 @@ every anonymous visitor may call anything, it needs a role configured to call it
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
 subscribe to it; here it must have), and any match policy: the history is kept per topic, and a
 prefix or wildcard subscription reads every topic it matches.
+
+``wsserver.history.since(topic, epoch, after)`` exists when any topic keeps history: what the
+topic kept after a position, for a client coming back (see history.py). It is permissioned like
+SUBSCRIBE on ``topic``: any session may call it (see :data:`ON_TOPIC`), and it answers only
+for a topic its role may subscribe to. Every answer is either every event after the position
+(``recovered: true``) or none (``recovered: false``: an epoch of another life, an evicted event
+in between, more than ``--max-resume-events``, a topic with nothing kept); malformed arguments,
+a position past the topic's top and a topic that keeps no history get
+``wamp.error.invalid_argument`` with the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from wsserver.core.broker import Publication, event
 from wsserver.core.decoding import is_id
 from wsserver.core.dealer import Provider, Reply
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
+from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
 
 if TYPE_CHECKING:
@@ -75,11 +85,18 @@ class Invoked(Generic[PeerT]):
 Procedure = Callable[[Invoked[PeerT]], Reply[PeerT]]
 
 
+#: The router's resume procedure.
+HISTORY_SINCE = "wsserver.history.since"
+#: Largest position ``since`` takes (a WAMP id's range, so every wire format and JavaScript carry it).
+MAX_POSITION = 2**53
+
+
 def meta_api(realm: Realm[PeerT]) -> dict[str, Provider[PeerT]]:
     """The procedures ``realm`` provides, bound to it, by URI."""
     offered = dict(PROCEDURES)
     if realm.broker.history is None:
         del offered["wamp.subscription.get_events"]
+        del offered[HISTORY_SINCE]
     return {uri: _bound(procedure, realm) for uri, procedure in offered.items()}
 
 
@@ -209,6 +226,46 @@ def _history_entry(subscription: Subscription[Any], time: float, publication: Pu
     }
 
 
+# -- history -------------------------------------------------------------------------------------
+
+
+def _is_position(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_POSITION
+
+
+def history_since(call: Invoked[PeerT]) -> Reply[PeerT]:
+    """
+    Every event ``topic`` kept after position (``epoch``, ``after``), oldest first, with
+    ``recovered: true``; or ``recovered: false`` and none. Kwargs: recovered, epoch, top, events.
+    """
+    topic = call.argument(0, "topic", _is_string)
+    epoch = call.argument(1, "epoch", _is_string)
+    after = call.argument(2, "after", _is_position)
+    try:
+        check_pattern(topic, EXACT)
+    except InvalidUriError:
+        raise ApplicationError(ApplicationError.INVALID_ARGUMENT, f"invalid topic {topic!r}") from None
+    refused = call.realm.forbids(call.caller, SUBSCRIBE, topic)
+    if refused is not None:
+        raise ApplicationError(*refused)
+    answer = call.realm.broker.since(topic, epoch, after, call.caller)
+    if answer is None:
+        detail = f"topic {topic!r} keeps no history (see --history-size and history in --config)"
+        raise ApplicationError(ApplicationError.INVALID_ARGUMENT, detail)
+    if epoch == answer.epoch and after > answer.top:
+        detail = f"after {after} is past the newest event of {topic!r} in this epoch ({answer.top})"
+        raise ApplicationError(ApplicationError.INVALID_ARGUMENT, detail)
+    events = [
+        {"seq": k.seq, "topic": topic, "args": k.item.args or [], "kwargs": k.item.kwargs or {}, "timestamp": meta.iso8601(k.time)}
+        for k in answer.items
+    ]
+    return Reply([], {"recovered": answer.recovered, "epoch": answer.epoch, "top": answer.top, "events": events})
+
+
+#: The procedures any session may call, checked against what they name instead (here: SUBSCRIBE
+#: on the topic): see realm.py.
+ON_TOPIC = frozenset({HISTORY_SINCE})
+
 #: The procedures that act on other sessions (the spec's kill family; those not provided yet are
 #: listed so that adding one cannot open it): the anonymous sessions of a realm open to anyone
 #: may not call them (see realm.py), whatever else they may do.
@@ -228,4 +285,5 @@ PROCEDURES: dict[str, Procedure[Any]] = {
     "wamp.subscription.list_subscribers": subscription_list_subscribers,
     "wamp.subscription.count_subscribers": subscription_count_subscribers,
     "wamp.subscription.get_events": subscription_get_events,
+    HISTORY_SINCE: history_since,
 }

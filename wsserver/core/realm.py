@@ -21,7 +21,8 @@ do everything, see :attr:`~wsserver.core.policy.RealmPolicy.open_to_anyone`), th
 sessions may not call the procedures that act on other sessions (``wamp.session.kill``): any
 visitor could end everyone's session. A role given permission for them in --config may.
 
-The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
+``wsserver.history.since`` needs no permission to call: it checks SUBSCRIBE on the topic it
+names instead (see procedures.py). The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
 """
 
@@ -79,6 +80,8 @@ class Realm(Generic[PeerT]):
         self, session: Session[PeerT], action: str, uri: str, error: str = ApplicationError.NOT_AUTHORIZED
     ) -> tuple[str, str] | None:
         """(``error``, why) if ``session``'s role may not ``action`` ``uri``; None if it may."""
+        if action == CALL and uri in procedures.ON_TOPIC:
+            return None  # permissioned by the topic it names
         if self.authorizer is not None and not self.authorizer.allows(session.authrole, action, uri):
             return error, f"role {session.authrole!r} may not {action} {uri!r}"
         open_role = self._open_role

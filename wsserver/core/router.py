@@ -49,6 +49,7 @@ WELCOME announces exactly the features implemented (:func:`roles`).
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic
@@ -65,6 +66,7 @@ from wsserver.core.broker import Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.history import HistorySettings
 from wsserver.core.limits import (
     PUBLISH_RATE_EXCEEDED,
     TOO_MANY_CALLS_IN_FLIGHT,
@@ -111,6 +113,14 @@ def roles(history: bool) -> dict[str, RoleFeatures]:
     return {"broker": RoleBrokerFeatures(**broker), "dealer": RoleDealerFeatures(**DEALER_FEATURES)}
 
 
+def _epochs(random_bytes: Callable[[int], bytes] | None, random_id: Callable[[], int]) -> Callable[[], str]:
+    """Draws epochs: 72 random bits as 12 URL-safe characters (53, as hex, without ``random_bytes``)."""
+    if random_bytes is None:
+        return lambda: format(random_id(), "x")
+    draw = random_bytes
+    return lambda: base64.urlsafe_b64encode(draw(9)).decode("ascii")
+
+
 def _epoch() -> float:
     """The clock of a router that was given none: time stands still at the epoch."""
     return 0.0
@@ -129,7 +139,9 @@ class Router(Generic[PeerT]):
     between a failed login and its ABORT. ``store_limits``: what the retained events and history
     of all realms may hold together (``store_budget`` counts what they hold and what was evicted).
     ``login_limits``: failed logins allowed per client address and per authid (``failed_logins``
-    counts those refused unchecked).
+    counts those refused unchecked). ``history``: which topics keep history and how much one
+    resume returns (it wins over ``history_size``); each topic's epoch is drawn from
+    ``random_bytes`` (or, without it, ``random_id``).
     """
 
     def __init__(
@@ -144,6 +156,7 @@ class Router(Generic[PeerT]):
         refusal_delay: float = REFUSAL_DELAY,
         store_limits: StoreLimits = StoreLimits(),
         login_limits: LoginLimits = LoginLimits(),
+        history: HistorySettings | None = None,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -155,15 +168,18 @@ class Router(Generic[PeerT]):
         self.realms: dict[str, Realm[PeerT]] = {}
         self.store_budget = StoreBudget(store_limits)
         self.failed_logins = FailedLogins(login_limits)
+        settings = history if history is not None else HistorySettings(size=history_size)
+        new_epoch = _epochs(random_bytes, random_id)
         for given in realms:
             policy = open_realm(given) if isinstance(given, str) else given
             authorizer = None if policy.unrestricted else Authorizer(policy.roles)
             broker: Broker[PeerT] = Broker(
-                next_id, random_id, clock, retain_ttl, history_size, authorizer, store_budget=self.store_budget
+                next_id, random_id, clock, retain_ttl, authorizer=authorizer, store_budget=self.store_budget,
+                history=settings, new_epoch=new_epoch,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
             self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
-        self._roles = roles(history=history_size > 0)
+        self._roles = roles(history=settings.enabled)
 
     # -- what a transport calls ------------------------------------------------------------------
 

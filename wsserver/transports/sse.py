@@ -16,8 +16,15 @@ the origin check allows gets ``Access-Control-Allow-Origin`` for its origin.
 
 Each publication is then one event::
 
+    id: q3v9a0bKcZtX:17                  (a topic with history: the stream's position after it)
     event: com.example.ticker
     data: {"topic":"com.example.ticker","args":[42],"kwargs":{}}
+
+A stream of topics with history begins with its position (an ``id:`` line of its own) and, given
+one back (the browser's ``Last-Event-ID`` on its automatic reconnect, or ``?since=``), first
+sends what the client missed, then ``event: reset`` for the topics it cannot recover (see
+substream.py, "Positions and resume"). The missed events are paced as the client reads, as the
+answers to a WebSocket client's own requests are.
 
 built once per publication for every SSE stream (the wire formats :data:`SSE_CHUNKED_WIRE` and
 :data:`SSE_WIRE`), and written
@@ -32,6 +39,7 @@ come (SSE has no pong: the connection's flow control tells). Shutdown ends every
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -78,9 +86,22 @@ HEADERS = (
 )
 
 
-def sse_event(topic: str, data: bytes) -> bytes:
-    """One SSE event: ``event:`` the topic (URIs hold no line break), ``data:`` one line of JSON."""
-    return b"event: " + topic.encode("utf-8") + b"\ndata: " + data + b"\n\n"
+def sse_event(topic: str, data: bytes, event_id: str | None = None) -> bytes:
+    """
+    One SSE event: ``id:`` the stream's position after it (if any), ``event:`` the topic (URIs
+    and positions hold no line break), ``data:`` one line of JSON.
+    """
+    head = b"" if event_id is None else b"id: " + event_id.encode("ascii") + b"\n"
+    return head + b"event: " + topic.encode("utf-8") + b"\ndata: " + data + b"\n\n"
+
+
+def sse_reset(topics: list[str], reason: str, event_id: str) -> bytes:
+    """The announcement of an unrecoverable gap: ``event: reset``, data ``{"topics", "reason"}``."""
+    return b"id: " + event_id.encode("ascii") + b"\nevent: reset\ndata: " + _json({"topics": topics, "reason": reason}) + b"\n\n"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 def chunk(data: bytes) -> bytes:
@@ -111,6 +132,8 @@ class SseStream:
     """One open event stream: the router's Peer for its session, writing to one HTTP response."""
 
     wire_format: object = SSE_WIRE
+    #: Whether events leave as chunks of the chunked body (HTTP/1.1), written to the connection.
+    chunked = False
 
     def __init__(self, resource: SseResource, request: Any, client_ip: str) -> None:
         self.resource = resource
@@ -127,11 +150,11 @@ class SseStream:
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
-        if type(message) is wamp.Event and self.stream is not None:
+        if isinstance(message, wamp.Event) and self.stream is not None:
             event: wamp.Event = message
             topic = self.stream.topic_of(event)
-            data = sse_event(topic, event_json(topic, event.args, event.kwargs))
-            return chunk(data) if self.wire_format is SSE_CHUNKED_WIRE else data
+            data = sse_event(topic, event_json(topic, event.args, event.kwargs), self.stream.event_id(event))
+            return chunk(data) if self.chunked else data
         return message
 
     def write_encoded(self, data: Any) -> None:
@@ -159,12 +182,46 @@ class SseStream:
         request.write(f": subscribed to {' '.join(self.stream.query.topics)}\n\n".encode("utf-8"))
         sink = request
         if request.chunked and isinstance(request.channel, http.HTTPChannel):
-            self.wire_format, sink = SSE_CHUNKED_WIRE, request.channel.transport
+            self.wire_format, sink, self.chunked = SSE_CHUNKED_WIRE, request.channel.transport, True
+        if self.stream.own_ids:
+            self.wire_format = (self.wire_format, self)  # its ids are its own: it encodes its events itself
         limits = self.resource.admission.limits
         self.send_buffer = SendBuffer(sink, limits=limits, overflow=self._overflowed, peer=self.client_ip)
         request.registerProducer(self, True)
         self.open = True
+        self._resume()
         self._schedule_heartbeat()
+
+    def _resume(self) -> None:
+        """
+        Before any live event: what the client missed since the position it gave (the browser's
+        ``Last-Event-ID``, else ``?since=``), or the stream's position now. Missed events are
+        paced as the client reads (replies, see sendbuffer.py).
+        """
+        stream, buffer = self.stream, self.send_buffer
+        assert stream is not None and buffer is not None
+        last_id = self.request.getHeader(b"last-event-id")
+        given = last_id.decode("utf-8", "replace") if last_id is not None else stream.query.since
+        if given is None:
+            current = stream.current_id()
+            if current is not None:
+                buffer.write(self._framed(b"id: " + current.encode("ascii") + b"\n\n"), CONTROL)
+            return
+        resumed = stream.resume(given)
+        if resumed.reset:
+            buffer.write(self._framed(sse_reset(resumed.reset, resumed.reason, resumed.id)), CONTROL)
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic, publication = resumed.topics[place], kept.item
+            data = event_json(topic, publication.args, publication.kwargs)
+            return self._framed(sse_event(topic, data, resumed.event_id(place, kept)))
+
+        for entry in resumed.events:
+            buffer.write_reply(entry, missed)
+        buffer.write_reply(resumed.id, lambda position: self._framed(b"id: " + position.encode("ascii") + b"\n\n"))
+
+    def _framed(self, data: bytes) -> bytes:
+        return chunk(data) if self.chunked else data
 
     def refused(self, failure: Failure) -> None:
         failure.trap(StreamRefused)
@@ -235,7 +292,7 @@ class SseStream:
                 self._overflowed(0)
                 return
         if not buffer.paused and not buffer.waiting:  # nothing waits: the comment goes out now
-            buffer.write(chunk(HEARTBEAT) if self.wire_format is SSE_CHUNKED_WIRE else HEARTBEAT, CONTROL)
+            buffer.write(self._framed(HEARTBEAT), CONTROL)
         self._schedule_heartbeat()
 
 

@@ -13,6 +13,10 @@ fails the handshake with its status and the reason as the response's text body
 (:class:`~wsserver.transports.bounds.BoundedWebSocket`): 400 bad query, 401 failed login, 403
 refused origin or topic, 404 no such realm.
 
+A stream of topics with history begins with ``{"id": POSITION}`` and each of their events
+carries ``"id"``; ``&since=POSITION`` first replays what was missed, announcing a topic it cannot
+recover with ``{"reset": {"topics", "reason"}, "id"}`` (see substream.py, "Positions and resume").
+
 Then each publication is one text frame, the JSON object ``{"topic", "args", "kwargs"}``, framed
 once per publication for every ``/stream`` connection (the wire format :data:`STREAM_WIRE`, with
 Autobahn's prepared messages: a server frame is not masked, so the bytes are the same for all)
@@ -23,6 +27,7 @@ Shutdown closes every stream with 1001.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -35,7 +40,7 @@ from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission
 from wsserver.transports.bounds import truncate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
-from wsserver.transports.sendbuffer import EVENT
+from wsserver.transports.sendbuffer import EVENT, REPLY
 from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
@@ -53,6 +58,10 @@ STREAM_WIRE = ("stream",)
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
 class StreamServerProtocol(EchoServerProtocol):
     """
     One ``/stream`` connection: the router's Peer for its session. Admitted, counted and closed on
@@ -66,11 +75,15 @@ class StreamServerProtocol(EchoServerProtocol):
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
-        if type(message) is wamp.Event and self.stream is not None:
+        if isinstance(message, wamp.Event) and self.stream is not None:
             event: wamp.Event = message
-            payload = event_json(self.stream.topic_of(event), event.args, event.kwargs)
-            return self.factory.prepareMessage(payload, False).payloadHybi
+            payload = event_json(self.stream.topic_of(event), event.args, event.kwargs, self.stream.event_id(event))
+            return self._frame(payload)
         return message
+
+    def _frame(self, payload: bytes) -> bytes:
+        frame: bytes = self.factory.prepareMessage(payload, False).payloadHybi
+        return frame
 
     def write_encoded(self, data: Any) -> None:
         if type(data) is bytes:
@@ -101,6 +114,38 @@ class StreamServerProtocol(EchoServerProtocol):
         failure.trap(StreamRefused)
         refusal: StreamRefused = failure.value  # type: ignore[assignment]
         raise ConnectionDeny(refusal.status, refusal.reason)
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        stream = self.stream
+        if stream is None or self.state != STATE_OPEN:
+            return
+        if stream.own_ids:
+            self.wire_format = (STREAM_WIRE, self)  # its ids are its own: it encodes its events itself
+        self._resume(stream)
+
+    def _resume(self, stream: StreamSession) -> None:
+        """
+        Before any live event: what the client missed since ``&since=`` (missed events paced as it
+        reads, see sendbuffer.py), or the stream's position now, ``{"id": ...}``.
+        """
+        if stream.query.since is None:
+            current = stream.current_id()
+            if current is not None:
+                self.send_buffer.write(self._frame(_json({"id": current})), REPLY)
+            return
+        resumed = stream.resume(stream.query.since)
+        if resumed.reset:
+            reset = {"reset": {"topics": resumed.reset, "reason": resumed.reason}, "id": resumed.id}
+            self.send_buffer.write(self._frame(_json(reset)), REPLY)
+        def missed(entry: tuple[int, Any]) -> bytes:
+            place, kept = entry
+            topic = resumed.topics[place]
+            return self._frame(event_json(topic, kept.item.args, kept.item.kwargs, resumed.event_id(place, kept)))
+
+        for entry in resumed.events:
+            self.send_buffer.write_reply(entry, missed)
+        self.send_buffer.write_reply({"id": resumed.id}, lambda position: self._frame(_json(position)))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass  # a stream only sends; the frame bounds still apply to what the client sends

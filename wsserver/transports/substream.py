@@ -33,6 +33,26 @@ subscription's, which :meth:`StreamSession.topic_of` finds by subscription id (o
 subscription ids are shared by every subscriber of the subscription, so the first recipient's
 answer is everyone's). Everything else the router sends (WELCOME, SUBSCRIBED, ERROR, ABORT,
 GOODBYE) is the conversation above and goes to :meth:`StreamSession.answer`.
+
+Positions and resume
+--------------------
+A stream of exact topics has a position: the position (``epoch:seq``, see core/history.py) of
+each of its topics, in the order of the query, ``-`` for one with nothing kept, joined by ``,``
+(``Xq3v9a0bKcZt:17`` for one topic; ``Xq3v9a0bKcZt:17,-,Pz81mQ0aaVb2:4`` for three). Each event
+of a topic with history carries the stream's position after it (SSE: ``id:``; ``/stream``:
+``"id"``), and the stream begins with its position now, so a client that comes back with it
+(SSE: the browser's ``Last-Event-ID``; both: ``&since=``) gets what it missed:
+:meth:`StreamSession.resume` asks the broker for every topic's events since its position (the
+session is subscribed first, and nothing reaches the client before the resume, so nothing falls
+in between), merges them in publication order, and names the topics it could not recover (an
+epoch of another life, evicted events, more than ``--max-resume-events``): the transport then
+announces a reset for them. Topics without history are live only and never named. A prefix or
+wildcard stream has no position (its topics are not known in advance): its position is ``-``,
+and a resume of it is a reset.
+
+With one topic, an event's id is its own position: the bytes of an event are still the same for
+every stream. With several, the id is the stream's own, so each such stream encodes its events
+itself (one JSON encoding per delivery instead of per publication).
 """
 
 from __future__ import annotations
@@ -51,6 +71,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from wsserver.core.authentication import Identity
+from wsserver.core.broker import Broker, Publication
+from wsserver.core.eventstore import Kept, Position
 from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
 from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
@@ -59,7 +81,7 @@ from wsserver.delivery import InThread, Peer, carry_out
 log = Logger()
 
 #: What a stream may be asked for in its URL.
-QUERY_PARAMETERS = ("topic", "match", "realm")
+QUERY_PARAMETERS = ("topic", "match", "realm", "since")
 #: Topics one stream may name (each is a subscription; --max-subscriptions applies too).
 MAX_TOPICS = 64
 #: The HTTP status of the router's refusals on the way to a stream.
@@ -88,6 +110,8 @@ class StreamQuery:
 
     realm: str
     subscribes: tuple[wamp.Subscribe, ...]
+    #: The position to resume from (``&since=``), checked: as many as topics, each epoch:seq or -.
+    since: str | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -107,7 +131,7 @@ def parse_query(params: Mapping[str, Sequence[str]], default_realm: str) -> Stre
         raise StreamRefused(400, "no topic: ask for ?topic=URI (repeatable), &match=prefix|wildcard")
     if len(topics) > MAX_TOPICS:
         raise StreamRefused(400, f"more than {MAX_TOPICS} topics")
-    for name in ("match", "realm"):
+    for name in ("match", "realm", "since"):
         if len(params.get(name, ())) > 1:
             raise StreamRefused(400, f"{name} given more than once")
     match = params.get("match", ["exact"])[0]
@@ -123,7 +147,15 @@ def parse_query(params: Mapping[str, Sequence[str]], default_realm: str) -> Stre
             raise StreamRefused(400, decoded.reason)
         assert isinstance(decoded, wamp.Subscribe)
         subscribes.append(decoded)
-    return StreamQuery(realm, tuple(subscribes))
+    since = params.get("since", [None])[0]
+    if since is not None:
+        if match != "exact":
+            raise StreamRefused(400, "since: a prefix or wildcard stream has no position to resume from")
+        try:
+            parse_positions(since, len(topics))
+        except ValueError as error:
+            raise StreamRefused(400, f"since: {error} (epoch:seq or - per topic, joined by commas)") from None
+    return StreamQuery(realm, tuple(subscribes), since)
 
 
 # -- credentials ----------------------------------------------------------------------------------
@@ -175,12 +207,77 @@ def login_from(authorization: str | None) -> Login:
 # -- the session ----------------------------------------------------------------------------------
 
 
-def event_json(topic: str, args: Any, kwargs: Any) -> bytes:
+def event_json(topic: str, args: Any, kwargs: Any, event_id: str | None = None) -> bytes:
     """
-    One event as the JSON object the streams carry, ``{"topic", "args", "kwargs"}``, on one line
-    (JSON escapes line breaks inside strings). Bytes in the payload are WAMP JSON's base64 strings.
+    One event as the JSON object the streams carry, ``{"topic", "args", "kwargs"}`` (and
+    ``"id"``, the stream's position after it, when given), on one line (JSON escapes line
+    breaks inside strings). Bytes in the payload are WAMP JSON's base64 strings.
     """
-    return _serialize({"topic": topic, "args": args or [], "kwargs": kwargs or {}})
+    if event_id is None:
+        return _serialize({"topic": topic, "args": args or [], "kwargs": kwargs or {}})
+    return _serialize({"topic": topic, "args": args or [], "kwargs": kwargs or {}, "id": event_id})
+
+
+#: A topic's place in a stream's position when it has nothing kept.
+NO_POSITION = "-"
+#: The characters of an epoch (router.py draws URL-safe base64, or hex).
+_EPOCH = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def format_positions(positions: Sequence[Position | None]) -> str:
+    """A stream's position, as its ids carry it (see the module docstring)."""
+    return ",".join(NO_POSITION if p is None else f"{p.epoch}:{p.seq}" for p in positions)
+
+
+def parse_positions(text: str, count: int) -> list[Position | None]:
+    """The positions of a stream of ``count`` topics in ``text``; ValueError says what is wrong."""
+    entries = text.strip().split(",")
+    if len(entries) != count:
+        raise ValueError(f"{len(entries)} positions for a stream of {count} topics")
+    positions: list[Position | None] = []
+    for entry in entries:
+        if entry == NO_POSITION:
+            positions.append(None)
+            continue
+        epoch, colon, seq = entry.rpartition(":")
+        if not colon or not epoch or not set(epoch) <= _EPOCH or len(epoch) > 32:
+            raise ValueError(f"{entry[:40]!r} is not epoch:seq")
+        if not seq.isascii() or not seq.isdigit() or len(seq) > 16 or int(seq) > 2**53:
+            raise ValueError(f"{entry[:40]!r}: the sequence number is not a non-negative integer")
+        positions.append(Position(epoch, int(seq)))
+    return positions
+
+
+class Resumed:
+    """
+    What a stream missed: ``events`` (its topic's place in the stream, the kept publication) in
+    publication order, each with the id :meth:`event_id` gives it as it leaves (in this order);
+    ``reset``: the topics it could not recover, and ``reason`` why; ``id``: the stream's
+    position after all of it. The ids are made as the events leave, not all at once: a stream of
+    many topics would otherwise hold an id of every topic for every missed event.
+    """
+
+    def __init__(
+        self, events: list[tuple[int, Kept[Publication]]], reset: list[str], reason: str, final: list[Position | None],
+        *, topics: list[str], epochs: dict[int, str], own_ids: bool, start: list[Position | None],
+    ) -> None:
+        self.events = events
+        self.reset = reset
+        self.reason = reason
+        self.id = format_positions(final)
+        self.topics = topics
+        self._epochs = epochs
+        self._own_ids = own_ids
+        self._positions = start
+
+    def event_id(self, place: int, kept: Kept[Publication]) -> str:
+        """The stream's id after missed event ``kept`` of topic ``place`` (call in the order of ``events``)."""
+        position = self._positions[place] = Position(self._epochs[place], kept.seq)
+        return format_positions(self._positions) if self._own_ids else f"{position.epoch}:{position.seq}"
+
+
+def _nothing_missed(topics: list[str], reason: str, final: list[Position | None]) -> Resumed:
+    return Resumed([], topics, reason, final, topics=topics, epochs={}, own_ids=False, start=final)
 
 
 def _serialize(value: Any) -> bytes:
@@ -221,6 +318,13 @@ class StreamSession:
         #: Subscription id -> topic, for EVENTs of exact subscriptions.
         self.topics: dict[int, str] = {}
         self._subscribed = 0
+        exact = all(subscribe.match == "exact" for subscribe in query.subscribes)
+        #: Topic -> its place in the stream's position (None: a pattern stream has no position).
+        self.places: dict[str, int] | None = {topic: n for n, topic in enumerate(query.topics)} if exact else None
+        #: The stream's position (see the module docstring).
+        self.positions: list[Position | None] = [None] * len(query.subscribes)
+        #: Whether each stream encodes its own events (its ids are its own: several exact topics).
+        self.own_ids = exact and len(query.subscribes) > 1
 
     def start(self) -> defer.Deferred[None]:
         """Log in and subscribe; returns ``ready``."""
@@ -251,6 +355,80 @@ class StreamSession:
     def topic_of(self, event: wamp.Event) -> str:
         """The concrete topic of ``event`` (sent to this stream's session)."""
         return event.topic or self.topics[event.subscription]
+
+    # -- positions ---------------------------------------------------------------------------------
+
+    def _broker(self) -> Broker[Peer] | None:
+        session = self.session
+        if session is None or session.realm is None:
+            return None
+        return self.router.realms[session.realm].broker
+
+    def current_id(self) -> str | None:
+        """The stream's position now (None: no topic of its realm keeps history), once subscribed."""
+        broker = self._broker()
+        if broker is None or broker.history is None:
+            return None
+        if self.places is None:
+            return NO_POSITION
+        history = broker.history
+        self.positions = [history.position(topic) for topic in self.query.topics]
+        return format_positions(self.positions)
+
+    def event_id(self, event: wamp.Event) -> str | None:
+        """The stream's position after ``event`` (None: it carries none); for :attr:`own_ids` streams, moves it."""
+        position: Position | None = getattr(event, "position", None)
+        if position is None or self.places is None:
+            return None
+        if not self.own_ids:
+            return f"{position.epoch}:{position.seq}"
+        self.positions[self.places[self.topic_of(event)]] = position
+        return format_positions(self.positions)
+
+    def resume(self, last_id: str) -> Resumed:
+        """
+        What the stream missed since its position ``last_id`` (as a client gives it back);
+        call it once subscribed, before any event reaches the client.
+        """
+        topics = self.query.topics
+        broker = self._broker()
+        session = self.session
+        if broker is None or session is None or broker.history is None:
+            return _nothing_missed([], "", [])
+        if self.places is None:
+            return _nothing_missed(topics, "a prefix or wildcard stream has no position to resume from: reload", [None])
+        try:
+            given = parse_positions(last_id, len(topics))
+        except ValueError as error:
+            self.current_id()
+            return _nothing_missed(topics, f"cannot resume from {last_id[:80]!r}: {error}", self.positions)
+        missed: list[tuple[int, Kept[Publication]]] = []
+        lost: list[int] = []
+        start: list[Position | None] = []
+        tops: dict[int, Position | None] = {}
+        for place, (topic, position) in enumerate(zip(topics, given)):
+            epoch, after = position if position is not None else ("", 0)
+            answer = broker.since(topic, epoch, after, session)
+            if answer is None:  # keeps no history: live only
+                start.append(None)
+                continue
+            start.append(position)
+            tops[place] = Position(answer.epoch, answer.top) if answer.epoch else None
+            if answer.recovered:
+                missed += [(place, kept) for kept in answer.items]
+            else:
+                lost.append(place)
+        if len(missed) > broker.max_resume_events:
+            # The whole replay is bounded too (a stream may name 64 topics): past it, all is reset.
+            lost = sorted(set(lost) | {place for place, _ in missed})
+            missed = []
+        missed.sort(key=lambda entry: entry[1].sequence)
+        final = [tops.get(place) for place in range(len(topics))]
+        self.positions = final
+        epochs = {place: top.epoch for place, top in tops.items() if top is not None}
+        reason = "" if not lost else "events of these topics were lost (another epoch, evicted, or more than --max-resume-events): reload"
+        return Resumed(missed, [topics[place] for place in lost], reason, final,
+                       topics=topics, epochs=epochs, own_ids=self.own_ids, start=start)
 
     def answer(self, message: Any) -> None:
         """The router's answer to what this session sent (see the module docstring)."""

@@ -34,6 +34,7 @@ from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from wsserver.core.broker import PositionedEvent
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import Router
 from wsserver.core.session import Session, State
@@ -77,7 +78,7 @@ def send_kind(message: wamp.Message) -> str:
     retained events on SUBSCRIBE included, which is paced rather than held against the limit.
     """
     kind = type(message)
-    if kind is wamp.Event:
+    if kind is wamp.Event or kind is PositionedEvent:  # an EVENT of a topic with history is one too
         return REPLY if message.retained else EVENT
     return PUSH if kind in UNASKED else REPLY
 
