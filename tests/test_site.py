@@ -153,3 +153,17 @@ def test_a_silent_kept_alive_connection_is_closed_after_the_deadline(web: Path) 
     transport.clear()
     clock.advance(2)
     assert transport.disconnecting and transport.value() == b""
+
+
+def test_requests_under_an_unlogged_prefix_stay_out_of_the_access_log(web: Path) -> None:
+    import io
+
+    site = build_site(web, "ws", object(), unlogged=("/lp/",), reactor=Clock())
+    site._logFile = written = io.StringIO()  # what twistd sets up: the access log
+    for path in (b"/lp/abc/receive", b"/index.html"):
+        request = DummyRequest([])
+        request.path, request.uri, request.method = path, path, b"POST"
+        request.client = IPv4Address("TCP", "127.0.0.1", 1234)
+        request.code, request.sentLength = 200, 0
+        site.log(request)
+    assert "/index.html" in written.getvalue() and "/lp/" not in written.getvalue()

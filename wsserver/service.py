@@ -215,7 +215,8 @@ class WampServer(MultiService):
         self.stream_factory = StreamServerFactory(self.router, self.admission, reactor=reactor, bearer_keys=bearer_keys)
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory, STREAM_PATH: self.stream_factory},
-                               resources={SSE_PATH: self.sse}, head_timeout=limits.handshake_timeout, reactor=reactor)
+                               resources={SSE_PATH: self.sse}, head_timeout=limits.handshake_timeout, reactor=reactor,
+                               unlogged=(f"/{longpoll.path.strip('/')}/",))
         if self.http_api is not None:
             self.http_api.setServiceParent(self)
             for path, endpoint in self.http_api.resources().items():

@@ -160,9 +160,15 @@ class StaticWebSite(server.Site):
     protocol = HeadDeadlineChannel
 
     def __init__(self, root: resource.IResource, *, head_timeout: float, idle_timeout: float,
-                 reactor: Any = None) -> None:
+                 reactor: Any = None, unlogged: tuple[str, ...] = ()) -> None:
         super().__init__(root, timeout=idle_timeout, reactor=reactor)
         self.head_timeout = head_timeout
+        self.unlogged = tuple(prefix.encode("utf-8") for prefix in unlogged)
+
+    def log(self, request: Any) -> None:
+        """The access log, without requests under the ``unlogged`` path prefixes."""
+        if not request.path.startswith(self.unlogged):
+            super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -172,11 +178,12 @@ class StaticWebSite(server.Site):
 
 def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float = 60.0,
                websockets: dict[str, Any] | None = None, resources: dict[str, Any] | None = None, *,
-               head_timeout: float = 10.0, reactor: Any = None) -> server.Site:
+               head_timeout: float = 10.0, reactor: Any = None, unlogged: tuple[str, ...] = ()) -> server.Site:
     """
     The site: files under ``web_dir``, and the WebSocket factory's endpoint at ``/ws_path``;
     ``websockets`` mounts more WebSocket factories by path (e.g. ``{"echo": ...}``), ``resources``
-    more resources (e.g. ``{"sse": ...}``).
+    more resources (e.g. ``{"sse": ...}``). Requests under the ``unlogged`` path prefixes (e.g.
+    ``"/lp/"``: a long-poll client polls every 10 s) stay out of the access log.
     A request head must be complete within ``head_timeout`` seconds; after it, an HTTP connection
     idle for ``idle_timeout`` seconds is closed (twisted.web suspends this while a request is
     served, so it never applies to an open WebSocket).
@@ -186,6 +193,7 @@ def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float
         root.putChild(path.strip("/").encode("utf-8"), WebSocketResource(factory))
     for path, child in (resources or {}).items():
         root.putChild(path.strip("/").encode("utf-8"), child)
-    site = StaticWebSite(root, head_timeout=head_timeout, idle_timeout=idle_timeout, reactor=reactor)
+    site = StaticWebSite(root, head_timeout=head_timeout, idle_timeout=idle_timeout, reactor=reactor,
+                         unlogged=unlogged)
     site.displayTracebacks = False
     return site
