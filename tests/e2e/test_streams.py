@@ -82,6 +82,8 @@ def test_a_plain_websocket_on_stream_receives_the_demo_ticker(start_server: Any)
     server = start_server("--demo")
     with ws_connect(f"ws://127.0.0.1:{server.port}/stream?topic=com.example.ticker", open_timeout=5) as ws:
         assert ws.subprotocol is None
+        # --demo keeps history for the ticker: the stream begins with its position, {"id": ...}.
+        assert set(json.loads(ws.recv(timeout=5))) == {"id"}
         values = [json.loads(ws.recv(timeout=5)) for _ in range(3)]
     assert [v["topic"] for v in values] == ["com.example.ticker"] * 3
     assert values[0]["args"][0] < values[1]["args"][0] < values[2]["args"][0]
