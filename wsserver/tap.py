@@ -231,9 +231,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the server from parsed options (twistd calls this)."""
     if reactor is None:
         from twisted.internet import reactor
-    realm_names = list(options.config.realms) if options.config else options["realm"]
     backplane = None if options["redis"] is None else RedisBackplane(
-        options["redis"], realms=realm_names, reactor=reactor
+        options["redis"], realms=options["realm"], reactor=reactor
     )
     server = WampServer(
         reactor,

@@ -22,6 +22,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import ServerProcess, wait_for
 from tests.e2e.rawws import join
+from tests.e2e.test_http_api import post
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 EVENT, PUBLISHED = 36, 17
@@ -185,3 +186,18 @@ def test_redis_restarted_mid_stream_the_nodes_reconnect_and_count_what_was_not_f
     # Uncounted losses: those in flight when Redis stopped, and those A forwarded before B had
     # subscribed again (the two reconnect independently); bounded by the backoff's first steps.
     assert 0 <= lost_unseen <= 150
+
+
+def test_the_http_api_and_python_in_the_server_publish_across_nodes_too(
+    start_server: Any, redis_server: RedisServer,  # noqa: F811
+) -> None:
+    redis_server.start()
+    a = start_node(start_server, redis_server, "--http-api", "--demo")  # the demo publishes from Python
+    b = start_node(start_server, redis_server)
+    connected(a), connected(b)
+    with session(b, TOPIC) as (sub_b, _), session(b, "com.example.clock") as (clock_b, _):
+        status, _ = post(a, "/publish", {"topic": TOPIC, "args": ["over http"]})
+        assert status == 200
+        assert [e[4] for e in events_until(sub_b, "over http")] == [["over http"]]
+        clock = json.loads(clock_b.recv(timeout=5))  # the demo's clock ticks every second on A
+        assert clock[0] == EVENT
