@@ -178,7 +178,7 @@ class RedisBackplane(Service):
             _Factory(self, _Subscriber, subscriber=True),
         ]
         for factory in self._factories:
-            factory.startConnecting(_ReportingEndpoint(self._endpoint(), self._unreachable))
+            factory.startConnecting(_ReportingEndpoint(self._endpoint(), self.unreachable))
 
     def stopService(self) -> Any:
         super().stopService()
@@ -261,9 +261,9 @@ class RedisBackplane(Service):
             return
         self._publisher = None
         if self.running:
-            self._unreachable("connection lost")
+            self.unreachable("connection lost")
 
-    def _unreachable(self, reason: str) -> None:
+    def unreachable(self, reason: str) -> None:
         """Log the outage once, however many attempts fail."""
         if self._outage_reported or self._publisher is not None or not self.running:
             return
