@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
+from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -52,6 +53,7 @@ INITIAL_DELAY = 0.5
 #: The longest wait between two attempts: a Redis back after an outage is found within this.
 MAX_DELAY = 30.0
 DEFAULT_PORT = 6379
+_quiet = Logger(observer=lambda event: None)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,22 @@ class _Factory(txredisapi.RedisFactory):
         self.protocol = protocol
         self.backplane = backplane
         self.subscriber = subscriber
+
+    def startConnecting(self, endpoint: Any) -> None:
+        # Twisted's ClientService (txredisapi's reconnecting) logs every retry it schedules; the
+        # backplane logs an outage once itself (see RedisBackplane.unreachable), so those lines would
+        # only repeat it, every 30 s, for as long as Redis is gone. A ClientService takes its Logger
+        # from the class when it is built, which happens here, synchronously: lend it a quiet one.
+        lent = "_log" in vars(ClientService)
+        original = ClientService.__dict__.get("_log")
+        ClientService._log = _quiet
+        try:
+            super().startConnecting(endpoint)
+        finally:
+            if lent:
+                ClientService._log = original
+            else:
+                del ClientService._log
 
     def buildProtocol(self, addr: Any) -> Any:
         connection = super().buildProtocol(addr)
