@@ -24,6 +24,8 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.backplane import Backplane
+from wsserver.core.broker import Publication
 from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
@@ -162,6 +164,8 @@ class WampServer(MultiService):
     ``http_api``: serve POST /publish and /call with these settings (None: not at all; see http_api.py).
     ``longpoll``: where WAMP over HTTP long-poll lives (see longpoll.py).
     ``history``: which topics keep history, and resume (wins over ``history_size``; see core/history.py).
+    ``backplane``: carries publications to and from the other nodes (a Twisted service, started
+    and stopped with this one; None: this process only; see wsserver/backplane).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -188,6 +192,7 @@ class WampServer(MultiService):
         http_api: HttpApiSettings | None = None,
         longpoll: LongPollSettings = LongPollSettings(),
         history: HistorySettings | None = None,
+        backplane: Backplane | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -195,6 +200,7 @@ class WampServer(MultiService):
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
+            forward=None if backplane is None else backplane.forward,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
@@ -250,6 +256,9 @@ class WampServer(MultiService):
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
+        if backplane is not None:
+            backplane.deliver = self.route_from_elsewhere
+            backplane.setServiceParent(self)
 
     def policy_document(self) -> bytes:
         """The Flash socket policy: the configured ports, or those the site listens on."""
@@ -272,6 +281,10 @@ class WampServer(MultiService):
         ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
         """
         carry_out(self.router.publish(realm, topic, args, kwargs, retain))
+
+    def route_from_elsewhere(self, realm: str, publication: Publication, retain: bool) -> None:
+        """A publication from another node (the backplane's ``deliver``): route it to this node's subscribers."""
+        carry_out(self.router.route_from_elsewhere(realm, publication, retain=retain))
 
     def startService(self) -> None:
         self.ws_factory.doStart()

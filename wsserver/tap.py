@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from wsserver.backplane.redis import RedisAddress, RedisBackplane
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
@@ -82,6 +83,7 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS): a subscriber on any of them receives what is published on any. [default: this process only]"],
     ]
 
     optFlags = [
@@ -218,12 +220,20 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["frame-burst"] < 1:
             raise usage.UsageError("--frame-burst must be at least 1")
+        if self["redis"] is not None:
+            try:
+                self["redis"] = RedisAddress.parse(self["redis"])
+            except ValueError as error:
+                raise usage.UsageError(f"--redis: {error}") from None
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the server from parsed options (twistd calls this)."""
     if reactor is None:
         from twisted.internet import reactor
+    backplane = None if options["redis"] is None else RedisBackplane(
+        options["redis"], realms=options["realm"], reactor=reactor
+    )
     server = WampServer(
         reactor,
         listen=options["listen"],
@@ -281,6 +291,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             call_timeout=options["http-call-timeout"],
         ) if options["http-api"] else None,
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
+        backplane=backplane,
     )
     if options["demo"]:
         realm = options["realm"][0]

@@ -54,8 +54,8 @@ def moderated_realm(name: str = "realm1") -> RealmPolicy:
 
 
 class Harness:
-    def __init__(self, realms: tuple[Any, ...] = ("realm1",), **router_options: Any) -> None:
-        ids = itertools.count(1000)
+    def __init__(self, realms: tuple[Any, ...] = ("realm1",), first_id: int = 1000, **router_options: Any) -> None:
+        ids = itertools.count(first_id)
         self.clock = Clock()
         router_options.setdefault("random_bytes", RandomBytes())
         self.router: Router[str] = Router(realms, ids.__next__, clock=self.clock, **router_options)

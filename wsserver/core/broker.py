@@ -47,6 +47,13 @@ on_delete, in that order for a subscription's life) through itself, as the route
 subscriptions to the router's own ``wamp.`` topics, which would only describe the meta API to
 itself (Crossbar does the same). Clients may not publish to ``wamp.`` topics: those events are
 the router's word.
+
+Beyond one process: a broker given ``forward`` hands every publication a client or the server
+published to it (never a meta event: those describe this node's sessions) to ``forward`` after
+routing it locally; the adapter behind it (wsserver/backplane) carries it to the other nodes,
+where :meth:`Broker.route_from_elsewhere` routes it as if it had been published there, with the
+origin's publication id and audience. Retained events and history stay per node: each node
+keeps what it routes, local or not, under its own positions.
 """
 
 from __future__ import annotations
@@ -201,6 +208,11 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
     return message
 
 
+#: Hand a publication routed here to the other nodes: ``forward(publication, retain)``. It must
+#: copy what it needs before returning (the history keeps the object, and sets its position).
+Forward = Callable[[Publication, bool], None]
+
+
 class Broker(Generic[PeerT]):
     """
     The broker of one realm. ``next_id`` gives subscription ids, ``random_id`` publication ids,
@@ -209,6 +221,8 @@ class Broker(Generic[PeerT]):
     ``wamp.subscription.get_events`` (0: no history), unless ``history`` says which topics keep
     how many (it wins). ``authorizer``: who may receive which topics (None: everyone
     everything). ``new_epoch()``: a random epoch for a topic whose history begins.
+    ``forward``: called with each publication from a client or the server after local routing
+    (see "Beyond one process" above); None: nothing leaves this node.
     """
 
     def __init__(
@@ -223,8 +237,10 @@ class Broker(Generic[PeerT]):
         store_budget: StoreBudget | None = None,
         history: HistorySettings | None = None,
         new_epoch: Callable[[], str] = lambda: "",
+        forward: Forward | None = None,
     ) -> None:
         self._random_id = random_id
+        self._forward = forward
         self._clock = clock
         self._authorizer = authorizer
         self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
@@ -298,9 +314,22 @@ class Broker(Generic[PeerT]):
         if request.retain:
             self.retained.keep(publication.topic, publication)
         actions = self._route(publication)
+        if self._forward is not None:
+            self._forward(publication, bool(request.retain))
         if request.acknowledge and publisher is not None:
             actions.append(Send(wamp.Published(request.request, publication.id), (publisher,)))
         return actions
+
+    def route_from_elsewhere(self, publication: Publication, retain: bool = False) -> list[Action[PeerT]]:
+        """
+        Route ``publication``, published on another node (its id, publisher and audience are the
+        origin's), to this node's subscribers; ``retain``: keep it as its topic's retained event
+        here too. It is not forwarded again.
+        """
+        publication.position = None  # the origin's position means nothing in this node's history
+        if retain:
+            self.retained.keep(publication.topic, publication)
+        return self._route(publication)
 
     # -- the router's own ------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ WELCOME announces exactly the features implemented (:func:`roles`).
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic
@@ -62,7 +63,7 @@ from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures, RoleFeatu
 from wsserver.core.actions import Action, Close, CloseReason, Compute, Delay, Send, error_reply
 from wsserver.core.authentication import FAILED, Authenticator, Identity, Outcome, Pending, Refusal
 from wsserver.core.authorization import Authorizer
-from wsserver.core.broker import Broker
+from wsserver.core.broker import Broker, Publication
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.eventstore import StoreBudget, StoreLimits
@@ -141,7 +142,9 @@ class Router(Generic[PeerT]):
     ``login_limits``: failed logins allowed per client address and per authid (``failed_logins``
     counts those refused unchecked). ``history``: which topics keep history and how much one
     resume returns (it wins over ``history_size``); each topic's epoch is drawn from
-    ``random_bytes`` (or, without it, ``random_id``).
+    ``random_bytes`` (or, without it, ``random_id``). ``forward(realm, publication, retain)``:
+    hands each publication from a client or the server to the other nodes after local routing
+    (a backplane, see :mod:`wsserver.backplane`); those nodes call :meth:`route_from_elsewhere`.
     """
 
     def __init__(
@@ -157,6 +160,8 @@ class Router(Generic[PeerT]):
         store_limits: StoreLimits = StoreLimits(),
         login_limits: LoginLimits = LoginLimits(),
         history: HistorySettings | None = None,
+        *,
+        forward: Callable[[str, Publication, bool], None] | None = None,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -176,6 +181,7 @@ class Router(Generic[PeerT]):
             broker: Broker[PeerT] = Broker(
                 next_id, random_id, clock, retain_ttl, authorizer=authorizer, store_budget=self.store_budget,
                 history=settings, new_epoch=new_epoch,
+                forward=None if forward is None else functools.partial(forward, policy.name),
             )
             authenticator = Authenticator(policy, random_bytes, clock)
             self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
@@ -249,6 +255,18 @@ class Router(Generic[PeerT]):
         if reason is not None:
             raise ValueError(reason)
         return target.broker.publish(None, wamp.Publish(0, topic, args, kwargs, retain=retain or None))
+
+    def route_from_elsewhere(self, realm: str, publication: Publication, *, retain: bool = False) -> list[Action[PeerT]]:
+        """
+        Route ``publication``, published in ``realm`` on another node, to this node's subscribers
+        exactly as the origin routed it to its own (its id, disclosed publisher and audience);
+        ``retain``: keep it as its topic's retained event. A realm this node does not serve
+        routes nothing.
+        """
+        target = self.realms.get(realm)
+        if target is None:
+            return []
+        return target.broker.route_from_elsewhere(publication, retain)
 
     def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
         """
