@@ -110,6 +110,8 @@ def test_twistd_lists_the_plugin_and_its_help_shows_every_option() -> None:
     assert {"listen", "web", "ws-path", "realm", "allowed-origin", "max-message-size", "demo"} <= set(declared)
     missing = [name for name in declared if f"--{name}=" not in help_text and f"--{name} " not in help_text]
     assert missing == [], f"options without --help text: {missing}"
+    # twistd adds "[default: X]" to a row with a default: a row that says its own has none.
+    assert "] [default:" not in " ".join(help_text.split()), "an option's help says its default twice"
 
 
 # -- --config and the per-session limits ---------------------------------------------------------

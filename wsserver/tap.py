@@ -69,7 +69,7 @@ class Options(usage.Options):
         ["max-fragments", None, ConnectionLimits.max_fragments, "Frames one WebSocket message may come in (browsers send one); more: close 1009. 0 turns the limit off.", int],
         ["max-frame-rate", None, ConnectionLimits.max_frame_rate, "WebSocket frames (pings too) one connection may send a second, sustained; more: close 1008. 0 turns the limit off.", float],
         ["frame-burst", None, ConnectionLimits.frame_burst, "WebSocket frames one connection may send at once before --max-frame-rate applies.", int],
-        ["flash-policy-interface", None, "", "Interface for the Flash socket policy port. [default: all]"],
+        ["flash-policy-interface", None, None, "Interface for the Flash socket policy port. [default: all]"],
         ["flash-allow-ports", None, None, "Ports the Flash policy allows, comma-separated. [default: the ports of --listen]"],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
         ["retain-ttl", None, None, "Forget a retained event (PUBLISH retain: true) this many seconds after it was published. [default: keep it until the next one replaces it]", float],
@@ -259,7 +259,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         shutdown_timeout=options["shutdown-timeout"],
         flash_policy=FlashPolicy(
             port=options["flash-policy-port"],
-            interface=options["flash-policy-interface"],
+            interface=options["flash-policy-interface"] or "",
             domains=tuple(options["flash-allow-domain"]),
             ports=options["flash-allow-ports"],
             required=options["flash-policy-port-explicit"],
