@@ -34,7 +34,6 @@ from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from wsserver.core.broker import PositionedEvent
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import Router
 from wsserver.core.session import Session, State
@@ -77,10 +76,9 @@ def send_kind(message: wamp.Message) -> str:
     EVENT, something else the session did not ask for (PUSH), or a REPLY to its own request,
     retained events on SUBSCRIBE included, which is paced rather than held against the limit.
     """
-    kind = type(message)
-    if kind is wamp.Event or kind is PositionedEvent:  # an EVENT of a topic with history is one too
+    if isinstance(message, wamp.Event):  # PositionedEvent too: an EVENT of a topic with history
         return REPLY if message.retained else EVENT
-    return PUSH if kind in UNASKED else REPLY
+    return PUSH if type(message) in UNASKED else REPLY
 
 
 def encoded(message: wamp.Message, frame_message: Callable[[wamp.Message], bytes]) -> tuple[Any, str]:
