@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from wsserver.core.authentication import Identity, hash_ticket
+from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import Permission, Principal, RealmPolicy
 from wsserver.core.router import REFUSAL_DELAY, CloseReason, Router
 from wsserver.delivery import carry_out
@@ -217,6 +218,23 @@ def test_a_wrong_ticket_is_refused_with_401_after_the_routers_delay() -> None:
     clock.advance(REFUSAL_DELAY)
     assert isinstance(outcome[0], StreamRefused) and outcome[0].status == 401
     assert router.realms["realm1"].sessions == {}
+
+
+def test_failed_stream_logins_count_against_the_client_address() -> None:
+    router = Router((PUBLIC,), itertools.count(1).__next__, random_bytes=os.urandom,
+                    login_limits=LoginLimits(per_address=1, per_authid=0))
+    query = parse_query({"topic": ["org.other"]}, "realm1")
+
+    def log_in(credentials: str, address: str) -> Any:
+        clock = Clock()
+        _, outcome = open_stream(router, query, login_from(basic(credentials)), clock=clock, address=address)
+        clock.advance(REFUSAL_DELAY)
+        return outcome[0]
+
+    assert isinstance(log_in("alice:wrong", "10.0.0.9"), StreamRefused)
+    # That address has spent its failures: even the right ticket is refused there, unchecked.
+    assert isinstance(log_in("alice:alice-ticket", "10.0.0.9"), StreamRefused)
+    assert log_in("alice:alice-ticket", "10.0.0.10") is None
 
 
 def test_a_bearer_key_joins_the_keys_realm_in_its_role() -> None:

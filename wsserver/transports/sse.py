@@ -340,7 +340,7 @@ class SseResource(resource.Resource):
             request.setHeader(name, value)
         sse = SseStream(self, request, client_ip)
         sse.stream = StreamSession(sse, router=self.router, clock=self.clock, query=query, login=login,
-                                   bearer_keys=self.bearer_keys, name=client_ip)
+                                   bearer_keys=self.bearer_keys, name=client_ip, address=client_ip)
         self.streams.add(sse)
         request.notifyFinish().addBoth(sse.gone)
         sse.stream.start().addCallbacks(lambda _: sse.start(), sse.refused)

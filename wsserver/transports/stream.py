@@ -107,7 +107,7 @@ class StreamServerProtocol(EchoServerProtocol):
         except StreamRefused as refusal:
             raise ConnectionDeny(refusal.status, refusal.reason) from None
         self.stream = StreamSession(self, router=factory.router, clock=factory.clock, query=query, login=login,
-                                    bearer_keys=factory.bearer_keys, name=self.peer)
+                                    bearer_keys=factory.bearer_keys, name=self.peer, address=self._client_ip)
         return self.stream.start().addErrback(self._refused)
 
     def _refused(self, failure: Failure) -> None:

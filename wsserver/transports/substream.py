@@ -301,10 +301,15 @@ class StreamSession:
 
     def __init__(
         self, peer: Peer, *, router: Router[Peer], clock: IReactorTime, query: StreamQuery, login: Login,
-        bearer_keys: BearerKeys = no_bearer_keys, name: str, in_thread: InThread | None = None,
+        bearer_keys: BearerKeys = no_bearer_keys, name: str, address: str | None = None,
+        in_thread: InThread | None = None,
     ) -> None:
-        """``in_thread``: where a ticket login is checked (None: the reactor's thread pool)."""
+        """
+        ``address``: the client's, as the Admission counted it (failed logins are limited per
+        address); ``in_thread``: where a ticket login is checked (None: the reactor's thread pool).
+        """
         self.peer = peer
+        self.address = address
         self.in_thread = in_thread
         self.router = router
         self.clock = clock
@@ -328,7 +333,7 @@ class StreamSession:
 
     def start(self) -> defer.Deferred[None]:
         """Log in and subscribe; returns ``ready``."""
-        session = self.session = self.router.attach(self.peer)
+        session = self.session = self.router.attach(self.peer, self.address)
         login = self.login
         try:
             if login.bearer is not None:
