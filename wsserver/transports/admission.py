@@ -99,14 +99,14 @@ class Admission:
         """
         client_ip = client_address(peer, headers, self.limits.trust_proxy)
         if origin and not self.allows_origin(origin):
-            log.info("refused WebSocket from origin {origin} ({ip})", origin=origin, ip=client_ip)
+            log.info("refused a connection from origin {origin} ({ip})", origin=origin, ip=client_ip)
             raise Refused(403, f"origin {origin} is not allowed")
         if self.counts.total >= self.limits.max_connections:
-            log.warn("refused WebSocket from {ip}: {limit} connections open (--max-connections)",
+            log.warn("refused a connection from {ip}: {limit} connections open (--max-connections)",
                      ip=client_ip, limit=self.limits.max_connections)
             raise Refused(503, "server is at its connection limit")
         if self.counts.of(client_ip) >= self.limits.max_connections_per_ip:
-            log.info("refused WebSocket from {ip}: {limit} connections from there (--max-connections-per-ip)",
+            log.info("refused a connection from {ip}: {limit} connections from there (--max-connections-per-ip)",
                      ip=client_ip, limit=self.limits.max_connections_per_ip)
             raise Refused(429, "too many connections from your address")
         self.counts.add(client_ip)
