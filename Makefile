@@ -2,12 +2,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 WEB_SOCKET_JS_SDIST := $(VENV)/downloads/websockify-0.5.1.tar.gz
+# What goes into the installed package: `make run` reinstalls only when one of these changed.
+PACKAGE_SOURCES := setup.cfg pyproject.toml $(shell find wsserver twisted/plugins web -type f \
+	-not -path 'web/vendor/*' -not -name '*.pyc' -not -name dropin.cache 2>/dev/null)
+# Stamps: the runtime install (what `make run` needs) and the test and benchmark extras on top of it.
+RUNTIME := $(VENV)/.installed-runtime
+EXTRAS := $(VENV)/.installed-extras
+VENDORED := web/vendor/.copied
 
 .PHONY: run test bench assets install clean
 
-run: install
+run: $(RUNTIME)
 	# From inside the venv directory, so that the installed package (not the source tree) runs.
 	cd $(VENV) && bin/twistd -n --pidfile= wsserver $(ARGS)
 
@@ -20,8 +26,11 @@ bench: install
 
 # Third-party files for the site, copied into web/vendor/ and checked by tools/copy_assets.py: JavaScript
 # from the npm registry, pinned by package-lock.json; the web-socket-js Flash shim from a PyPI sdist.
-assets: node_modules/.package-lock.json $(WEB_SOCKET_JS_SDIST)
+assets: $(VENDORED)
+
+$(VENDORED): node_modules/.package-lock.json $(WEB_SOCKET_JS_SDIST) tools/copy_assets.py
 	$(PYTHON) tools/copy_assets.py
+	touch $@
 
 # web-socket-js's RFC 6455 build ships in websockify's 0.5.1 sdist (include/web-socket-js/).
 $(WEB_SOCKET_JS_SDIST): | $(BIN)/python
@@ -35,9 +44,19 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # `pip install .` (not -e): editable installs do not register twisted/plugins with twistd.
-install: $(BIN)/python assets
+# Running needs only the package and its dependencies; the tests and the benchmark add their extras.
+$(RUNTIME): $(BIN)/python $(VENDORED) $(PACKAGE_SOURCES)
+	$(BIN)/pip install -q .
+	rm -rf build
+	touch $@
+
+# The extras install the package too (one build, not two), so it brings the runtime stamp up to date.
+$(EXTRAS): $(BIN)/python $(VENDORED) $(PACKAGE_SOURCES)
 	$(BIN)/pip install -q '.[test,bench]'
 	rm -rf build
+	touch $@ $(RUNTIME)
+
+install: $(EXTRAS)
 
 clean:
 	rm -rf $(VENV) node_modules web/vendor build *.egg-info
