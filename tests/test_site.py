@@ -167,3 +167,46 @@ def test_requests_under_an_unlogged_prefix_stay_out_of_the_access_log(web: Path)
         request.code, request.sentLength = 200, 0
         site.log(request)
     assert "/index.html" in written.getvalue() and "/lp/" not in written.getvalue()
+
+
+# -- a site of your own (--web DIR) keeps the installed site's libraries and helpers ---------------
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    site = tmp_path / "installed"
+    (site / "vendor" / "autobahn").mkdir(parents=True)
+    (site / "vendor" / "autobahn" / "autobahn.min.js").write_text("autobahn")
+    (site / "js").mkdir()
+    (site / "js" / "wsclient.js").write_text("ours")
+    (site / "js" / "dashboard.js").write_text("dashboard")
+    (site / "index.html").write_text("installed index")
+    return site
+
+
+def served(site: Any, *segments: bytes) -> tuple[int, bytes]:
+    request = render(site.resource, *segments)
+    return request.responseCode or 200, b"".join(request.written)
+
+
+def test_your_site_keeps_the_vendored_libraries_and_the_client_helper(web: Path, installed: Path) -> None:
+    site = build_site(web, "ws", object(), installed=installed)
+    assert served(site, b"vendor", b"autobahn", b"autobahn.min.js") == (200, b"autobahn")
+    assert served(site, b"js", b"wsclient.js") == (200, b"ours")  # through your own js/ directory
+    assert served(site, b"js", b"app.js") == (200, b"1")
+    assert served(site, b"index.html") == (200, b"<h1>hi</h1>")
+
+
+def test_only_the_shared_names_are_lent_and_your_files_win(web: Path, installed: Path) -> None:
+    (web / "js" / "wsclient.js").write_text("yours")
+    site = build_site(web, "ws", object(), installed=installed)
+    assert served(site, b"js", b"wsclient.js") == (200, b"yours")
+    assert served(site, b"js", b"dashboard.js")[0] == 404
+    (web / "index.html").unlink()
+    assert b"installed" not in served(site, b"index.html")[1]
+
+
+def test_the_installed_site_lends_nothing_to_itself(installed: Path) -> None:
+    site = build_site(installed, "ws", object(), installed=installed)
+    assert site.resource.fallback is None
+    assert served(site, b"js", b"wsclient.js") == (200, b"ours")

@@ -54,6 +54,18 @@ def default_web_dir() -> Path:
 #: The one dot-segment served (RFC 8615 well-known URIs), see the theory of operation.
 WELL_KNOWN = ".well-known"
 
+#: What the installed site lends a site of your own (``--web DIR``): the vendored libraries and the
+#: client helpers, so the README's "connect from your page" snippets work there too. Your files win.
+SHARED_FROM_INSTALLED = ("vendor", "js/wsclient.js", "js/websocket-fallback.js")
+
+
+def _shared(parts: tuple[str, ...]) -> bool:
+    """Is ``parts`` (a path below the site root) one of SHARED_FROM_INSTALLED, inside one, or on the way to one?"""
+    path = "/".join(parts)
+    return any(path == shared or path.startswith(shared + "/") or shared.startswith(path + "/")
+               for shared in SHARED_FROM_INSTALLED)
+
+
 REQUEST_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -65,6 +77,10 @@ class StaticSite(static.File):
     """
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
+    #: Where this directory is below the site root, as path segments.
+    below_root: tuple[str, ...] = ()
+    #: The same place in the installed site, asked for SHARED_FROM_INSTALLED names this one lacks.
+    fallback: StaticSite | None = None
 
     def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(path, *args, **kwargs)
@@ -83,6 +99,15 @@ class StaticSite(static.File):
         child = super().getChild(path, request)
         if isinstance(child, static.File) and not self._inside_site(child.path):
             return self.childNotFound
+        below = (*self.below_root, name)
+        if self.fallback is None or not _shared(below):
+            return child
+        lent = self.fallback.getChild(path, request)
+        if child is self.childNotFound:
+            return lent
+        if isinstance(child, StaticSite) and isinstance(lent, StaticSite):
+            # A directory of yours on the way to a shared name (your own js/): look there first, then in ours.
+            child.below_root, child.fallback = below, lent
         return child
 
     def _inside_site(self, path: str) -> bool:
@@ -178,7 +203,8 @@ class StaticWebSite(server.Site):
 
 def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float = 60.0,
                websockets: dict[str, Any] | None = None, resources: dict[str, Any] | None = None, *,
-               head_timeout: float = 10.0, reactor: Any = None, unlogged: tuple[str, ...] = ()) -> server.Site:
+               head_timeout: float = 10.0, reactor: Any = None, unlogged: tuple[str, ...] = (),
+               installed: Path | None = None) -> server.Site:
     """
     The site: files under ``web_dir``, and the WebSocket factory's endpoint at ``/ws_path``;
     ``websockets`` mounts more WebSocket factories by path (e.g. ``{"echo": ...}``), ``resources``
@@ -186,9 +212,13 @@ def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float
     ``"/lp/"``: a long-poll client polls every 10 s) stay out of the access log.
     A request head must be complete within ``head_timeout`` seconds; after it, an HTTP connection
     idle for ``idle_timeout`` seconds is closed (twisted.web suspends this while a request is
-    served, so it never applies to an open WebSocket).
+    served, so it never applies to an open WebSocket). When ``web_dir`` is not the ``installed``
+    site (default: :func:`default_web_dir`), that one still serves SHARED_FROM_INSTALLED beneath it.
     """
     root = StaticSite(str(web_dir))
+    installed = installed or default_web_dir()
+    if installed.is_dir() and os.path.realpath(installed) != root.site_root:
+        root.fallback = StaticSite(str(installed))
     for path, factory in {ws_path: ws_factory, **(websockets or {})}.items():
         root.putChild(path.strip("/").encode("utf-8"), WebSocketResource(factory))
     for path, child in (resources or {}).items():
