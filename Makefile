@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXTRAS := $(VENV)/.installed-extras
 VENDORED := web/vendor/.copied
 
-.PHONY: run test bench assets install clean
+.PHONY: run test bench screenshots assets install clean
 
 run: $(RUNTIME)
 	# From inside the venv directory, so that the installed package (not the source tree) runs.
@@ -23,6 +23,10 @@ test: install
 # The full benchmark against Crossbar.io (installed into bench/.peers/ on first use); see README.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The README's screenshots of the demo pages (docs/screenshots/*.png), taken in headless Chromium.
+screenshots: install
+	$(BIN)/python tools/screenshots.py
 
 # Third-party files for the site, copied into web/vendor/ and checked by tools/copy_assets.py: JavaScript
 # from the npm registry, pinned by package-lock.json; the web-socket-js Flash shim from a PyPI sdist.

@@ -20,6 +20,7 @@ exceptions per session so a failing test can show them. Commands for one page ca
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import itertools
 import json
@@ -264,3 +265,10 @@ class Page:
         """The text content of the first element matching ``selector``, or None if there is none."""
         text: str | None = self.evaluate(f"document.querySelector({json.dumps(selector)})?.textContent ?? null")
         return text
+
+    def screenshot(self, width: int = 1200, height: int = 800) -> bytes:
+        """The page as a PNG, drawn at ``width`` x ``height`` CSS pixels."""
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.browser.call("Emulation.setDeviceMetricsOverride", metrics, self.session)
+        shot = self.browser.call("Page.captureScreenshot", {"format": "png"}, self.session, 20.0)
+        return base64.b64decode(shot["data"])
