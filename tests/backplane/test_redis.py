@@ -185,8 +185,7 @@ def test_a_probe_that_does_not_come_back_rebuilds_both_connections_and_says_so_o
         clock.advance(5.0), clock.advance(2.0), clock.advance(0)
     assert plane.rebuilt == 3 and publisher.transport.aborted
     assert len(warnings(logged)) == 1 and "probe" in warnings(logged)[0]["log_format"]  # one line for it all
-    publisher, subscriber = connected_node(node)  # Redis resumed
-    clock.advance(5.0)
+    publisher, subscriber = connected_node(node)  # Redis resumed: subscribed, it probes at once
     plane.probe_received(probes(publisher)[-1])
     (back,) = [e for e in logged if "came back" in e.get("log_format", "")]
     assert back["count"] == 1 and back["seconds"] == clock.seconds() - 7.0  # since the first probe was lost

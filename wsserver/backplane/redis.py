@@ -419,6 +419,9 @@ class RedisBackplane(Service):
 
     def _send_probe(self) -> None:
         self._probe_next = self.reactor.callLater(self.probe.interval, self._send_probe)
+        self._probe_now()
+
+    def _probe_now(self) -> None:
         if self._probe_deadline is not None or self._publisher is None or self._subscriber is None:
             return  # one probe at a time; and while a connection is down, reconnecting is under way
         self._probes_sent += 1
@@ -504,6 +507,8 @@ class RedisBackplane(Service):
         self._subscribed = True
         log.info("Redis backplane: subscribed to {count} realm channel(s) on {address}",
                  count=count, address=str(self.address))
+        if self._stalled_since is not None:
+            self._probe_now()  # after a stall, the next probe says it is over: now, not at the next tick
 
     def disconnected(self, connection: Any, *, subscriber: bool) -> None:
         if connection in (self._publisher, self._subscriber) and self._probe_deadline is not None:
