@@ -71,3 +71,10 @@ def test_the_probe_options_reach_the_backplane_and_must_be_positive() -> None:
     for name in ("--redis-probe-interval", "--redis-probe-timeout"):
         with pytest.raises(usage.UsageError, match=name):
             parse(name, "0")
+
+
+def test_the_probe_settings_are_config_file_keys_too(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text('[server]\nredis = "redis+sentinel://127.0.0.1/m"\nredis-probe-interval = 2.5\nredis-probe-timeout = 1.5\n[realms.realm1]\n')
+    options = parse("--config", str(path))
+    assert (options["redis"].master, options["redis-probe-interval"], options["redis-probe-timeout"]) == ("m", 2.5, 1.5)
