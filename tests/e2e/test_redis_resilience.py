@@ -28,6 +28,7 @@ from websockets.sync.client import ClientConnection
 from tests.e2e.conftest import ServerProcess, terminate, wait_for
 from tests.e2e.hostile import MemoryWatch
 from tests.e2e.redisserver import RedisServer, free_port, redis_server  # noqa: F401 (a fixture)
+from tests.e2e.tcpproxy import CuttableProxy
 from tests.e2e.test_backplane import EVENT, TOPIC, connected, publish, session, start_node
 
 #: Publications a second each node's stream makes.
@@ -222,58 +223,11 @@ def test_redis_paused_longer_than_the_probe_allows_is_found_and_the_connections_
     memory.check(32 * 2**20)
 
 
-class FreezingRelay:
-    """
-    Relays 127.0.0.1:``port`` to a Redis on ``upstream_port``. ``freeze()`` makes the connections
-    open now a black hole, both ways, without closing them (a path that died silently: a half-open
-    TCP connection, a NAT that forgot it); connections made later are relayed as before.
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._made = 0
-        self._frozen_below = 0
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def freeze(self) -> None:
-        self._frozen_below = self._made
-
-    def close(self) -> None:
-        for sock in [self._listener, *self._sockets]:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._sockets += [client, upstream]
-            number, self._made = self._made, self._made + 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(number, source, sink), daemon=True).start()
-
-    def _pump(self, number: int, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if number >= self._frozen_below:
-                    sink.sendall(data)
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 def test_a_connection_that_silently_stops_carrying_anything_is_found_and_made_again(
     start_server: Any, redis_server: RedisServer,  # noqa: F811
 ) -> None:
     redis_server.start()
-    relay = FreezingRelay(redis_server.port)
-    try:
+    with CuttableProxy(redis_server.port) as relay:
         a = start_server("--redis", f"redis://127.0.0.1:{relay.port}/0", *FAST_PROBE)
         b = start_node(start_server, redis_server, *FAST_PROBE)
         both_ready(a, b)
@@ -289,8 +243,6 @@ def test_a_connection_that_silently_stops_carrying_anything_is_found_and_made_ag
         account(stream_a, from_a, a, b)
         account(stream_b, from_b, b, a)
         assert counted_lost(a, b) > 0  # A was deaf for a while, and says how long in publications
-    finally:
-        relay.close()
 
 
 #: Beyond Redis's 16 KiB reply buffer: what a subscriber has not been sent of it counts against client-output-buffer-limit.
