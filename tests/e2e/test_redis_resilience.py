@@ -26,7 +26,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 from tests.e2e.conftest import ServerProcess, terminate, wait_for
-from tests.e2e.hostile import MemoryWatch
+from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.redisserver import RedisServer, free_port, redis_server  # noqa: F401 (a fixture)
 from tests.e2e.tcpproxy import CuttableProxy
 from tests.e2e.test_backplane import EVENT, TOPIC, connected, publish, session, start_node
@@ -243,6 +243,25 @@ def test_a_connection_that_silently_stops_carrying_anything_is_found_and_made_ag
         account(stream_a, from_a, a, b)
         account(stream_b, from_b, b, a)
         assert counted_lost(a, b) > 0  # A was deaf for a while, and says how long in publications
+
+
+def test_while_redis_is_paused_a_nodes_own_clients_are_served_as_before(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, _ = nodes
+    assert redis_server.proc is not None and a.proc is not None
+    # A client of A's own, publishing and subscribing there: its events never wait for Redis.
+    with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory:
+        paused = time.monotonic()
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: "did not come back" in a.log, timeout=5)
+            time.sleep(max(0.0, 4.0 - (time.monotonic() - paused)))
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: readyz(a)[0] == 200, timeout=15)
+    print(f"node A's own client while Redis was paused: {bystander.check().summary()}")
+    memory.check(32 * 2**20)
 
 
 #: Beyond Redis's 16 KiB reply buffer: what a subscriber has not been sent of it counts against client-output-buffer-limit.
