@@ -201,6 +201,26 @@ def test_a_probe_is_not_taken_for_lost_when_the_connection_was_lost_anyway(node:
     assert plane.rebuilt == 0 and [e["reason"] for e in warnings(logged)] == ["connection lost"]
 
 
+def test_a_subscribe_that_is_never_answered_counts_as_a_lost_probe_and_a_probe_waits_for_it(node: Node) -> None:
+    plane, clock = node.plane, node.clock
+    publisher, subscriber = Connection(), Connection()
+    answer: defer.Deferred[None] = defer.Deferred()
+    subscriber.subscribe = lambda channels: answer  # type: ignore[method-assign]
+    plane.connected(publisher, subscriber=False)
+    plane.connected(subscriber, subscriber=True)
+    clock.advance(5.0)
+    assert probes(publisher) == []  # published before the SUBSCRIBE is taken, it could not come back
+    answer.callback(None)  # answered in time: the probe goes out at once
+    assert len(probes(publisher)) == 1
+    plane.probe_received(probes(publisher)[-1])
+    publisher, subscriber = Connection(), Connection()
+    subscriber.subscribe = lambda channels: defer.Deferred()  # type: ignore[method-assign]  # never answered
+    plane.connected(publisher, subscriber=False)
+    plane.connected(subscriber, subscriber=True)
+    clock.advance(5.0), clock.advance(2.0)
+    assert probes(publisher) == [] and plane.rebuilt == 1 and subscriber.transport.aborted
+
+
 def test_not_ready_says_why_until_connected_and_subscribed(node: Node) -> None:
     plane = node.plane
     assert plane.not_ready() == "redis://127.0.0.1:6379/4: connecting"

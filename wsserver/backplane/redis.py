@@ -5,10 +5,11 @@ the same Redis, through Redis pub/sub.
 Theory of operation
 -------------------
 Client: txredisapi, Twisted-native (no second event loop, no asyncio reactor: every transport of
-this server runs on the default reactor), with AUTH, SELECT, TLS and Sentinel (``redis+sentinel://``:
-before each connection attempt the sentinels are asked where the master is, and a connection
-that finds a replica there is dropped and made again). Each node keeps two connections: one that PUBLISHes and one that
-SUBSCRIBEs (a subscribed Redis connection may do nothing else).
+this server runs on the default reactor), with AUTH, SELECT, TLS and Sentinel
+(``redis+sentinel://``: before each connection attempt the sentinels are asked where the master
+is, and a connection that finds a replica there is dropped and made again). Each node keeps two
+connections: one that PUBLISHes and one that SUBSCRIBEs (a subscribed Redis connection may do
+nothing else).
 
 Channels: one per realm, ``wsserver:<db>:<realm>``. Every node serves every realm of its
 configuration, so every node would subscribe to every topic channel anyway; a channel per topic
@@ -41,7 +42,8 @@ The probe: a subscription connection can stop delivering without closing (a half
 connection, Redis paused, Redis's ``client-output-buffer-limit``), and then nothing else would
 notice: this node would go on publishing and hear nothing, for hours. So every
 ``probe.interval`` seconds, while both connections are up, the node publishes a numbered probe on
-a channel of its own (subscribed with the realms' channels on the same connection); if it has not
+a channel of its own (subscribed with the realms' channels on the same connection; a probe is
+sent once that SUBSCRIBE is answered, and an unanswered SUBSCRIBE counts as a lost probe); if it has not
 come back through the subscription within ``probe.timeout`` seconds, both connections are dropped
 (aborted: what they had not yet sent is discarded, not sent late) and made again, and the node
 says so in one line; when a probe comes back again it says that too, with what was not
@@ -424,14 +426,19 @@ class RedisBackplane(Service):
     def _probe_now(self) -> None:
         if self._probe_deadline is not None or self._publisher is None or self._subscriber is None:
             return  # one probe at a time; and while a connection is down, reconnecting is under way
+        if not self._subscribed:
+            # Published before Redis has taken the SUBSCRIBE, the probe could not come back: wait
+            # for that answer instead, within the same time (see _subscribed_on).
+            self._probe_deadline = self.reactor.callLater(self.probe.timeout, self._probe_overdue)
+            return
         self._probes_sent += 1
         self._publisher.publish(self.probe_channel, str(self._probes_sent).encode("ascii")).addErrback(
             lambda failure: None)  # a lost PUBLISH is a lost probe: the deadline says so
-        self._probe_deadline = self.reactor.callLater(self.probe.timeout, self._probe_overdue, self._probes_sent)
+        self._probe_deadline = self.reactor.callLater(self.probe.timeout, self._probe_overdue)
 
-    def _probe_overdue(self, number: int) -> None:
+    def _probe_overdue(self) -> None:
         # Read the sockets once more first: the probe may be waiting behind a reactor that was busy.
-        self._probe_deadline = self.reactor.callLater(0, self._probe_lost, number)
+        self._probe_deadline = self.reactor.callLater(0, self._probe_lost)
 
     def probe_received(self, data: bytes) -> None:
         """A probe came back through the subscription: it delivers."""
@@ -452,7 +459,7 @@ class RedisBackplane(Service):
             self._outage_reported = False
             self._unforwarded_in_outage = 0
 
-    def _probe_lost(self, number: int) -> None:
+    def _probe_lost(self) -> None:
         self._probe_deadline = None
         self.rebuilt += 1
         if self._stalled_since is None:
@@ -483,6 +490,7 @@ class RedisBackplane(Service):
     def connected(self, connection: Any, *, subscriber: bool) -> None:
         if subscriber:
             self._subscriber = connection
+            self._subscribed = False
             channels = [self.channel(realm) for realm in self.realms]
             connection.subscribe(channels + [self.probe_channel]).addCallbacks(
                 lambda _: self._subscribed_on(connection, len(channels)),
@@ -507,7 +515,11 @@ class RedisBackplane(Service):
         self._subscribed = True
         log.info("Redis backplane: subscribed to {count} realm channel(s) on {address}",
                  count=count, address=str(self.address))
-        if self._stalled_since is not None:
+        if self._probe_deadline is not None:  # a probe waiting for this SUBSCRIBE: it goes out now
+            self._probe_deadline.cancel()
+            self._probe_deadline = None
+            self._probe_now()
+        elif self._stalled_since is not None:
             self._probe_now()  # after a stall, the next probe says it is over: now, not at the next tick
 
     def disconnected(self, connection: Any, *, subscriber: bool) -> None:
