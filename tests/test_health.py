@@ -1,4 +1,4 @@
-"""/healthz and /readyz on the server's site: status, JSON body, what readiness waits for, no access log line."""
+"""/healthz and /readyz on the server's site: status, JSON body, what readiness waits for, no access log line, their paths kept."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
 from twisted.web.test.requesthelper import DummyRequest
 
 from wsserver.backplane import LocalOnly
 from wsserver.service import WampServer
+from wsserver.tap import Options
 from wsserver.transports.flashpolicy import FlashPolicy
 
 
@@ -68,3 +71,9 @@ def test_the_polls_stay_out_of_the_access_log(tmp_path: Path) -> None:
         request.path = path
         site.log(request)
     assert logged == [b"/index.html"]
+
+
+@pytest.mark.parametrize("option, path", [("--ws-path", "readyz"), ("--longpoll-path", "/healthz/")])
+def test_no_other_endpoint_may_take_their_paths(option: str, path: str) -> None:
+    with pytest.raises(usage.UsageError, match=f"{option} .* taken by the health checks"):
+        Options().parseOptions([option, path])

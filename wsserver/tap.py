@@ -24,6 +24,7 @@ from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
+from wsserver.health import HEALTH_PATH, READY_PATH
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
@@ -200,6 +201,9 @@ class Options(usage.Options):
             raise usage.UsageError("--longpoll-path must not be empty")
         if longpoll_path in (self["ws-path"].strip("/"), ECHO_PATH, SSE_PATH, STREAM_PATH, "publish", "call"):
             raise usage.UsageError(f"--longpoll-path {longpoll_path} is taken by another endpoint")
+        for name in ("ws-path", "longpoll-path"):
+            if self[name].strip("/") in (HEALTH_PATH, READY_PATH):
+                raise usage.UsageError(f"--{name} {self[name].strip('/')} is taken by the health checks")
         if self["longpoll-timeout"] <= 0:
             raise usage.UsageError("--longpoll-timeout must be more than 0")
         if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
