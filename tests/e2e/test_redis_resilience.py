@@ -381,6 +381,19 @@ def test_through_sentinel_a_node_finds_the_master_and_follows_it_through_a_failo
         replica.stop()
 
 
+def test_with_no_sentinel_answering_the_node_serves_locally_and_says_it_once(start_server: Any) -> None:
+    a = start_server("--redis", f"redis+sentinel://127.0.0.1:{free_port()}/mymaster/0")
+    status, body = readyz(a)
+    assert status == 503 and body["checks"]["backplane"].endswith(": connecting"), body
+    # txredisapi asks the sentinels for up to 10 s, then the outage is said once, with the reason.
+    wait_for(lambda: "unreachable (No master found for mymaster)" in a.log, timeout=20)
+    time.sleep(1.0)
+    assert a.log.count("unreachable") == 1 and "Scheduling retry" not in a.log, a.log
+    with session(a, TOPIC) as (sub, _), session(a) as (pub, _):
+        publish(pub, 1, ["local"])
+        assert json.loads(sub.recv(timeout=5))[4] == ["local"]
+
+
 def start_replica(replica: RedisServer, master: RedisServer) -> None:
     """Start ``replica`` as a replica of ``master`` (RedisServer starts masters only)."""
     replica.proc = subprocess.Popen(

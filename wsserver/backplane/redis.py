@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -241,20 +243,8 @@ class _Factory(txredisapi.RedisFactory):
         self.subscriber = subscriber
 
     def startConnecting(self, endpoint: Any) -> None:
-        # Twisted's ClientService (txredisapi's reconnecting) logs every retry it schedules; the
-        # backplane logs an outage once itself (see RedisBackplane.unreachable), so those lines would
-        # only repeat it, every 30 s, for as long as Redis is gone. A ClientService takes its Logger
-        # from the class when it is built, which happens here, synchronously: lend it a quiet one.
-        lent = "_log" in vars(ClientService)
-        original = ClientService.__dict__.get("_log")
-        ClientService._log = _quiet
-        try:
+        with _quiet_retries():
             super().startConnecting(endpoint)
-        finally:
-            if lent:
-                ClientService._log = original
-            else:
-                del ClientService._log
 
     def buildProtocol(self, addr: Any) -> Any:
         connection = super().buildProtocol(addr)
@@ -264,6 +254,25 @@ class _Factory(txredisapi.RedisFactory):
         # handshakes from its backlog) would wait forever: drop it and let the backoff try again.
         self.backplane.reactor.callLater(self.backplane.connect_timeout, _abort_if_not_ready, connection)
         return connection
+
+
+@contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """Build txredisapi connections (their ClientServices) in this block, and they do not log their retries."""
+    # Twisted's ClientService (txredisapi's reconnecting) logs every retry it schedules; the
+    # backplane logs an outage once itself (see RedisBackplane.unreachable), so those lines would
+    # only repeat it, every 30 s, for as long as Redis is gone. A ClientService takes its Logger
+    # from the class when it is built, which happens in the block, synchronously: lend it a quiet one.
+    lent = "_log" in vars(ClientService)
+    original = ClientService.__dict__.get("_log")
+    ClientService._log = _quiet
+    try:
+        yield
+    finally:
+        if lent:
+            ClientService._log = original
+        else:
+            del ClientService._log
 
 
 def _abort_if_not_ready(connection: Any) -> None:
@@ -327,8 +336,10 @@ class RedisBackplane(Service):
         log.info("Redis backplane: node {node} connecting to {address}", node=self.node_id, address=str(self.address))
         sentinel = self.address.master is not None
         if sentinel:
-            # The URL's password is the master's: sentinels are asked without one.
-            self._sentinel = txredisapi.Sentinel(list(self.address.sentinels))
+            # The URL's password is the master's: sentinels are asked without one. A sentinel that
+            # is down is retried quietly too: the outage line says what matters (no master found).
+            with _quiet_retries():
+                self._sentinel = txredisapi.Sentinel(list(self.address.sentinels))
         self._factories = [
             _Factory(self, _SentinelPublisher if sentinel else txredisapi.RedisProtocol, subscriber=False),
             _Factory(self, _SentinelSubscriber if sentinel else _Subscriber, subscriber=True),
