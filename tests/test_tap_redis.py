@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from wsserver.backplane.redis import RedisAddress, RedisBackplane
+from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
 from wsserver.tap import Options, makeService
 
 
@@ -44,3 +44,37 @@ def test_the_config_file_gives_it_too_and_the_server_gets_a_backplane_for_its_re
     (backplane,) = [s for s in server if isinstance(s, RedisBackplane)]
     assert backplane.realms == ["a", "b"] and backplane.deliver == server.route_from_elsewhere
     assert not [s for s in makeService(parse(), reactor=MemoryReactorClock()) if isinstance(s, RedisBackplane)]
+
+
+def test_a_sentinel_url_gives_the_sentinels_the_master_and_the_database() -> None:
+    address = parse("--redis", "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/mymaster/2")["redis"]
+    assert address.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert (address.master, address.db, address.password) == ("mymaster", 2, "pw")
+    assert str(address) == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster/2"  # no password in logs
+    assert parse("--redis", "redis+sentinel://h/m")["redis"].db == 0
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://h:26379", "redis+sentinel://h/m/zero", "redis+sentinel://h:x/m",
+                                 "redis+sentinel://h,/m"])
+def test_a_sentinel_url_that_is_not_one_is_refused_with_a_message(url: str) -> None:
+    with pytest.raises(usage.UsageError, match="--redis"):
+        parse("--redis", url)
+
+
+def test_the_probe_options_reach_the_backplane_and_must_be_positive() -> None:
+    (backplane,) = [s for s in makeService(parse("--redis", "redis://h", "--redis-probe-interval", "2",
+                                                 "--redis-probe-timeout", "0.5"), reactor=MemoryReactorClock())
+                    if isinstance(s, RedisBackplane)]
+    assert backplane.probe == ProbeSettings(interval=2.0, timeout=0.5)
+    assert (parse()["redis-probe-interval"], parse()["redis-probe-timeout"]) == (ProbeSettings.interval,
+                                                                                 ProbeSettings.timeout)
+    for name in ("--redis-probe-interval", "--redis-probe-timeout"):
+        with pytest.raises(usage.UsageError, match=name):
+            parse(name, "0")
+
+
+def test_the_probe_settings_are_config_file_keys_too(tmp_path: Path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text('[server]\nredis = "redis+sentinel://127.0.0.1/m"\nredis-probe-interval = 2.5\nredis-probe-timeout = 1.5\n[realms.realm1]\n')
+    options = parse("--config", str(path))
+    assert (options["redis"].master, options["redis-probe-interval"], options["redis-probe-timeout"]) == ("m", 2.5, 1.5)

@@ -33,6 +33,7 @@ from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
+from wsserver.health import HEALTH_PATH, READY_PATH, Healthz, Readyz
 from wsserver.site import build_site
 from wsserver.transports.admission import Admission, ConnectionLimits
 from wsserver.transports.echo import ECHO_PATH, EchoServerFactory
@@ -222,7 +223,7 @@ class WampServer(MultiService):
         self.site = build_site(web_dir, ws_path, self.ws_factory, idle_timeout=limits.handshake_timeout,
                                websockets={ECHO_PATH: self.echo_factory, STREAM_PATH: self.stream_factory},
                                resources={SSE_PATH: self.sse}, head_timeout=limits.handshake_timeout, reactor=reactor,
-                               unlogged=(f"/{longpoll.path.strip('/')}/",))
+                               unlogged=(f"/{longpoll.path.strip('/')}/", f"/{HEALTH_PATH}", f"/{READY_PATH}"))
         if self.http_api is not None:
             self.http_api.setServiceParent(self)
             for path, endpoint in self.http_api.resources().items():
@@ -259,6 +260,17 @@ class WampServer(MultiService):
         if backplane is not None:
             backplane.deliver = self.route_from_elsewhere
             backplane.setServiceParent(self)
+        # For load balancers and orchestrators: alive, and ready to take traffic (see health.py).
+        readiness: dict[str, Any] = {"listening": self.not_listening}
+        if backplane is not None:
+            readiness["backplane"] = backplane.not_ready
+        self.site.resource.putChild(HEALTH_PATH.encode("ascii"), Healthz())
+        self.site.resource.putChild(READY_PATH.encode("ascii"), Readyz(readiness))
+
+    def not_listening(self) -> str | None:
+        """The endpoints not bound (yet), for /readyz; None when every one is."""
+        waiting = [listener.description for listener in self.listeners if listener.port is None]
+        return f"not listening on {', '.join(waiting)}" if waiting else None
 
     def policy_document(self) -> bytes:
         """The Flash socket policy: the configured ports, or those the site listens on."""

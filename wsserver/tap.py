@@ -15,7 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from wsserver.backplane.redis import RedisAddress, RedisBackplane
+from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
@@ -24,6 +24,7 @@ from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
+from wsserver.health import HEALTH_PATH, READY_PATH
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
@@ -83,7 +84,9 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
-        ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS): a subscriber on any of them receives what is published on any. [default: this process only]"],
+        ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; through Sentinel: redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]): a subscriber on any of them receives what is published on any. [default: this process only]"],
+        ["redis-probe-interval", None, ProbeSettings.interval, "Seconds between two probes that check the Redis subscription still delivers (see --redis-probe-timeout).", float],
+        ["redis-probe-timeout", None, ProbeSettings.timeout, "Seconds a probe may take to come back through Redis; past that, both Redis connections are dropped and made again (a Redis paused or a connection silently dead is found within --redis-probe-interval plus this).", float],
     ]
 
     optFlags = [
@@ -198,6 +201,9 @@ class Options(usage.Options):
             raise usage.UsageError("--longpoll-path must not be empty")
         if longpoll_path in (self["ws-path"].strip("/"), ECHO_PATH, SSE_PATH, STREAM_PATH, "publish", "call"):
             raise usage.UsageError(f"--longpoll-path {longpoll_path} is taken by another endpoint")
+        for name in ("ws-path", "longpoll-path"):
+            if self[name].strip("/") in (HEALTH_PATH, READY_PATH):
+                raise usage.UsageError(f"--{name} {self[name].strip('/')} is taken by the health checks")
         if self["longpoll-timeout"] <= 0:
             raise usage.UsageError("--longpoll-timeout must be more than 0")
         if self["retain-ttl"] is not None and self["retain-ttl"] <= 0:
@@ -220,6 +226,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must not be negative")
         if self["frame-burst"] < 1:
             raise usage.UsageError("--frame-burst must be at least 1")
+        for name in ("redis-probe-interval", "redis-probe-timeout"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
         if self["redis"] is not None:
             try:
                 self["redis"] = RedisAddress.parse(self["redis"])
@@ -232,7 +241,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     backplane = None if options["redis"] is None else RedisBackplane(
-        options["redis"], realms=options["realm"], reactor=reactor
+        options["redis"], realms=options["realm"], reactor=reactor,
+        probe=ProbeSettings(interval=options["redis-probe-interval"], timeout=options["redis-probe-timeout"]),
     )
     server = WampServer(
         reactor,

@@ -33,3 +33,11 @@ def test_a_message_of_another_version_is_not_a_publication() -> None:
     import msgpack
 
     assert codec.decode(msgpack.packb({"v": 99})) is None
+
+
+def test_the_origins_number_travels_with_it_and_nodes_that_number_nothing_still_interoperate() -> None:
+    publication = Publication(1, "t", None, None, EVERYONE)
+    numbered = codec.encode("n", "r", publication, False, seq=41)
+    assert codec.decode_numbered(numbered)[4] == 41  # type: ignore[index]
+    assert codec.decode(numbered)[:2] == ("n", "r")  # type: ignore[index]  # the same message, the same version
+    assert codec.decode_numbered(codec.encode("n", "r", publication, False))[4] is None  # type: ignore[index]

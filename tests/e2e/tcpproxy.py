@@ -1,7 +1,9 @@
 """
 A TCP relay on 127.0.0.1 that a test can cut, for "the network dropped" without stopping the server
 (which would lose its history): ``cut()`` closes every relayed connection and turns new ones away
-(accepted, then closed at once, as a dead path looks to a browser), ``restore()`` relays again.
+(accepted, then closed at once, as a dead path looks to a browser), ``restore()`` relays again;
+``freeze()`` makes the connections open now carry nothing, without closing them (a path that died
+silently: a half-open TCP connection, a NAT that forgot it), while new ones are relayed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class CuttableProxy:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._frozen: set[socket.socket] = set()
         self._cut = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -31,6 +34,11 @@ class CuttableProxy:
             dropped, self._open = self._open, set()
         for sock in dropped:
             _close(sock)
+
+    def freeze(self) -> None:
+        """Relay nothing more, either way, on the connections open now; leave them open."""
+        with self._lock:
+            self._frozen |= self._open
 
     def restore(self) -> None:
         with self._lock:
@@ -72,7 +80,8 @@ class CuttableProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
-                sink.sendall(chunk)
+                if source not in self._frozen:
+                    sink.sendall(chunk)
         except OSError:
             pass
         for sock in (source, sink):

@@ -39,6 +39,9 @@ class Backplane(Protocol):
     def setServiceParent(self, parent: Any) -> Any:
         """Start and stop with ``parent`` (a Twisted service)."""
 
+    def not_ready(self) -> str | None:
+        """Why this node should not take traffic yet (``/readyz`` says it), or None."""
+
 
 class LocalOnly(Service):
     """The default: nothing leaves this node, and nothing arrives."""
@@ -47,3 +50,6 @@ class LocalOnly(Service):
 
     def forward(self, realm: str, publication: Publication, retain: bool) -> None:
         pass
+
+    def not_ready(self) -> str | None:
+        return None

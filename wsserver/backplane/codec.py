@@ -5,7 +5,8 @@ msgpack keeps every value the router accepts (core/values.py admits only what JS
 CBOR all carry, and msgpack keeps bytes as bytes). The message carries what another node needs
 to route the publication exactly as the origin did: its id (publication ids stay the origin's,
 so they stay unique), topic, payload, disclosed publisher and audience, plus the origin node's
-id, so that the origin skips its own messages.
+id, so that the origin skips its own messages, and the origin's number for it (``seq``: 1, 2, 3, ...
+for each publication the origin made, forwarded or not), so that a receiver counts the ones it missed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from wsserver.core.broker import EVERYONE, Audience, Publication, Publisher
 VERSION = 1
 
 
-def encode(node: str, realm: str, publication: Publication, retain: bool) -> bytes:
-    """The message for ``publication`` published in ``realm`` on ``node``."""
+def encode(node: str, realm: str, publication: Publication, retain: bool, *, seq: int | None = None) -> bytes:
+    """The message for ``publication`` published in ``realm`` on ``node``, the origin's ``seq``-th (if numbered)."""
     audience = publication.audience
     publisher = publication.publisher
     message: dict[str, Any] = {
@@ -30,6 +31,8 @@ def encode(node: str, realm: str, publication: Publication, retain: bool) -> byt
         "publisher": None if publisher is None else [publisher.session, publisher.authid, publisher.authrole],
         "excluded_publisher": audience.excluded_publisher,
     }
+    if seq is not None:
+        message["seq"] = seq
     if audience.listed:
         message["lists"] = [
             _listed(audience.eligible), _listed(audience.eligible_authid), _listed(audience.eligible_authrole),
@@ -41,6 +44,12 @@ def encode(node: str, realm: str, publication: Publication, retain: bool) -> byt
 
 def decode(data: bytes) -> tuple[str, str, Publication, bool] | None:
     """(origin node, realm, publication, retain), or None for a message of another version."""
+    numbered = decode_numbered(data)
+    return None if numbered is None else numbered[:4]
+
+
+def decode_numbered(data: bytes) -> tuple[str, str, Publication, bool, int | None] | None:
+    """Like :func:`decode`, and the origin's number for the publication (None from a node that numbers none)."""
     message = msgpack.unpackb(data, raw=False, strict_map_key=False)
     if not isinstance(message, dict) or message.get("v") != VERSION:
         return None
@@ -61,7 +70,8 @@ def decode(data: bytes) -> tuple[str, str, Publication, bool] | None:
         message["id"], message["topic"], message["args"], message["kwargs"], audience,
         None if disclosed is None else Publisher(*disclosed),
     )
-    return message["node"], message["realm"], publication, bool(message["retain"])
+    seq = message.get("seq")
+    return message["node"], message["realm"], publication, bool(message["retain"]), seq if isinstance(seq, int) else None
 
 
 def _listed(whitelist: frozenset[Any] | None) -> list[Any] | None:
