@@ -5,6 +5,7 @@ in one run, on one machine, with the same load generator; a table of ratios, JSO
     python bench/run.py                    # everything, 3 alternating repeats, medians
     python bench/run.py --quick            # under a minute: small sizes, one repeat (make test)
     python bench/run.py --scenarios fanout,latency --repeat 5 --scale 2
+    python bench/run.py --scenarios backplane  # the Redis backplane (bench/backplane.py): needs redis-server
 
 Servers run pinned to CPU 0, this process (the load generator) to CPU 1. Every run checks that
 every expected event arrived and reports the loss otherwise; the generator's own CPU use is
@@ -28,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import backplane  # noqa: E402
 from loadgen import Client, Loop, event_args, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -371,9 +373,13 @@ def main(argv: list[str] | None = None) -> int:
             if name in scenarios:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
+        if "backplane" in scenarios:
+            backplane.run(report, sizes, round_, SERVER_CPU, GENERATOR_CPU)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)
+    if "backplane" in scenarios:
+        backplane.print_summary(report)
     write_results(report, peers, args, sizes, repeat, elapsed)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
