@@ -21,7 +21,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from loadgen import Loop, event_args, percentile
+from loadgen import Loop, paced, percentile
 from peers import Server, Wsserver, free_port, wait_for_port
 
 if TYPE_CHECKING:
@@ -120,16 +120,7 @@ def latency_between(publishing: Server, subscribed: Server, report: Report, size
             if not sub.probe:
                 sub.start_counting()
         publications = max(1, int(LATENCY_RATE * sizes.latency_seconds))
-        interval, start, sent = 1.0 / LATENCY_RATE, time.monotonic(), 0
-
-        def tick() -> float | None:
-            nonlocal sent
-            due = min(publications, int((time.monotonic() - start) / interval) + 1)
-            while sent < due:
-                publisher.publish("bench.backplane", event_args(sent), acknowledge=False)
-                sent += 1
-            return None if sent >= publications else start + sent * interval - time.monotonic()
-
+        tick = paced(publisher, "bench.backplane", publications, LATENCY_RATE)
         expected = publications * LATENCY_SUBSCRIBERS
         finished = loop.run_until(lambda: sum(s.events for s in subs) >= expected,
                                   timeout=sizes.latency_seconds + 60, tick=tick)

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backplane  # noqa: E402
-from loadgen import Client, Loop, event_args, percentile  # noqa: E402
+from loadgen import Client, Loop, event_args, paced, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
 SERVER_CPU, GENERATOR_CPU = 0, 1
@@ -198,18 +198,7 @@ def latency(server: Server, report: Report, sizes: Sizes, rates: dict[float, flo
                 sub.events = 0
                 sub.latencies_ns.clear()
             publications = max(1, int(rate * sizes.latency_seconds))
-            interval = 1.0 / rate
-            start = time.monotonic()
-            sent = 0
-
-            def tick() -> float | None:
-                nonlocal sent
-                due = min(publications, int((time.monotonic() - start) / interval) + 1)
-                while sent < due:
-                    publisher.publish("bench.latency", event_args(sent), acknowledge=False)
-                    sent += 1
-                return None if sent >= publications else start + sent * interval - time.monotonic()
-
+            tick = paced(publisher, "bench.latency", publications, rate)
             expected = publications * subscribers
             meter = Meter(server)
             finished = loop.run_until(lambda: sum(s.events for s in subs) >= expected,
