@@ -8,6 +8,7 @@ README includes verbatim; only ports and paths substituted) in front of two ``tw
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.broker_clients import Client, NodePeer
@@ -58,15 +59,29 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
-    redis_server.start()
-    options = ("--redis", redis_server.url, "--trust-proxy", "--http-api")
-    a, b = start_server(*options), start_server(*options)
-    connected(a), connected(b)
-    key, certificate = self_signed(tmp_path)
-    nginx = NginxServer(tmp_path, backends=[a.port, b.port], certificate=certificate, key=key).start()
-    yield Cluster(a, b, nginx, certificate)
-    nginx.stop()
+def start_cluster(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+    """A factory: ``start_cluster(*options)`` starts Redis, two wsserver processes with ``options`` and nginx."""
+    started: list[NginxServer] = []
+
+    def start(*options: str) -> Cluster:
+        redis_server.start()
+        arguments = ("--redis", redis_server.url, "--trust-proxy", "--http-api", *options)
+        a, b = start_server(*arguments), start_server(*arguments)
+        connected(a), connected(b)
+        key, certificate = self_signed(tmp_path)
+        nginx = NginxServer(tmp_path, backends=[a.port, b.port], certificate=certificate, key=key).start()
+        started.append(nginx)
+        return Cluster(a, b, nginx, certificate)
+
+    yield start
+    for nginx in started:
+        nginx.stop()
+
+
+@pytest.fixture
+def cluster(start_cluster: Any) -> Cluster:
+    cluster: Cluster = start_cluster()
+    return cluster
 
 
 def post(base_url: str, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -142,6 +157,26 @@ def test_sse_stream_and_the_http_api_through_nginx(cluster: Cluster) -> None:
     assert status == 200, answer
     status, answer = post(nginx.http_url, "/publish", {"topic": TOPIC}, {"X-Forwarded-For": "203.0.113.9"})
     assert status == 403 and answer["error"] == "wamp.error.not_authorized", answer
+
+
+def test_the_client_address_is_the_one_nginx_saw_whatever_x_forwarded_for_the_client_sends(
+    start_cluster: Any,
+) -> None:
+    # One WebSocket per client address on each process: the two processes take one each, then the
+    # address is full everywhere, however each client fills its own X-Forwarded-For.
+    cluster = start_cluster("--max-connections-per-ip", "1")
+    url = f"ws://127.0.0.1:{cluster.nginx.http_port}/ws"
+    with contextlib.ExitStack() as stack:
+        for n in range(2):
+            stack.enter_context(ws_connect(url, subprotocols=["wamp.2.json"], open_timeout=5,
+                                           additional_headers={"X-Forwarded-For": f"203.0.113.{n}"}))
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(url, subprotocols=["wamp.2.json"], open_timeout=5,
+                       additional_headers={"X-Forwarded-For": "203.0.113.2"})
+        assert refused.value.response.status_code == 429
+    # The HTTP API without keys, which takes only local requests: a client that says it is local.
+    status, answer = post(cluster.nginx.http_url, "/publish", {"topic": TOPIC}, {"X-Forwarded-For": "127.0.0.1"})
+    assert status == 200, answer  # it is: the test runs on this machine
 
 
 def test_tls_through_nginx_https_wss_and_http2(cluster: Cluster) -> None:
