@@ -19,7 +19,8 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from loadgen import Loop, paced, percentile
 from peers import Server, Wsserver, free_port, wait_for_port
@@ -78,10 +79,14 @@ class WsserverRedis(Wsserver):
         return self
 
 
-def run(report: Report, sizes: Sizes, round_: int, server_cpu: int, generator_cpu: int) -> None:
-    """One round of both cases (peers alternate between rounds, as in run.py)."""
-    from run import fanout  # here, not at the top: run.py imports this module
+#: run.py's ``open_sessions`` and ``fanout``, passed in by it (run.py is the script, imported by no one).
+OpenSessions = Callable[..., list[Any]]
+Fanout = Callable[[Server, "Report", "Sizes", int], float]
 
+
+def run(report: Report, sizes: Sizes, round_: int, *, server_cpu: int, generator_cpu: int,
+        open_sessions: OpenSessions, fanout: Fanout) -> None:
+    """One round of both cases (peers alternate between rounds, as in run.py)."""
     redis = RedisServer(generator_cpu)
     WsserverRedis.redis_url = redis.url
     try:
@@ -98,7 +103,7 @@ def run(report: Report, sizes: Sizes, round_: int, server_cpu: int, generator_cp
             nodes = [WsserverRedis(server_cpu).start() for _ in range(2 if across else 1)]
             try:
                 time.sleep(0.3)
-                latency_between(nodes[0], nodes[-1], report, sizes)
+                latency_between(nodes[0], nodes[-1], report, sizes, open_sessions)
             finally:
                 for node in nodes:
                     node.stop()
@@ -106,10 +111,9 @@ def run(report: Report, sizes: Sizes, round_: int, server_cpu: int, generator_cp
         redis.stop()
 
 
-def latency_between(publishing: Server, subscribed: Server, report: Report, sizes: Sizes) -> None:
+def latency_between(publishing: Server, subscribed: Server, report: Report, sizes: Sizes,
+                    open_sessions: OpenSessions) -> None:
     """Publications at ``LATENCY_RATE`` on ``publishing``, timed at 5 probe subscribers of ``subscribed``."""
-    from run import open_sessions  # here, not at the top: run.py imports this module
-
     across = publishing is not subscribed
     loop = Loop()
     try:

@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
         if "backplane" in scenarios:
-            backplane.run(report, sizes, round_, SERVER_CPU, GENERATOR_CPU)
+            backplane.run(report, sizes, round_, server_cpu=SERVER_CPU, generator_cpu=GENERATOR_CPU,
+                          open_sessions=open_sessions, fanout=fanout)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)
