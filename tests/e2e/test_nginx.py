@@ -205,9 +205,14 @@ def test_pages_in_chromium_through_nginx_over_http_and_https(cluster: Cluster, b
         wait_for_transport(page, "WebSocket", timeout=10)
         wait_for_active_subscription(page, TOPIC)
         assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == protocol
+        page.evaluate(  # an EventSource beside the page's WebSocket: over HTTP/2 on https
+            f"window.sse = []; window.source = new EventSource('/sse?topic={TOPIC}');"
+            f"source.addEventListener('{TOPIC}', (message) => window.sse.push(JSON.parse(message.data).args[0]))")
+        page.wait_for("source.readyState === EventSource.OPEN")
         for name, node in (("a", cluster.a), ("b", cluster.b)):
             publish_once(node.ws_url, TOPIC, f"{protocol}: entered on {name}")
             wait_for_event_containing(page, f"{protocol}: entered on {name}")
+            page.wait_for(f"window.sse.includes({json.dumps(f'{protocol}: entered on {name}')})")
 
 
 def test_when_a_backend_stops_nginx_sends_everyone_to_the_other(cluster: Cluster) -> None:
