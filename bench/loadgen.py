@@ -238,6 +238,25 @@ def event_args(sequence: int, size: int = 100) -> list[object]:
     return [time.monotonic_ns(), sequence, "x" * max(0, size - 70)]
 
 
+def paced(publisher: Client, topic: str, publications: int, rate: float) -> Callable[[], float | None]:
+    """
+    A ``tick`` for :meth:`Loop.run_until` that makes ``publisher`` publish ``publications`` events to
+    ``topic`` at ``rate`` a second from now (unacknowledged, so the publisher's round trips do not
+    pace it); it returns how long the loop may wait for the next one, None once all are sent.
+    """
+    interval, start, sent = 1.0 / rate, time.monotonic(), 0
+
+    def tick() -> float | None:
+        nonlocal sent
+        due = min(publications, int((time.monotonic() - start) / interval) + 1)
+        while sent < due:
+            publisher.publish(topic, event_args(sent), acknowledge=False)
+            sent += 1
+        return None if sent >= publications else start + sent * interval - time.monotonic()
+
+    return tick
+
+
 def percentile(values: list[int], fraction: float) -> float:
     if not values:
         return float("nan")

@@ -5,6 +5,7 @@ in one run, on one machine, with the same load generator; a table of ratios, JSO
     python bench/run.py                    # everything, 3 alternating repeats, medians
     python bench/run.py --quick            # under a minute: small sizes, one repeat (make test)
     python bench/run.py --scenarios fanout,latency --repeat 5 --scale 2
+    python bench/run.py --scenarios backplane  # the Redis backplane (bench/backplane.py): needs redis-server
 
 Servers run pinned to CPU 0, this process (the load generator) to CPU 1. Every run checks that
 every expected event arrived and reports the loss otherwise; the generator's own CPU use is
@@ -28,7 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import Client, Loop, event_args, percentile  # noqa: E402
+import backplane  # noqa: E402
+from loadgen import Client, Loop, event_args, paced, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
 SERVER_CPU, GENERATOR_CPU = 0, 1
@@ -196,18 +198,7 @@ def latency(server: Server, report: Report, sizes: Sizes, rates: dict[float, flo
                 sub.events = 0
                 sub.latencies_ns.clear()
             publications = max(1, int(rate * sizes.latency_seconds))
-            interval = 1.0 / rate
-            start = time.monotonic()
-            sent = 0
-
-            def tick() -> float | None:
-                nonlocal sent
-                due = min(publications, int((time.monotonic() - start) / interval) + 1)
-                while sent < due:
-                    publisher.publish("bench.latency", event_args(sent), acknowledge=False)
-                    sent += 1
-                return None if sent >= publications else start + sent * interval - time.monotonic()
-
+            tick = paced(publisher, "bench.latency", publications, rate)
             expected = publications * subscribers
             meter = Meter(server)
             finished = loop.run_until(lambda: sum(s.events for s in subs) >= expected,
@@ -332,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -371,9 +362,14 @@ def main(argv: list[str] | None = None) -> int:
             if name in scenarios:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
+        if "backplane" in scenarios:
+            backplane.run(report, sizes, round_, server_cpu=SERVER_CPU, generator_cpu=GENERATOR_CPU,
+                          open_sessions=open_sessions, fanout=fanout)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)
+    if "backplane" in scenarios:
+        backplane.print_summary(report)
     write_results(report, peers, args, sizes, repeat, elapsed)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)

@@ -1,6 +1,6 @@
 """
 The benchmark harness keeps working: ``bench/run.py --quick`` runs every scenario against wsserver
-and Crossbar.io with no lost event, and writes its JSON and chart. Speed is not asserted here
+and Crossbar.io (and the Redis backplane's against a redis-server) with no lost event, and writes its JSON and chart. Speed is not asserted here
 (the machines are shared and noisy); bench/README numbers come from full runs.
 """
 
@@ -27,9 +27,14 @@ def test_quick_run_against_both_peers_loses_nothing(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checks"] and all(check.startswith("ok") for check in results["checks"])
     scenarios = {figure["scenario"] for figure in results["figures"]}
-    assert scenarios == {"fanout", "latency", "idle", "setup", "chat"}
+    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "backplane"}
     for figure in results["figures"]:
+        if figure["scenario"] == "backplane":  # latency on one node and across two, both on Redis
+            assert set(figure["medians"]) == {"redis one node", "redis across"}, figure
+            continue
         assert figure["medians"].get("wsserver") is not None, figure
+        if figure["scenario"] == "fanout":  # the same node with --redis, for the backplane's ratio
+            assert figure["medians"].get("wsserver+redis") is not None, figure
         if figure["scenario"] != "fanout" or "generator" not in figure["name"]:
             assert figure["medians"].get("crossbar") is not None, figure
     assert (tmp_path / "benchmark.png").read_bytes().startswith(b"\x89PNG")

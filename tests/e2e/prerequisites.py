@@ -1,5 +1,5 @@
 """
-Skip a test whose outside tool (chromium, node) is missing, except in CI, where it must fail:
+Skip a test whose outside tool (chromium, node, nginx) is missing, except in CI, where it must fail:
 CI installs those tools (see .ci/run), so a skip there would hide a broken setup.
 """
 
@@ -22,6 +22,14 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def nginx_binary() -> str:
+    """nginx's path (Debian puts it in /usr/sbin, outside a normal user's PATH); skip or fail without it."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(binary, os.X_OK):
+        unavailable("nginx is not installed (Debian: apt-get install nginx; it lands in /usr/sbin/nginx)")
+    return binary
 
 
 def node_command(script: Path, *args: str) -> list[str]:
