@@ -21,10 +21,13 @@ from .rawws import HELLO, exchange, raw_session
 
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 GOODBYE = 6
+DEPUTY_SALT = "d3pu7yd3pu7y"
 
 
 def config_text() -> str:
     """Realm1: anonymous sessions may use com.example.; boss is the admin; guest may do anything, but is not it."""
+    from autobahn.wamp.auth import derive_key
+
     from wsserver.core.authentication import hash_ticket
 
     return f"""
@@ -46,6 +49,10 @@ permissions = [{{ uri = "", match = "prefix", allow = ["publish", "subscribe", "
 [realms.realm1.principals.boss]
 role = "admin"
 ticket = "{hash_ticket("boss-ticket", "5a175a175a175a17", iterations=1000)}"
+
+[realms.realm1.principals.deputy]
+role = "admin"
+wampcra = {{ secret = "{derive_key("deputy-password", DEPUTY_SALT, 1000, 32).decode()}", salt = "{DEPUTY_SALT}", iterations = 1000, keylen = 32 }}
 
 [realms.realm1.principals.guest]
 role = "member"
@@ -117,6 +124,13 @@ def test_the_admin_sees_charts_sessions_and_topics_and_disconnects_a_session(ser
     assert page.text("#refusal") == ""
 
 
+def test_the_admin_may_log_in_with_wampcra(server: Any, browser: Chromium) -> None:
+    page = browser.new_page(server.http_url + "/admin.html")
+    log_in(page, "deputy", "deputy-password", method="wampcra")
+    page.wait_for("document.getElementById('stat-sessions').textContent === '1'")
+    assert "as deputy, role admin" in (page.text("#state-reason") or "")
+
+
 def test_another_role_is_told_it_is_not_authorized(server: Any, browser: Chromium) -> None:
     page = browser.new_page(server.http_url + "/admin.html")
     log_in(page, "guest", "guest-ticket")
@@ -147,3 +161,18 @@ def test_the_admin_surface_is_refused_to_other_roles_and_costs_the_others_nothin
             assert exchange(attacker, [48, 9999, {}, "wamp.session.count", []])[0] == 50  # still open
     bystander.check()
     memory.check(64 * 2**20)
+
+
+def test_without_an_admin_the_page_says_so(start_server: Any, browser: Chromium, tmp_path: Path) -> None:
+    open_server = start_server()  # no --config: no logins at all
+    page = browser.new_page(open_server.http_url + "/admin.html")
+    log_in(page, "boss", "boss-ticket")
+    refusal = page.wait_for("!document.getElementById('refusal').hidden && document.getElementById('refusal').textContent")
+    assert refusal.startswith("This server has no logins for that method: configure an admin principal in --config")
+    config = tmp_path / "admin-off.toml"
+    config.write_text(config_text())
+    admin_off = start_server("--config", str(config), "--admin-role", "")
+    page.goto(admin_off.http_url + "/admin.html")
+    log_in(page, "boss", "boss-ticket")
+    refusal = page.wait_for("!document.getElementById('refusal').hidden && document.getElementById('refusal').textContent")
+    assert refusal.startswith("Not authorized: this server has no admin role")

@@ -149,15 +149,23 @@ function makeCharts() {
     const stat = figure.dataset.stat;
     const ys = [];
     const plot = new uPlot({
-      width: Math.max(280, figure.clientWidth - 16),
-      height: 140,
+      ...chartSize(figure),
       legend: { show: false },
       scales: { x: { time: true } },
-      series: [{}, { label: stat, stroke: "#2457c5", width: 2, fill: "rgba(36, 87, 197, 0.08)", spanGaps: false }],
+      series: [{}, {
+        label: stat, stroke: "#2457c5", width: 2, fill: "rgba(36, 87, 197, 0.08)", spanGaps: false,
+        points: { show: false },
+      }],
       axes: [{}, { size: 70 }],
     }, [times, ys], figure);
+    new ResizeObserver(() => plot.setSize(chartSize(figure))).observe(figure);
     charts.set(stat, { ys, plot });
   }
+}
+
+function chartSize(figure) {
+  const padding = 16;
+  return { width: Math.max(200, figure.clientWidth - padding), height: 140 };
 }
 
 /** One stats event: a point on every chart (null: not counted, drawn as a gap) and the numbers. */
