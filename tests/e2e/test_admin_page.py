@@ -8,16 +8,15 @@ admin surface refused to a session of another role, on a running server, with a 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .cdp import Chromium, Page, chromium_path
+from .cdp import Chromium, Page
 from .hostile import Bystander, MemoryWatch
-from .prerequisites import unavailable
 from .rawws import HELLO, exchange, raw_session
+from .test_pages import browser  # noqa: F401 (the fixture: a headless Chromium)
 
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 GOODBYE = 6
@@ -65,15 +64,6 @@ def server(start_server: Any, tmp_path: Path) -> Any:
     config = tmp_path / "wsserver.toml"
     config.write_text(config_text())
     return start_server("--config", str(config))
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Chromium]:
-    executable = chromium_path()
-    if executable is None:
-        unavailable("chromium is not installed (Debian: apt-get install chromium)")
-    with Chromium.launch(tmp_path / "chromium-profile", executable) as chromium:
-        yield chromium
 
 
 def log_in(page: Page, authid: str, password: str, method: str = "ticket") -> None:
