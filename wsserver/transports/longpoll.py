@@ -521,7 +521,7 @@ class LongPollEndpoint(resource.Resource):
                                   name=f"long-poll #{next(self._numbers)} from {client_ip}")
         self.sessions[transport_id] = session
         self.connections.add(session)
-        session.wamp.start(client_ip, ConnectionInfo(f"longpoll/{protocol.rsplit('.', 1)[-1]}", session.send_buffer))
+        session.wamp.start(client_ip, ConnectionInfo(f"longpoll/{protocol.removeprefix('wamp.2.')}", session.send_buffer))
         body = json.dumps({"protocol": protocol, "transport": transport_id}).encode()
         return answer(request, 200, body, b"application/json")
 
