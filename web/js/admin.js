@@ -86,6 +86,7 @@ async function joined(opened, details) {
   }
   element("admin").hidden = false;
   makeCharts();
+  clearCharts(); // a new login starts a new window
   refresh();
 }
 
@@ -160,6 +161,14 @@ function makeCharts() {
     }, [times, ys], figure);
     new ResizeObserver(() => plot.setSize(chartSize(figure))).observe(figure);
     charts.set(stat, { ys, plot });
+  }
+}
+
+function clearCharts() {
+  times.length = 0;
+  for (const chart of charts.values()) {
+    chart.ys.length = 0;
+    chart.plot.setData([times, chart.ys]);
   }
 }
 
