@@ -305,6 +305,21 @@ class WampServer(MultiService):
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
                      "but end other sessions (wamp.session.kill) in realm {realms} (see --config)",
                      realms=", ".join(open_realms))
+        self._say_who_may_use_the_admin_page()
+
+    def _say_who_may_use_the_admin_page(self) -> None:
+        realms = self.router.realms.values()
+        role = next((realm.admin_role for realm in realms), None)
+        if role is None:
+            return
+        admitted = [realm.name for realm in realms
+                    if any(p.role == role for p in realm.authenticator.policy.principals.values())]
+        if admitted:
+            log.info("admin page: /admin.html for the principals of role {role} in realm {realms}",
+                     role=role, realms=", ".join(admitted))
+        else:
+            log.info("admin page: no principal has the admin role {role}, so /admin.html lets no one in "
+                     "(see --config and --admin-role)", role=role)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
