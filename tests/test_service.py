@@ -67,6 +67,27 @@ def test_open_to_anyone_is_said_after_the_ports_are_bound(tmp_path: Path) -> Non
     wamp.listeners[0].port.socket.close()  # type: ignore[union-attr]
 
 
+def test_the_server_says_who_may_use_the_admin_page(tmp_path: Path) -> None:
+    from wsserver.core.authentication import hash_ticket
+    from wsserver.core.policy import Principal, RealmPolicy
+
+    boss = Principal("boss", "admin", ticket=hash_ticket("boss-ticket", "b055", iterations=10))
+    configured = RealmPolicy("ops", {"admin": ()}, principals={"boss": boss})
+    for realms, said in [
+        (["realm1"], "admin page: no principal has the admin role admin, so /admin.html lets no one in"),
+        ([configured, "realm1"], "admin page: /admin.html for the principals of role admin in realm ops"),
+    ]:
+        wamp = WampServer(MemoryReactorClock(), listen=[], web_dir=tmp_path, flash_policy=FlashPolicy(port=0),
+                          realms=realms)
+        with capturedLogs() as events:
+            wamp.startService()
+        assert any(text.startswith(said) for text in texts(events)), texts(events)
+    with capturedLogs() as events:
+        WampServer(MemoryReactorClock(), listen=[], web_dir=tmp_path, flash_policy=FlashPolicy(port=0),
+                   admin_role=None).startService()
+    assert not any("admin page" in text for text in texts(events))
+
+
 def test_a_server_that_cannot_bind_never_says_it_is_open(tmp_path: Path, taken_port: int) -> None:
     reactor = BindingReactor()
     wamp = server(reactor, tmp_path, f"tcp:{taken_port}:interface=127.0.0.1")

@@ -12,6 +12,7 @@ from twisted.application.internet import TimerService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from wsserver.adminstats import StatsPublisher
 from wsserver.core.eventstore import StoreLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.demo import DemoProducer
@@ -82,8 +83,19 @@ def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     server = makeService(parse("--listen", "tcp:0", "--listen", "tcp:0", "--demo"), reactor=MemoryReactorClock())
     assert isinstance(server, WampServer)
     children = list(server)
-    assert [type(c) for c in children] == [TimerService, FlashPolicyService, EndpointService, EndpointService, DemoProducer]
+    assert [type(c) for c in children] == [
+        TimerService, StatsPublisher, FlashPolicyService, EndpointService, EndpointService, DemoProducer
+    ]
     assert list(server.router.realms) == ["realm1"]
+
+
+def test_admin_role_names_the_admin_pages_role_and_empty_turns_it_off() -> None:
+    def admin_role(*args: str) -> Any:
+        return makeService(parse("--listen", "tcp:0", *args), reactor=MemoryReactorClock()).router.realms["realm1"].admin_role  # type: ignore[attr-defined]
+
+    assert admin_role() == "admin"
+    assert admin_role("--admin-role", "operator") == "operator"
+    assert admin_role("--admin-role", "") is None
 
 
 def test_the_demo_keeps_history_for_its_topics_unless_the_config_says_otherwise(tmp_path: Path) -> None:

@@ -53,15 +53,41 @@ PAGES = [
          setup="document.getElementById('topic').value = 'com.example.ticker';"
                " document.getElementById('subscribe').click()"),
     Shot("ticker", "/ticker.html", "document.getElementById('value').textContent !== '–'"),
+    # Last: the pages before it are still open, so it lists their sessions.
+    Shot("admin", "/admin.html", "document.readyState === 'complete'", settle=12.0,
+         setup="document.getElementById('authid').value = 'admin';"
+               " document.getElementById('password').value = 'screenshots';"
+               " document.getElementById('log-in').click()"),
 ]
-#: The server's options for every shot: the demo producer feeds the pages.
+#: The server's options for every shot: the demo producer feeds the pages (and see CONFIG).
 SERVER_ARGS = ["--demo"]
+#: Realm1 open to anyone, as without --config, and a principal of the admin role to log in as
+#: on the admin page (ticket "screenshots"; the server listens on loopback only).
+CONFIG = """
+[realms.realm1]
+anonymous = "anonymous"
+
+[realms.realm1.roles.anonymous]
+permissions = [{ uri = "", match = "prefix", allow = ["publish", "subscribe", "call", "register", "disclose"] }]
+
+[realms.realm1.roles.admin]
+permissions = [
+  { uri = "wsserver.", match = "prefix", allow = ["subscribe", "call"] },
+  { uri = "wamp.session.", match = "prefix", allow = ["call"] },
+]
+
+[realms.realm1.principals.admin]
+role = "admin"
+ticket = "pbkdf2-sha256$1000$5c4ee45b0751$p9Jg21u5yK4A26vvkZt15ug8Di2xquwTrQ/HS5tgQfM="
+"""
 
 
 def take(shots: list[Shot], out: Path, workdir: Path) -> list[Path]:
     """Photograph ``shots`` into ``out``; returns the files written. Raises if a page never gets ready."""
     out.mkdir(parents=True, exist_ok=True)
-    server = ServerProcess(workdir, SERVER_ARGS).start()
+    config = workdir / "screenshots.toml"
+    config.write_text(CONFIG)
+    server = ServerProcess(workdir, [*SERVER_ARGS, "--config", str(config)]).start()
     written = []
     try:
         with Chromium.launch(workdir / "profile") as browser:

@@ -12,8 +12,9 @@ goes to every subscriber of the topic on every transport.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from wsserver.adminstats import Figures, StatsPublisher, live_figures
 from wsserver.backplane import Backplane
+from wsserver.core.admin import ADMIN_ROLE
 from wsserver.core.broker import Publication
 from wsserver.core.eventstore import StoreBudget, StoreLimits
 from wsserver.core.history import HistorySettings
@@ -167,6 +170,8 @@ class WampServer(MultiService):
     ``history``: which topics keep history, and resume (wins over ``history_size``; see core/history.py).
     ``backplane``: carries publications to and from the other nodes (a Twisted service, started
     and stopped with this one; None: this process only; see wsserver/backplane).
+    ``admin_role``: the role that may use the admin page (None: none may; see core/admin.py);
+    ``stats_source``: the figures it shows (see adminstats.py; None: :func:`~wsserver.adminstats.live_figures`).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -194,6 +199,8 @@ class WampServer(MultiService):
         longpoll: LongPollSettings = LongPollSettings(),
         history: HistorySettings | None = None,
         backplane: Backplane | None = None,
+        admin_role: str | None = ADMIN_ROLE,
+        stats_source: Callable[[], Figures] | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -201,11 +208,14 @@ class WampServer(MultiService):
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
-            forward=None if backplane is None else backplane.forward,
+            forward=None if backplane is None else backplane.forward, admin_role=admin_role,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
         evictions.setServiceParent(self)
+        # The admin page's figures, once a second on wsserver.stats.
+        source = stats_source if stats_source is not None else functools.partial(live_figures, self.router)
+        StatsPublisher(self.router, reactor, source).setServiceParent(self)
         # One origin check and one connection budget for every WebSocket endpoint of the site.
         self.admission = Admission(limits, allowed_origins)
         self.ws_factory = WampServerFactory(self.router, reactor=reactor, admission=self.admission)
@@ -307,6 +317,21 @@ class WampServer(MultiService):
             log.info("open to anyone: anonymous sessions may publish, subscribe, call and register anything "
                      "but end other sessions (wamp.session.kill) in realm {realms} (see --config)",
                      realms=", ".join(open_realms))
+        self._say_who_may_use_the_admin_page()
+
+    def _say_who_may_use_the_admin_page(self) -> None:
+        realms = self.router.realms.values()
+        role = next((realm.admin_role for realm in realms), None)
+        if role is None:
+            return
+        admitted = [realm.name for realm in realms
+                    if any(p.role == role for p in realm.authenticator.policy.principals.values())]
+        if admitted:
+            log.info("admin page: /admin.html for the principals of role {role} in realm {realms}",
+                     role=role, realms=", ".join(admitted))
+        else:
+            log.info("admin page: no principal has the admin role {role}, so /admin.html lets no one in "
+                     "(see --config and --admin-role)", role=role)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

@@ -16,6 +16,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
+from wsserver.core.admin import ADMIN_ROLE
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
@@ -84,6 +85,7 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["admin-role", None, ADMIN_ROLE, "The role (of --config's principals) that may use the admin page /admin.html: its live figures on wsserver.stats, wsserver.admin.topics, and client addresses in wamp.session.get; others get wamp.error.not_authorized. An empty value turns the admin page off."],
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; through Sentinel: redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]): a subscriber on any of them receives what is published on any. [default: this process only]"],
         ["redis-probe-interval", None, ProbeSettings.interval, "Seconds between two probes that check the Redis subscription still delivers (see --redis-probe-timeout).", float],
         ["redis-probe-timeout", None, ProbeSettings.timeout, "Seconds a probe may take to come back through Redis; past that, both Redis connections are dropped and made again (a Redis paused or a connection silently dead is found within --redis-probe-interval plus this).", float],
@@ -302,6 +304,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ) if options["http-api"] else None,
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
         backplane=backplane,
+        admin_role=options["admin-role"] or None,
     )
     if options["demo"]:
         realm = options["realm"][0]

@@ -40,6 +40,9 @@ def test_count_list_and_get_sessions(h: Harness) -> None:
         "authrole": "anonymous",
         "authmethod": "anonymous",
         "authprovider": "static",
+        "transport": None,
+        "subscriptions": 0,
+        "buffered_bytes": 0,
     }
 
 

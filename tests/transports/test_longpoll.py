@@ -188,6 +188,15 @@ def test_open_hello_subscribe_publish_one_message_per_receive(protocol: str) -> 
     assert session.poll().response is None  # nothing left: held
 
 
+@pytest.mark.parametrize("protocol", ["wamp.2.json", "wamp.2.cbor.batched"])
+def test_a_session_tells_what_carries_it_and_its_clients_address(protocol: str) -> None:
+    lp = Server()
+    lp.open(protocol)
+    (session,) = lp.router.realms["realm1"].sessions.values()
+    assert session.transport is not None and session.transport.kind == f"longpoll/{protocol.removeprefix('wamp.2.')}"
+    assert session.address is not None and session.transport.buffered_bytes() == 0
+
+
 @pytest.mark.parametrize("protocol", ["wamp.2.json.batched", "wamp.2.msgpack.batched", "wamp.2.cbor.batched"])
 def test_batched_protocols_take_several_messages_and_answer_all_that_waits(protocol: str) -> None:
     lp = Server()

@@ -137,6 +137,18 @@ def test_handshake_negotiates_each_serializer_and_hello_is_welcomed(factory: Wam
     assert details["roles"]["broker"]["features"]["publisher_exclusion"] is True
 
 
+@pytest.mark.parametrize("subprotocol", sorted(ENCODERS))
+def test_a_session_tells_what_carries_it_and_what_waits_for_it(
+    factory: WampServerFactory, router: Router[Any], subprotocol: str
+) -> None:
+    client = Client(factory, subprotocol)
+    client.send(HELLO)
+    (session,) = router.realms["realm1"].sessions.values()
+    assert session.transport is not None
+    assert session.transport.kind == f"websocket/{subprotocol.removeprefix('wamp.2.')}"
+    assert session.transport.buffered_bytes() == 0 and session.transport.dropped_events() == 0
+
+
 def test_one_event_is_encoded_once_per_wire_format_and_written_to_each(factory: WampServerFactory) -> None:
     subscribers = [Client(factory, p).join() for p in ("wamp.2.json", "wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor")]
     for client in subscribers:

@@ -335,7 +335,16 @@ class Broker(Generic[PeerT]):
 
     def publish_meta(self, topic: str, *args: Any) -> list[Action[PeerT]]:
         """Publish a meta event (positional payload ``args``) as the router."""
-        return self._route(Publication(self._random_id(), topic, list(args), None, EVERYONE))
+        return self.publish_local(topic, list(args), None, EVERYONE)
+
+    def publish_local(
+        self, topic: str, args: list[Any] | None, kwargs: dict[str, Any] | None, audience: Audience
+    ) -> list[Action[PeerT]]:
+        """
+        Publish as the router to ``audience`` among this node's subscribers only (never
+        forwarded): what describes this node, as meta events and the admin stats do.
+        """
+        return self._route(Publication(self._random_id(), topic, args, kwargs, audience))
 
     def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` left: remove it from every subscription, then tell the meta API subscribers."""

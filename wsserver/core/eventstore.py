@@ -290,6 +290,11 @@ class EventStore(Generic[T]):
         missed = top - after
         return Since(True, items.epoch, top, list(itertools.islice(items, len(items) - missed, None)))
 
+    def topics(self) -> dict[str, tuple[int, Position]]:
+        """Every topic with something kept: how many items, and its position."""
+        self._expire(self._clock())
+        return {topic: (len(items), Position(items.epoch, items.top)) for topic, items in self._topics.items()}
+
     def latest(self, pattern: str, match: str, limit: int | None = None) -> list[Kept[T]]:
         """What is kept on the topics ``pattern`` matches, oldest first; only the last ``limit``."""
         now = self._clock()

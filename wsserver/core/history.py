@@ -95,6 +95,9 @@ class History(Protocol[T]):
     def since(self, topic: str, epoch: str, after: int, limit: int) -> Since[T]:
         """What ``topic`` kept after (``epoch``, ``after``): see :meth:`EventStore.since`; ``topic`` keeps history."""
 
+    def topics(self) -> dict[str, tuple[int, Position]]:
+        """Every topic with something kept: how many items, and its position."""
+
 
 class TopicHistory(Generic[T]):
     """
@@ -164,6 +167,10 @@ class TopicHistory(Generic[T]):
         store = self._store(topic)
         assert store is not None, f"{topic!r} keeps no history"
         return store.since(topic, epoch, after, limit)
+
+    def topics(self) -> dict[str, tuple[int, Position]]:
+        # A topic lives in one store only.
+        return {topic: kept for store in self._stores for topic, kept in store.topics().items()}
 
     def __len__(self) -> int:
         """How many topics have something kept."""

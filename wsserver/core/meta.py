@@ -61,3 +61,20 @@ def session_details(session: Session[Any]) -> dict[str, Any]:
         "authmethod": session.authmethod,
         "authprovider": session.authprovider,
     }
+
+
+def connection_details(session: Session[Any], *, with_address: bool) -> dict[str, Any]:
+    """
+    What ``wamp.session.get`` adds to the spec's details: what carries the session, its
+    subscriptions and the bytes waiting for it; ``with_address``: its client's address too (for
+    the admin role only: an address is personal data).
+    """
+    transport = session.transport
+    details: dict[str, Any] = {
+        "transport": None if transport is None else transport.kind,
+        "subscriptions": len(session.subscriptions),
+        "buffered_bytes": 0 if transport is None else transport.buffered_bytes(),
+    }
+    if with_address:
+        details["address"] = session.address
+    return details

@@ -17,6 +17,10 @@ it serves the subscriptions of the caller only (the spec asks that a reader of h
 subscribe to it; here it must have), and any match policy: the history is kept per topic, and a
 prefix or wildcard subscription reads every topic it matches.
 
+``wsserver.admin.topics`` lists the topics with a retained event or history, for the admin role
+only (see admin.py); ``wamp.session.get`` adds to the spec's details what carries the session, its
+subscriptions and its buffered bytes, and for the admin role its client's address.
+
 ``wsserver.history.since(topic, epoch, after)`` exists when any topic keeps history: what the
 topic kept after a position, for a client coming back (see history.py). It is permissioned like
 SUBSCRIBE on ``topic``: any session may call it (see :data:`ON_TOPIC`), and it answers only
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from autobahn.wamp.message import check_or_raise_uri
 
-from wsserver.core import meta
+from wsserver.core import admin, meta
 from wsserver.core.broker import Publication, event
 from wsserver.core.decoding import is_id
 from wsserver.core.dealer import Provider, Reply
@@ -85,6 +89,8 @@ class Invoked(Generic[PeerT]):
 Procedure = Callable[[Invoked[PeerT]], Reply[PeerT]]
 
 
+#: The admin page's list of topics with retained events or history (the admin role's only: admin.py).
+ADMIN_TOPICS = admin.PROCEDURE_PREFIX + "topics"
 #: The router's resume procedure.
 HISTORY_SINCE = "wsserver.history.since"
 #: Largest position ``since`` takes (a WAMP id's range, so every wire format and JavaScript carry it).
@@ -141,7 +147,9 @@ def session_list(call: Invoked[PeerT]) -> Reply[PeerT]:
 
 
 def session_get(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([meta.session_details(_session(call))])
+    session = _session(call)
+    connection = meta.connection_details(session, with_address=call.realm.is_admin(call.caller))
+    return Reply([{**meta.session_details(session), **connection}])
 
 
 def session_kill(call: Invoked[PeerT]) -> Reply[PeerT]:
@@ -226,6 +234,33 @@ def _history_entry(subscription: Subscription[Any], time: float, publication: Pu
     }
 
 
+# -- the admin API (admin.py) ------------------------------------------------------------------------
+
+#: How many topics ``wsserver.admin.topics`` returns without a ``limit``.
+DEFAULT_TOPICS_LIMIT = 1000
+
+
+def admin_topics(call: Invoked[PeerT]) -> Reply[PeerT]:
+    """
+    The topics with a retained event or history, in order, the first ``limit``: each with
+    ``retained`` (whether it has a retained event), ``history`` (events kept) and, with history,
+    ``epoch`` and ``position`` (its newest event's seq). Kwargs: topics, total.
+    """
+    limit = call.argument(0, "limit", _is_limit, DEFAULT_TOPICS_LIMIT)
+    broker = call.realm.broker
+    retained = broker.retained.topics()
+    kept = broker.history.topics() if broker.history is not None else {}
+    names = sorted(retained.keys() | kept.keys())
+    topics = []
+    for topic in names[:limit]:
+        entry: dict[str, Any] = {"topic": topic, "retained": topic in retained, "history": 0}
+        if topic in kept:
+            count, position = kept[topic]
+            entry.update(history=count, epoch=position.epoch, position=position.seq)
+        topics.append(entry)
+    return Reply([], {"topics": topics, "total": len(names)})
+
+
 # -- history -------------------------------------------------------------------------------------
 
 
@@ -286,4 +321,5 @@ PROCEDURES: dict[str, Procedure[Any]] = {
     "wamp.subscription.count_subscribers": subscription_count_subscribers,
     "wamp.subscription.get_events": subscription_get_events,
     HISTORY_SINCE: history_since,
+    ADMIN_TOPICS: admin_topics,
 }

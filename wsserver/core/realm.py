@@ -21,6 +21,9 @@ do everything, see :attr:`~wsserver.core.policy.RealmPolicy.open_to_anyone`), th
 sessions may not call the procedures that act on other sessions (``wamp.session.kill``): any
 visitor could end everyone's session. A role given permission for them in --config may.
 
+The admin API (:mod:`~wsserver.core.admin`: the stats topic, ``wsserver.admin.*``) is the admin
+role's alone, whatever the permissions say; the admin role needs permissions for it as well.
+
 ``wsserver.history.since`` needs no permission to call: it checks SUBSCRIBE on the topic it
 names instead (see procedures.py). The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
@@ -28,16 +31,16 @@ dealer with the router as the callee.
 
 from __future__ import annotations
 
-from typing import Generic
+from typing import Any, Generic
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError
 
-from wsserver.core import meta, procedures
+from wsserver.core import admin, meta, procedures
 from wsserver.core.actions import Action, Send
 from wsserver.core.authentication import Authenticator
 from wsserver.core.authorization import Authorizer
-from wsserver.core.broker import Broker
+from wsserver.core.broker import Audience, Broker
 from wsserver.core.dealer import Dealer
 from wsserver.core.policy import CALL
 from wsserver.core.session import PeerT, Session, State
@@ -50,7 +53,8 @@ class Realm(Generic[PeerT]):
     (``authenticator``) and what each role may do (``authorizer``; None: everything).
     """
 
-    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer", "_open_role")
+    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer", "admin_role", "_open_role",
+                 "_admins")
 
     def __init__(
         self,
@@ -59,8 +63,13 @@ class Realm(Generic[PeerT]):
         dealer: Dealer[PeerT],
         authenticator: Authenticator,
         authorizer: Authorizer | None = None,
+        *,
+        admin_role: str | None = None,
     ) -> None:
         self.name = name
+        #: The role that may use the admin API (see admin.py; None: no role may).
+        self.admin_role = admin_role
+        self._admins = None if admin_role is None else Audience(eligible_authrole=frozenset({admin_role}), listed=True)
         self.sessions: dict[int, Session[PeerT]] = {}
         self.broker = broker
         self.dealer = dealer
@@ -82,6 +91,9 @@ class Realm(Generic[PeerT]):
         """(``error``, why) if ``session``'s role may not ``action`` ``uri``; None if it may."""
         if action == CALL and uri in procedures.ON_TOPIC:
             return None  # permissioned by the topic it names
+        admin_only = admin.refusal(session.authrole, self.admin_role, action, uri)
+        if admin_only is not None:
+            return error, admin_only
         if self.authorizer is not None and not self.authorizer.allows(session.authrole, action, uri):
             return error, f"role {session.authrole!r} may not {action} {uri!r}"
         open_role = self._open_role
@@ -91,6 +103,16 @@ class Realm(Generic[PeerT]):
                 "may not call it; give a role permission to call it with --config"
             )
         return None
+
+    def is_admin(self, session: Session[PeerT]) -> bool:
+        """Whether ``session`` has the admin role."""
+        return self.admin_role is not None and session.authrole == self.admin_role
+
+    def publish_to_admins(self, topic: str, kwargs: dict[str, Any]) -> list[Action[PeerT]]:
+        """Publish ``kwargs`` on ``topic`` to this realm's admin sessions on this node (none without an admin role)."""
+        if self._admins is None:
+            return []
+        return self.broker.publish_local(topic, None, kwargs, self._admins)
 
     def join(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` was welcomed (its id and identity are set): add it and announce it."""

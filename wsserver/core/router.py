@@ -60,6 +60,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import check_or_raise_uri
 from autobahn.wamp.role import RoleBrokerFeatures, RoleDealerFeatures, RoleFeatures
 
+from wsserver.core.admin import ADMIN_ROLE
 from wsserver.core.actions import Action, Close, CloseReason, Compute, Delay, Send, error_reply
 from wsserver.core.authentication import FAILED, Authenticator, Identity, Outcome, Pending, Refusal
 from wsserver.core.authorization import Authorizer
@@ -79,7 +80,7 @@ from wsserver.core.limits import (
 from wsserver.core.logins import FailedLogins, LoginLimits
 from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
 from wsserver.core.realm import Realm
-from wsserver.core.session import TRANSITIONS, PeerT, Session, State
+from wsserver.core.session import TRANSITIONS, PeerT, Session, State, TransportInfo
 from wsserver.core.values import has_utf8, unrepresentable
 from wsserver.core.values import refusal as payload_refusal
 
@@ -145,6 +146,8 @@ class Router(Generic[PeerT]):
     ``random_bytes`` (or, without it, ``random_id``). ``forward(realm, publication, retain)``:
     hands each publication from a client or the server to the other nodes after local routing
     (a backplane, see :mod:`wsserver.backplane`); those nodes call :meth:`route_from_elsewhere`.
+    ``admin_role``: the role of every realm that may use the admin API (see
+    :mod:`~wsserver.core.admin`; None: no role may).
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class Router(Generic[PeerT]):
         history: HistorySettings | None = None,
         *,
         forward: Callable[[str, Publication, bool], None] | None = None,
+        admin_role: str | None = ADMIN_ROLE,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -184,17 +188,20 @@ class Router(Generic[PeerT]):
                 forward=None if forward is None else functools.partial(forward, policy.name),
             )
             authenticator = Authenticator(policy, random_bytes, clock)
-            self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
+            self.realms[policy.name] = Realm(
+                policy.name, broker, Dealer(next_id), authenticator, authorizer, admin_role=admin_role
+            )
         self._roles = roles(history=settings.enabled)
 
     # -- what a transport calls ------------------------------------------------------------------
 
-    def attach(self, peer: PeerT, address: str | None = None) -> Session[PeerT]:
+    def attach(self, peer: PeerT, address: str | None = None, transport: TransportInfo | None = None) -> Session[PeerT]:
         """
-        A transport opened, for a client at ``address`` (None: unknown): return the session the
+        A transport opened, for a client at ``address`` (None: unknown), described by
+        ``transport`` (for ``wamp.session.get`` and the admin page): return the session the
         transport must pass to every later call.
         """
-        return Session(peer, address)
+        return Session(peer, address, transport)
 
     def receive(self, session: Session[PeerT], message: Decoded) -> list[Action[PeerT]]:
         """Handle one decoded message from ``session``; return the actions to carry out."""
@@ -255,6 +262,16 @@ class Router(Generic[PeerT]):
         if reason is not None:
             raise ValueError(reason)
         return target.broker.publish(None, wamp.Publish(0, topic, args, kwargs, retain=retain or None))
+
+    def publish_to_admins(self, topic: str, kwargs: dict[str, Any]) -> list[Action[PeerT]]:
+        """
+        Publish ``kwargs`` on ``topic`` in every realm, to the sessions of the admin role only and
+        on this node only (see :mod:`wsserver.core.admin`): the server's own figures.
+        """
+        actions: list[Action[PeerT]] = []
+        for realm in self.realms.values():
+            actions += realm.publish_to_admins(topic, kwargs)
+        return actions
 
     def route_from_elsewhere(self, realm: str, publication: Publication, *, retain: bool = False) -> list[Action[PeerT]]:
         """

@@ -38,7 +38,7 @@ session once those are gone.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from wsserver.core.authentication import Pending
@@ -118,20 +118,40 @@ TRANSITIONS: dict[tuple[State, str], Handling] = {
 }
 
 
+class TransportInfo(Protocol):
+    """
+    What a transport tells the core about one connection, for ``wamp.session.get`` and the admin
+    page: read when asked, never on the routing path.
+    """
+
+    @property
+    def kind(self) -> str:
+        """What carries the session, e.g. ``websocket/json``, ``longpoll/json``, ``sse``."""
+
+    def buffered_bytes(self) -> int:
+        """Bytes waiting for the client in the connection's send buffer now."""
+
+    def dropped_events(self) -> int:
+        """Events dropped for this client so far (``--slow-consumer drop``)."""
+
+
 class Session(Generic[PeerT]):
     """
     A transport's WAMP session state. ``peer`` is the transport's own handle, opaque to the core:
     the router hands it back in the actions it returns so the transport knows whom to write to.
-    ``address``: the client's (failed logins are limited per address).
+    ``address``: the client's (failed logins are limited per address); ``transport``: what
+    the transport tells about the connection (None: nothing, e.g. in-process).
     """
 
     __slots__ = (
         "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
         "subscriptions", "registrations", "invocations", "pending", "publish_bucket", "address",
+        "transport",
     )
 
-    def __init__(self, peer: PeerT, address: str | None = None) -> None:
+    def __init__(self, peer: PeerT, address: str | None = None, transport: TransportInfo | None = None) -> None:
         self.peer = peer
+        self.transport = transport
         #: The client's address, as the transport admitted it (None: unknown, e.g. in-process).
         self.address = address
         self.state = State.ESTABLISHING

@@ -85,7 +85,7 @@ from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
 from wsserver.transports.echo import QUIT
 from wsserver.transports.flashpolicy import switch_protocol
-from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, SendBuffer
+from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, ConnectionInfo, SendBuffer
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -492,7 +492,7 @@ class Hixie76Wamp(Hixie76Connection):
                                 limits=endpoints.admission.limits, name=self.peer,
                                 close_for_silence=lambda reason: self.start_closing(),
                                 close_for_internal_error=self.start_closing)
-        self.wamp.start(self._client_ip)
+        self.wamp.start(self._client_ip, ConnectionInfo("hixie76/json", self.send_buffer))
 
     def message_received(self, payload: bytes) -> None:
         if self.wamp is not None:

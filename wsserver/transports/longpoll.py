@@ -87,7 +87,7 @@ from wsserver.core.decoding import ProtocolViolation
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission, OpenConnections, Refused
-from wsserver.transports.sendbuffer import SendBuffer
+from wsserver.transports.sendbuffer import ConnectionInfo, SendBuffer
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -521,7 +521,7 @@ class LongPollEndpoint(resource.Resource):
                                   name=f"long-poll #{next(self._numbers)} from {client_ip}")
         self.sessions[transport_id] = session
         self.connections.add(session)
-        session.wamp.start()
+        session.wamp.start(client_ip, ConnectionInfo(f"longpoll/{protocol.removeprefix('wamp.2.')}", session.send_buffer))
         body = json.dumps({"protocol": protocol, "transport": transport_id}).encode()
         return answer(request, 200, body, b"application/json")
 

@@ -178,3 +178,22 @@ class SendBuffer:
     def stopProducing(self) -> None:
         self.paused = True
         self.discard()
+
+
+class ConnectionInfo:
+    """
+    What a connection tells the core about itself (``wsserver.core.session.TransportInfo``): its
+    ``kind`` (e.g. ``websocket/json``) and its send buffer's figures, read when asked.
+    """
+
+    __slots__ = ("kind", "send_buffer")
+
+    def __init__(self, kind: str, send_buffer: SendBuffer) -> None:
+        self.kind = kind
+        self.send_buffer = send_buffer
+
+    def buffered_bytes(self) -> int:
+        return self.send_buffer.counted
+
+    def dropped_events(self) -> int:
+        return self.send_buffer.dropped

@@ -147,6 +147,16 @@ class SseStream:
         #: Since when the client has taken nothing (the connection is paused), or None.
         self._stalled_since: float | None = None
 
+    # -- TransportInfo (wamp.session.get, the admin page) ------------------------------------------
+
+    kind = "sse"
+
+    def buffered_bytes(self) -> int:
+        return 0 if self.send_buffer is None else self.send_buffer.counted
+
+    def dropped_events(self) -> int:
+        return 0 if self.send_buffer is None else self.send_buffer.dropped
+
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
@@ -340,7 +350,8 @@ class SseResource(resource.Resource):
             request.setHeader(name, value)
         sse = SseStream(self, request, client_ip)
         sse.stream = StreamSession(sse, router=self.router, clock=self.clock, query=query, login=login,
-                                   bearer_keys=self.bearer_keys, name=client_ip, address=client_ip)
+                                   bearer_keys=self.bearer_keys, name=client_ip, address=client_ip,
+                                   transport=sse)
         self.streams.add(sse)
         request.notifyFinish().addBoth(sse.gone)
         sse.stream.start().addCallbacks(lambda _: sse.start(), sse.refused)

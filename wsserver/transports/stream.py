@@ -40,7 +40,7 @@ from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission
 from wsserver.transports.bounds import truncate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
-from wsserver.transports.sendbuffer import EVENT, REPLY
+from wsserver.transports.sendbuffer import EVENT, REPLY, ConnectionInfo
 from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
@@ -107,7 +107,8 @@ class StreamServerProtocol(EchoServerProtocol):
         except StreamRefused as refusal:
             raise ConnectionDeny(refusal.status, refusal.reason) from None
         self.stream = StreamSession(self, router=factory.router, clock=factory.clock, query=query, login=login,
-                                    bearer_keys=factory.bearer_keys, name=self.peer, address=self._client_ip)
+                                    bearer_keys=factory.bearer_keys, name=self.peer, address=self._client_ip,
+                                    transport=ConnectionInfo("stream", self.send_buffer))
         return self.stream.start().addErrback(self._refused)
 
     def _refused(self, failure: Failure) -> None:

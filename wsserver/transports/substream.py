@@ -75,7 +75,7 @@ from wsserver.core.broker import Broker, Publication
 from wsserver.core.eventstore import Kept, Position
 from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
 from wsserver.core.router import CloseReason, Router
-from wsserver.core.session import Session
+from wsserver.core.session import Session, TransportInfo
 from wsserver.delivery import InThread, Peer, carry_out
 
 log = Logger()
@@ -302,14 +302,16 @@ class StreamSession:
     def __init__(
         self, peer: Peer, *, router: Router[Peer], clock: IReactorTime, query: StreamQuery, login: Login,
         bearer_keys: BearerKeys = no_bearer_keys, name: str, address: str | None = None,
-        in_thread: InThread | None = None,
+        in_thread: InThread | None = None, transport: TransportInfo | None = None,
     ) -> None:
         """
         ``address``: the client's, as the Admission counted it (failed logins are limited per
-        address); ``in_thread``: where a ticket login is checked (None: the reactor's thread pool).
+        address); ``in_thread``: where a ticket login is checked (None: the reactor's thread pool);
+        ``transport``: what the connection tells about itself (``wamp.session.get``, the admin page).
         """
         self.peer = peer
         self.address = address
+        self.transport = transport
         self.in_thread = in_thread
         self.router = router
         self.clock = clock
@@ -333,7 +335,7 @@ class StreamSession:
 
     def start(self) -> defer.Deferred[None]:
         """Log in and subscribe; returns ``ready``."""
-        session = self.session = self.router.attach(self.peer, self.address)
+        session = self.session = self.router.attach(self.peer, self.address, self.transport)
         login = self.login
         try:
             if login.bearer is not None:

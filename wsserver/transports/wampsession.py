@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from wsserver.core.decoding import ProtocolViolation, decode
 from wsserver.core.router import Router
-from wsserver.core.session import Session, State
+from wsserver.core.session import Session, State, TransportInfo
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports import cbor
 from wsserver.transports.admission import ConnectionLimits
@@ -116,10 +116,11 @@ class WampSession:
         self.session: Session[Peer] | None = None
         self._hello_deadline: IDelayedCall | None = None
 
-    def start(self, address: str | None = None) -> None:
+    def start(self, address: str | None = None, transport: TransportInfo | None = None) -> None:
         """The transport's handshake is done; ``address``: the client's, as the Admission counted it
-        (failed logins are limited per address)."""
-        self.session = self.router.attach(self.peer, address)
+        (failed logins are limited per address); ``transport``: what the connection tells about
+        itself (``wamp.session.get``, the admin page)."""
+        self.session = self.router.attach(self.peer, address, transport)
         self._start_hello_timer()
 
     def message_received(self, payload: bytes, is_binary: bool, serializer: Any) -> str | None:

@@ -28,7 +28,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.sendbuffer import REPLY
+from wsserver.transports.sendbuffer import REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -151,7 +151,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
                                 name=self.peer, close_for_silence=self._close_for_silence,
                                 close_for_internal_error=self._close_for_internal_error)
-        self.wamp.start(self._client_ip)
+        kind = f"websocket/{self._serializer.SERIALIZER_ID}"
+        self.wamp.start(self._client_ip, ConnectionInfo(kind, self.send_buffer))
 
     def _forget_handshake(self) -> None:
         """
