@@ -326,4 +326,4 @@ def makeSupervisor(options: Options, reactor: Any) -> IService:
 
     return Supervisor(reactor, count=options["workers"], launch=workers,
                       bind=lambda: workers.bind(options["listen"], bind_flash_policy),
-                      stop_timeout=options["shutdown-timeout"] + STOP_GRACE)
+                      stop_timeout=options["shutdown-timeout"] + STOP_GRACE, release=workers.release)

@@ -252,16 +252,18 @@ Launcher = Callable[[int, WorkerProtocol], Any]
 class Supervisor(Service):
     """
     Binds the ports, then runs ``count`` workers started by ``launch`` (see the module docstring);
-    ``bind()`` binds (twistd calls it in ``privilegedStartService``) and returns the descriptors.
+    ``bind()`` binds (twistd calls it in ``privilegedStartService``); ``release()`` closes the
+    supervisor's copies of the sockets on stop, so that they stop listening as the workers stop.
     ``stop_timeout``: seconds the workers get to exit after SIGTERM before SIGKILL.
     """
 
     def __init__(self, reactor: Any, *, count: int, launch: Launcher, bind: Callable[[], Any],
-                 stop_timeout: float) -> None:
+                 stop_timeout: float, release: Callable[[], Any] = lambda: None) -> None:
         self.reactor = reactor
         self.count = count
         self.launch = launch
         self.bind = bind
+        self.release = release
         self.stop_timeout = stop_timeout
         self.workers: dict[int, WorkerProtocol] = {}
         self.transports: dict[int, Any] = {}
@@ -319,6 +321,7 @@ class Supervisor(Service):
         """SIGTERM every worker; the result fires when all have exited (SIGKILL after ``stop_timeout``)."""
         super().stopService()
         self.stopping = True
+        self.release()
         for restart in self.restarts.values():
             if restart.active():
                 restart.cancel()
@@ -387,6 +390,11 @@ class SpawnedWorkers:
         flash_policy(self.binding)
         if len(self.binding.bound) > before:
             self.flash_policy = self.binding.bound[-1]
+
+    def release(self) -> None:
+        """Close the supervisor's copies of the sockets (the workers' stay open until they stop)."""
+        for bound in self.binding.bound:
+            bound.stopListening()
 
     def __call__(self, index: int, worker: WorkerProtocol) -> Any:
         descriptors = [bound.fileno() for bound in self.listen]
@@ -458,9 +466,8 @@ class AdoptingReactor:
         return getattr(self._reactor, name)
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        with socket.socket(fileno=os.dup(self._fd)) as probe:
-            family = probe.family
-        return self._reactor.adoptStreamPort(self._fd, family, factory)
+        with socket.socket(fileno=self._fd) as inherited:  # closed once adopted (a duplicate)
+            return self._reactor.adoptStreamPort(inherited.fileno(), inherited.family, factory)
 
 
 def serve_as_worker(server: WampServer, identity: WorkerIdentity, reactor: Any) -> None:

@@ -238,8 +238,12 @@ class GuardedPort(tcp.Port):
         self.descriptors_before = 0
 
     def adopt(self, fd: int) -> None:
-        """Listen on the bound socket ``fd`` (a duplicate of it) rather than bind: call before ``startListening``."""
-        sock = socket.socket(fileno=os.dup(fd))
+        """
+        Listen on the bound socket ``fd`` rather than bind: call before ``startListening``. The
+        port owns ``fd`` from now on (closes it when it stops listening, so that a worker that
+        stops holds no copy of the shared socket open).
+        """
+        sock = socket.socket(fileno=fd)
         if sock.family == socket.AF_INET6:
             self.addressFamily, self._addressType = socket.AF_INET6, address.IPv6Address
         self.interface, self.port = sock.getsockname()[:2]
