@@ -163,6 +163,28 @@ def test_stop_cancels_a_pending_restart() -> None:
     assert len(launcher.launched) == 2
 
 
+def test_a_worker_that_cannot_be_started_stops_the_server_at_first_and_is_retried_later() -> None:
+    service, launcher, clock, _ = supervisor()
+    stopped: list[bool] = []
+    clock.stop = lambda: stopped.append(True)  # type: ignore[attr-defined]
+    service.startService()
+    launcher.end(0)
+
+    def refuse(index: int, worker: WorkerProtocol) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    service.launch = refuse
+    clock.advance(RESTART_DELAY)  # a restart that cannot fork or exec: tried again, later
+    assert stopped == [] and len(service.restarts) == 1
+    service.launch = launcher
+    clock.advance(2 * RESTART_DELAY)
+    assert len(launcher.pids(0)) == 2
+    fresh, _, _, _ = supervisor()
+    fresh.launch = refuse
+    with pytest.raises(SystemExit, match="cannot start worker 0: .*Permission denied"):
+        fresh.startService()  # never started: a setup error, the server stops
+
+
 # -- options -------------------------------------------------------------------------------------------
 
 

@@ -289,7 +289,19 @@ class Supervisor(Service):
     def start_worker(self, index: int) -> None:
         self.restarts.pop(index, None)
         worker = WorkerProtocol(self, index)
-        transport = self.launch(index, worker)
+        try:
+            transport = self.launch(index, worker)
+        except OSError as failure:
+            if index not in self.exits:
+                # The first start (from startService): a setup error, such as an interpreter the
+                # --uid user may not run, not a crash to retry. Workers already started see their
+                # supervisor gone and stop (OrphanWatch).
+                raise SystemExit(f"wsserver: cannot start worker {index}: {failure}") from failure
+            delay = self._next_delay(index, uptime=0.0)
+            log.error("cannot start worker {index} again: {reason}; trying again in {delay:g} s",
+                      index=index, reason=failure, delay=delay)
+            self.restarts[index] = self.reactor.callLater(delay, self.start_worker, index)
+            return
         worker.pid = transport.pid
         worker.started_at = self.reactor.seconds()
         self.workers[index] = worker
@@ -310,12 +322,16 @@ class Supervisor(Service):
                 self._all_gone.callback(None)
             return
         uptime = self.reactor.seconds() - worker.started_at
-        exits = 0 if uptime >= STABLE_UPTIME else self.exits.get(index, 0)
-        delay = min(RESTART_DELAY * 2 ** exits, MAX_RESTART_DELAY)
-        self.exits[index] = exits + 1
+        delay = self._next_delay(index, uptime)
         log.warn("worker {index} (pid {pid}) {how} after {uptime:.1f} s; starting it again in {delay:g} s",
                  index=index, pid=worker.pid, how=how, uptime=uptime, delay=delay)
         self.restarts[index] = self.reactor.callLater(delay, self.start_worker, index)
+
+    def _next_delay(self, index: int, uptime: float) -> float:
+        """Seconds before worker ``index`` starts again, after it ran ``uptime`` seconds (and counts this exit)."""
+        exits = 0 if uptime >= STABLE_UPTIME else self.exits.get(index, 0)
+        self.exits[index] = exits + 1
+        return min(RESTART_DELAY * 2 ** exits, MAX_RESTART_DELAY)
 
     def stopService(self) -> defer.Deferred[None]:
         """SIGTERM every worker; the result fires when all have exited (SIGKILL after ``stop_timeout``)."""

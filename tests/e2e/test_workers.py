@@ -15,11 +15,16 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import re
 import signal
 import socket
+import ssl
 import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,8 @@ from tests.e2e.conftest import TWISTD, ServerProcess, wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import HELLO, join
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.e2e.test_flashpolicy import ask
+from tests.e2e.test_tls import self_signed
 
 STARTED = re.compile(r"started worker (?P<index>\d+) of \d+, pid (?P<pid>\d+)")
 SUBSCRIBED = re.compile(r"\[worker (?P<index>\d+), pid (?P<pid>\d+)\] Redis backplane: subscribed to")
@@ -299,3 +306,93 @@ def test_forged_long_poll_ids_naming_other_workers_are_refused_and_harm_nobody(w
     bystander.check()
     memory0.check(64 * 2**20)
     memory1.check(64 * 2**20)
+
+
+# -- TLS and the per-address limit hold in each worker -----------------------------------------------
+
+
+def test_every_worker_serves_tls(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
+    redis_server.start()
+    key, cert = self_signed(tmp_path)
+    server = start_server("--workers", "2", "--redis", redis_server.url,
+                          listen=f"ssl:{{port}}:privateKey={key}:certKey={cert}:interface=127.0.0.1")
+    assert server.http_url.startswith("https://")
+    workers = Workers(server)
+    workers.ready()
+    context = ssl.create_default_context(cafile=str(cert))
+    for index in (0, 1):
+        with workers.only(index):
+            with urllib.request.urlopen(f"{server.http_url}/index.html?{index}", context=context, timeout=10) as page:
+                assert page.status == 200 and b"wsserver" in page.read()
+        wait_for(lambda: re.search(rf"\[worker {index}, pid \d+\] .*GET /index.html\?{index} ", server.log))
+
+
+def test_each_worker_holds_a_client_address_to_the_per_address_limit(start_server: Any,
+                                                                    redis_server: RedisServer) -> None:  # noqa: F811
+    """
+    --max-connections-per-ip counts what one worker holds: 30 connections from one address to two
+    workers with a limit of 4 get at most 8 answered, the rest 429 (each worker refuses past its 4).
+    """
+    redis_server.start()
+    server = start_server("--workers", "2", "--redis", redis_server.url, "--max-connections-per-ip", "4")
+    workers = Workers(server)
+    pids = workers.ready()
+    with MemoryWatch(pids[0]) as memory0, MemoryWatch(pids[1]) as memory1:
+        sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(30)]
+        time.sleep(0.5)  # every connection accepted and counted by one worker or the other
+        for sock in sockets:
+            sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        statuses = [sock.recv(12)[9:12] for sock in sockets]
+        for sock in sockets:
+            sock.close()
+    assert statuses.count(b"200") <= 8 and statuses.count(b"429") >= 22, statuses
+    assert statuses.count(b"200") + statuses.count(b"429") == 30
+    assert "refusing connections from 127.0.0.1: 4 open from there" in server.log
+    memory0.check(64 * 2**20)
+    memory1.check(64 * 2**20)
+
+
+def privileged_free_port() -> int:
+    """A free port below 1024 (only root may bind it), as a stand-in for 843."""
+    for port in range(990, 800, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_the_supervisor_binds_a_privileged_policy_port_then_workers_serve_it_unprivileged(
+        tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    """``twistd --uid/--gid``: the supervisor binds before the drop; the workers run as the user."""
+    nobody = pwd.getpwnam("nobody")
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], user=nobody.pw_uid, group=nobody.pw_gid, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"nobody may not run {sys.executable} (the workers run as the --uid user)")
+    redis_server.start()
+    policy_port = privileged_free_port()
+    os.chmod(tmp_path, 0o777)
+    server = ServerProcess(tmp_path, [f"--flash-policy-port={policy_port}", "--flash-policy-interface=127.0.0.1",
+                                      "--workers", "2", "--redis", redis_server.url])
+    command = [TWISTD, "-n", "--pidfile=", f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}", "wsserver",
+               "--listen", "tcp:0:interface=127.0.0.1", *server.args]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True).start()
+    server.proc = proc
+    server.log_lines = lines
+    try:
+        workers = Workers(server)
+        pids = workers.ready()
+        for index, pid in pids.items():
+            status = Path(f"/proc/{pid}/status").read_text()
+            assert next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1] == str(nobody.pw_uid)
+            with workers.only(index):
+                assert b"<cross-domain-policy>" in ask(policy_port)
+        assert f"Flash socket policy on port {policy_port}" in server.log
+    finally:
+        server.stop()
