@@ -50,12 +50,15 @@ class Sizes:
     chat_clients: int = 50
     chat_rate: float = 2.0
     chat_seconds: float = 5.0
+    #: The "workers" scenario: fan-out with this many subscribers, --workers 2 against 1.
+    workers_subscribers: int = 1000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             fanout_subscribers=(10, 100), fanout_deliveries=40_000, latency_fractions=(0.5,),
             latency_seconds=1.0, idle_sessions=(200,), setup_sessions=100, chat_clients=10, chat_seconds=1.0,
+            workers_subscribers=100,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -315,6 +318,33 @@ def chat(server: Server, report: Report, sizes: Sizes) -> None:
         loop.close()
 
 
+WORKER_PEERS = ("wsserver-1w", "wsserver-2w")
+
+
+def workers(report: Report, sizes: Sizes, round_: int) -> None:
+    """wsserver --redis with --workers 2 against --workers 1: fan-out and session setup rate."""
+    subscribers = sizes.workers_subscribers
+
+    def measure(server: Server) -> None:
+        rate = fanout(server, report, sizes, subscribers)
+        report.figure("workers", f"fanout deliveries/s S={subscribers}", "1/s").add(server.name, rate)
+        setup_rate(server, report, sizes)
+        setups = report.figure("setup", "sessions set up per second", "1/s").values[server.name][-1]
+        report.figure("workers", "sessions set up per second", "1/s").add(server.name, setups)
+
+    for peer in WORKER_PEERS if round_ % 2 == 0 else WORKER_PEERS[::-1]:
+        run_with(peer, measure)
+
+
+def print_workers(report: Report) -> None:
+    for figure in report.figures.values():
+        if figure.scenario == "workers":
+            r = ratio(figure, *WORKER_PEERS[::-1])
+            print(f"workers: {figure.name:40} " + "".join(
+                f"{peer} {figure.median(peer) or 0:>10,.0f}   " for peer in WORKER_PEERS)
+                + (f"2 workers / 1: {r:.2f}x" if r else ""))
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -332,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,workers")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -371,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
             if name in scenarios:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
+        if "workers" in scenarios:
+            workers(report, sizes, round_)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)
+    print_workers(report)
     write_results(report, peers, args, sizes, repeat, elapsed)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
