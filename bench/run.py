@@ -475,6 +475,9 @@ def draw_chart(report: Report, path: Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.2 * len(groups)), squeeze=False)
     for ax, (title, figures) in zip(axes[:, 0], groups):
         peers = [p for p in ("wsserver", "crossbar", "ceiling") if any(f.median(p) is not None for f in figures)]
+        if not peers:  # only the workers scenario measured these (its own figures are in results.json)
+            ax.set_visible(False)
+            continue
         width = 0.8 / len(peers)
         for i, peer in enumerate(peers):
             xs = [j + i * width for j in range(len(figures))]
