@@ -271,6 +271,26 @@ def test_a_long_poll_session_works_whichever_worker_takes_its_requests(workers: 
     assert subscriber.receive()[0] == 404
 
 
+def test_an_event_is_not_lost_to_a_relayed_receive_whose_client_went_away(workers: Workers) -> None:
+    with workers.only(0):
+        subscriber = LongPollAnywhere(workers)
+    assert subscriber.send(HELLO) == 204 and json.loads(subscriber.receive()[1])[0] == 2
+    assert subscriber.send([32, 1, {}, "com.example.lp.gone"]) == 204
+    assert json.loads(subscriber.receive()[1])[0] == 33
+    with workers.only(1):  # worker 1 takes the /receive and relays it to worker 0, which holds it
+        walker = socket.create_connection(("127.0.0.1", workers.server.port), timeout=10)
+        walker.sendall(f"POST /lp/{subscriber.transport}/receive HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Length: 0\r\n\r\n".encode())
+        time.sleep(0.3)
+    time.sleep(0.5)
+    walker.close()  # and its client goes away before any event
+    time.sleep(0.5)
+    with Client(workers.server.ws_url) as publisher:
+        publisher.publish("com.example.lp.gone", "kept")
+        status, body = subscriber.receive()
+    assert status == 200 and json.loads(body)[4] == ["kept"]
+
+
 def test_autobahnjs_over_long_poll_works_with_two_workers(workers: Workers) -> None:
     peers = [NodePeer(f"{workers.server.http_url}/lp") for _ in range(4)]
     try:

@@ -9,7 +9,7 @@ the kernel hands to any worker. So a worker's transport ids name it (``"<index>.
 each worker also takes long-poll requests on a UNIX socket of its own (an abstract one, Linux:
 no file to clean up or to make readable after ``--uid``). A worker that gets a request for an id
 it does not hold and that names another worker relays it there over that socket
-(twisted.web.proxy, HTTP/1.0, one connection per request), answer and all, with ``Via`` added.
+(twisted.web.client.Agent, one connection per request), answer and all, with ``Via`` added.
 If that worker is gone (it died; its sessions died with it), the answer is 404 "no such
 long-poll transport", as for any session that ended: AutobahnJS then opens a new one.
 
@@ -25,69 +25,33 @@ the owner, so the owner's session stops writing into an answer nobody reads.
 
 from __future__ import annotations
 
+import io
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import Logger
-from twisted.web import proxy, resource, server
+from twisted.internet import defer, endpoints
+from twisted.web import resource, server
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
 
 from wsserver.transports.longpoll import ID_BYTES, LongPollEndpoint, finish, refusal
 
-log = Logger()
-
-#: Request headers that belong to one hop, not to the relayed request.
+#: Headers that belong to one hop, not to the relayed request or answer.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"upgrade",
-              b"content-length"}
+              b"content-length", b"host"}
 GONE = "no such long-poll transport (the worker that held it stopped)"
 
 
-class RelayedAnswer(proxy.ProxyClient):
-    """The owner's answer, copied into the request it relays (hop-by-hop headers left out)."""
+class WorkerSockets:
+    """``endpointForURI`` for an Agent: ``http://<index>/...`` is worker ``index``'s relay socket."""
 
-    status_received = False
+    def __init__(self, reactor: Any, socket_of: Callable[[int], str]) -> None:
+        self.reactor = reactor
+        self.socket_of = socket_of
 
-    def handleStatus(self, version: bytes, code: bytes, message: bytes) -> None:
-        self.status_received = True
-        super().handleStatus(version, code, message)
-
-    def handleHeader(self, key: bytes, value: bytes) -> None:
-        if key.lower() not in HOP_BY_HOP or key.lower() == b"content-length":
-            super().handleHeader(key, value)
-
-    def handleResponseEnd(self) -> None:
-        if not self.status_received and not self._finished:
-            # The owner went away before it answered: its session is gone with it.
-            self._finished = True
-            finish(self.father, refusal(self.father, 404, GONE))
-            self.transport.loseConnection()
-            return
-        if not self.father.finished and not self.father._disconnected:
-            super().handleResponseEnd()
-
-
-class Relay(proxy.ProxyClientFactory):
-    """One relayed request: drops the owner's connection when the client goes away first."""
-
-    protocol = RelayedAnswer
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.answer: RelayedAnswer | None = None
-        self.client_gone = False
-        self.father.notifyFinish().addErrback(self._client_gone)
-
-    def buildProtocol(self, addr: Any) -> Any:
-        self.answer = super().buildProtocol(addr)
-        return self.answer
-
-    def _client_gone(self, _: Any) -> None:
-        self.client_gone = True
-        if self.answer is not None and self.answer.transport is not None:
-            self.answer.transport.loseConnection()
-
-    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-        finish(self.father, refusal(self.father, 404, GONE))
+    def endpointForURI(self, uri: Any) -> endpoints.UNIXClientEndpoint:
+        return endpoints.UNIXClientEndpoint(self.reactor, self.socket_of(int(uri.host)))
 
 
 class LongPollRelay:
@@ -101,7 +65,8 @@ class LongPollRelay:
         self.reactor = reactor
         self.index = index
         self.socket_of = socket_of
-        self.via = f"1.0 wsserver-worker-{index}".encode()
+        self.via = f"1.1 wsserver-worker-{index}".encode()
+        self.agent = Agent.usingEndpointFactory(reactor, WorkerSockets(reactor, socket_of))
 
     def new_id(self) -> str:
         return f"{self.index}.{secrets.token_urlsafe(ID_BYTES)}"
@@ -117,16 +82,34 @@ class LongPollRelay:
         owner = self.owner(transport_id)
         if owner is None or owner == self.index:
             return None
-        headers = {name.lower(): value for name, value in request.requestHeaders.getAllRawHeaders()
-                   if name.lower() not in HOP_BY_HOP}
-        headers = {name: values[-1] for name, values in headers.items()}
+        headers = Headers({name: values for name, values in request.requestHeaders.getAllRawHeaders()
+                           if name.lower() not in HOP_BY_HOP})
         request.content.seek(0)
-        body = request.content.read()
-        headers[b"content-length"] = b"%d" % len(body)
-        request.setHeader(b"Via", self.via)
-        relay = Relay(b"POST", request.uri, b"HTTP/1.0", headers, body, request)
-        self.reactor.connectUNIX(self.socket_of(owner), relay)
+        body = FileBodyProducer(io.BytesIO(request.content.read()))
+        asked = self.agent.request(b"POST", b"http://%d%s" % (owner, request.uri), headers, body)
+        asked.addCallback(self._answer, request)
+        asked.addErrback(self._gone, request)
+        # A client that goes away takes the relayed request with it: the owner's session then
+        # stops writing into an answer nobody reads.
+        request.notifyFinish().addErrback(lambda _: asked.cancel())
         return server.NOT_DONE_YET
+
+    def _answer(self, response: Any, request: Any) -> Any:
+        def copy(body: bytes) -> None:
+            if request.finished or request._disconnected:
+                return
+            request.setResponseCode(response.code)
+            for name, values in response.headers.getAllRawHeaders():
+                if name.lower() not in HOP_BY_HOP:
+                    request.responseHeaders.setRawHeaders(name, values)
+            request.setHeader(b"Via", self.via)
+            finish(request, body)
+        return readBody(response).addCallback(copy)
+
+    def _gone(self, failure: Any, request: Any) -> None:
+        if failure.check(defer.CancelledError) or request.finished or request._disconnected:
+            return
+        finish(request, refusal(request, 404, GONE))
 
     def site(self, endpoint: LongPollEndpoint) -> server.Site:
         """The site this worker serves on its relay socket: ``endpoint`` at its path, nothing else, no access log."""
