@@ -67,6 +67,13 @@ class Workers:
             return pids if len(pids) == self.count and set(pids.values()) <= subscribed else None
         return wait_for(all_subscribed, timeout)  # type: ignore[no-any-return]
 
+    def session(self, index: int, topic: str | None = None) -> ClientConnection:
+        """A raw wamp.2.json session on worker ``index`` (subscribed to ``topic``, if given); close it."""
+        with self.only(index):
+            ws = ws_connect(self.server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
+            join(ws, topic)
+        return ws
+
     @contextlib.contextmanager
     def only(self, index: int) -> Iterator[None]:
         """Within the block, only worker ``index`` accepts connections (the others are stopped)."""
@@ -132,13 +139,7 @@ def test_both_workers_answer_on_the_one_port(workers: Workers) -> None:
 
 
 def test_a_publication_on_one_worker_reaches_subscribers_on_the_other(workers: Workers) -> None:
-    server = workers.server
-    with workers.only(1):
-        subscriber = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
-        join(subscriber, "com.example.across")
-    with workers.only(0):
-        publisher = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
-        join(publisher)
+    subscriber, publisher = workers.session(1, "com.example.across"), workers.session(0)
     with subscriber, publisher:
         for n in range(20):
             publisher.send(json.dumps([16, n + 1, {}, "com.example.across", [n]]))
@@ -159,12 +160,7 @@ def test_a_killed_worker_is_started_again_and_serves(workers: Workers) -> None:
         assert get(server.port, "/index.html") == 200
         wait_for(lambda: re.search(rf"\[worker 1, pid {after[1]}\] .*GET /index.html", server.log))
     # and it takes part in the cluster: a subscriber on it gets what is published on worker 0
-    with workers.only(1):
-        subscriber = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
-        join(subscriber, "com.example.again")
-    with workers.only(0):
-        publisher = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
-        join(publisher)
+    subscriber, publisher = workers.session(1, "com.example.again"), workers.session(0)
     with subscriber, publisher:
         publisher.send(json.dumps([16, 1, {}, "com.example.again", ["back"]]))
         assert json.loads(subscriber.recv(timeout=10))[4] == ["back"]
@@ -173,12 +169,7 @@ def test_a_killed_worker_is_started_again_and_serves(workers: Workers) -> None:
 def test_sigterm_stops_every_worker_gracefully_and_leaves_no_process(workers: Workers) -> None:
     server = workers.server
     pids = workers.pids()
-    clients = []
-    for index in (0, 1):
-        with workers.only(index):
-            ws = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=10)
-            join(ws)
-            clients.append(ws)
+    clients = [workers.session(index) for index in (0, 1)]
     assert server.proc is not None
     supervisor = server.proc
     started = time.monotonic()
