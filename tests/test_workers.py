@@ -208,6 +208,18 @@ def test_one_worker_is_the_default_and_needs_nothing() -> None:
     assert options["workers"] == 1
 
 
+def test_workers_may_come_from_the_config_file_and_its_workers_read_it_again(tmp_path: Any) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text('[server]\nworkers = 3\nredis = "redis://127.0.0.1:6379/0"\n\n[realms.realm1]\n')
+    options = Options()
+    options.parseOptions(["--config", str(config), "--demo"])
+    assert options["workers"] == 3
+    assert worker_arguments(options.arguments) == ["--config", str(config), "--demo"]
+    config.write_text('[server]\nworkers = 3\n\n[realms.realm1]\n')
+    with pytest.raises(usage.UsageError, match="--workers 3 needs --redis URL"):
+        Options().parseOptions(["--config", str(config)])
+
+
 def test_a_worker_gets_the_command_line_less_workers() -> None:
     assert worker_arguments(["--workers", "3", "--redis", "redis://x", "--workers=2", "--demo"]) == [
         "--redis", "redis://x", "--demo"]
