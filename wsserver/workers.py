@@ -48,7 +48,7 @@ from typing import Any, TextIO
 from twisted.application import internet
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
-from twisted.internet import defer, endpoints, error, protocol
+from twisted.internet import address, defer, endpoints, error, protocol
 from twisted.logger import FileLogObserver, ILogObserver, Logger, eventFromJSON, eventAsJSON
 from twisted.python.failure import Failure
 
@@ -138,9 +138,11 @@ class BoundSocket:
     def fileno(self) -> int:
         return self.socket.fileno()
 
-    def getHost(self) -> Any:
+    def getHost(self) -> address.IPv4Address | address.IPv6Address:
         host, port = self.socket.getsockname()[:2]
-        return type("Address", (), {"host": host, "port": port})()
+        if self.socket.family == socket.AF_INET6:
+            return address.IPv6Address("TCP", host, port)
+        return address.IPv4Address("TCP", host, port)
 
     def stopListening(self) -> None:
         self.socket.close()
@@ -510,4 +512,5 @@ def serve_as_worker(server: WampServer, identity: WorkerIdentity, reactor: Any) 
     internet.UNIXServer(relay_socket_name(identity.group, identity.index), relay.site(server.longpoll),
                         reactor=reactor).setServiceParent(server)
     OrphanWatch(reactor, supervisor_pid=os.getppid()).setServiceParent(server)
-    log.info("{name} of {count}: serving the supervisor's sockets", name=identity.name, count=identity.count)
+    log.info("worker {index} of {count}, pid {pid}: serving the supervisor's sockets", index=identity.index,
+             count=identity.count, pid=os.getpid())
