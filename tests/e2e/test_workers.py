@@ -187,6 +187,20 @@ def test_sigterm_stops_every_worker_gracefully_and_leaves_no_process(workers: Wo
     assert "started worker" not in server.log.split("Received SIGTERM")[-1]
 
 
+def test_a_client_that_never_says_goodbye_holds_the_stop_no_longer_than_the_shutdown_timeout(
+        workers: Workers) -> None:
+    rude = workers.session(1)  # the fixture's --shutdown-timeout is 2 s
+    assert workers.server.proc is not None
+    started = time.monotonic()
+    os.kill(workers.server.proc.pid, signal.SIGTERM)
+    assert json.loads(rude.recv(timeout=10))[2] == "wamp.close.system_shutdown"  # and never answers
+    workers.server.proc.wait(timeout=20)
+    assert 2 <= time.monotonic() - started < 2 + 3
+    with pytest.raises(ConnectionClosed) as closed:
+        rude.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
 def test_workers_stop_when_their_supervisor_is_killed(workers: Workers) -> None:
     pids = workers.pids()
     assert workers.server.proc is not None
@@ -287,12 +301,14 @@ def test_autobahnjs_over_long_poll_works_with_two_workers(workers: Workers) -> N
     try:
         with Client(workers.server.ws_url) as python:
             subscriptions = [peer.request("subscribe", topic="com.example.lp.js") for peer in peers]
-            time.sleep(0.5)  # subscriptions on the other worker are local to it: nothing to wait for but the reply
             for n in range(20):
                 python.publish("com.example.lp.js", n)
             for peer, subscribed in zip(peers, subscriptions):
                 assert [peer.event(subscribed)["args"] for _ in range(20)] == [[n] for n in range(20)]
-            peers[0].request("publish", topic="com.example.lp.up", args=["hello"])
+            inbox = python.subscribe("com.example.lp.up")
+            for peer in peers:
+                peer.request("publish", topic="com.example.lp.up", args=[peer.session_id])
+            assert sorted(inbox.get()[0][0] for _ in peers) == sorted(peer.session_id for peer in peers)
     finally:
         for peer in peers:
             peer.close()
