@@ -68,6 +68,7 @@ class Sizes:
             self.fanout_subscribers, int(self.fanout_deliveries * factor), self.latency_subscribers,
             self.latency_fractions, self.latency_seconds * factor, self.idle_sessions,
             int(self.setup_sessions * factor), self.chat_clients, self.chat_rate, self.chat_seconds * factor,
+            workers_subscribers=self.workers_subscribers,
         )
 
 
