@@ -135,6 +135,52 @@ class Wsserver(Server):
                 "--max-frame-rate", "0"]
 
 
+class WsserverWorkers(Wsserver):
+    """
+    wsserver with ``--redis`` on a redis-server of its own and ``--workers N``: N = 1 pinned to the
+    server CPU like ``wsserver``, N > 1 on every CPU (the generator's too: the machine has no more).
+    Started once every worker is subscribed on Redis, so that no publication is lost to a late one.
+    """
+
+    count = 1
+
+    def __init__(self, cpu: int) -> None:
+        super().__init__(cpu)
+        self.name = f"wsserver-{self.count}w"
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_port = 0
+
+    def start(self) -> Server:
+        self.redis_port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.redis_port, self.redis, timeout=10)
+        if self.count > 1:
+            self.cpu = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))  # type: ignore[assignment]
+        super().start()
+        deadline = time.monotonic() + 60
+        while self.log.read_bytes().count(b"Redis backplane: subscribed to") < self.count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: workers not subscribed on Redis within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--redis", f"redis://127.0.0.1:{self.redis_port}/0", "--workers", str(self.count)]
+
+
+class WsserverTwoWorkers(WsserverWorkers):
+    count = 2
+
+
 class Crossbar(Server):
     name = "crossbar"
 
@@ -189,4 +235,5 @@ class Ceiling(Server):
         return [sys.executable, str(BENCH / "ceiling.py"), str(self.port)]
 
 
-PEERS: dict[str, type[Server]] = {"wsserver": Wsserver, "crossbar": Crossbar, "ceiling": Ceiling}
+PEERS: dict[str, type[Server]] = {"wsserver": Wsserver, "crossbar": Crossbar, "ceiling": Ceiling,
+                                  "wsserver-1w": WsserverWorkers, "wsserver-2w": WsserverTwoWorkers}

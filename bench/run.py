@@ -52,12 +52,15 @@ class Sizes:
     chat_clients: int = 50
     chat_rate: float = 2.0
     chat_seconds: float = 5.0
+    #: The "workers" scenario: fan-out with this many subscribers, --workers 2 against 1.
+    workers_subscribers: int = 1000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             fanout_subscribers=(10, 100), fanout_deliveries=40_000, latency_fractions=(0.5,),
             latency_seconds=1.0, idle_sessions=(200,), setup_sessions=100, chat_clients=10, chat_seconds=1.0,
+            workers_subscribers=100,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -67,6 +70,7 @@ class Sizes:
             self.fanout_subscribers, int(self.fanout_deliveries * factor), self.latency_subscribers,
             self.latency_fractions, self.latency_seconds * factor, self.idle_sessions,
             int(self.setup_sessions * factor), self.chat_clients, self.chat_rate, self.chat_seconds * factor,
+            workers_subscribers=self.workers_subscribers,
         )
 
 
@@ -306,6 +310,33 @@ def chat(server: Server, report: Report, sizes: Sizes) -> None:
         loop.close()
 
 
+WORKER_PEERS = ("wsserver-1w", "wsserver-2w")
+
+
+def workers(report: Report, sizes: Sizes, round_: int) -> None:
+    """wsserver --redis with --workers 2 against --workers 1: fan-out and session setup rate."""
+    subscribers = sizes.workers_subscribers
+
+    def measure(server: Server) -> None:
+        rate = fanout(server, report, sizes, subscribers)
+        report.figure("workers", f"fanout deliveries/s S={subscribers}", "1/s").add(server.name, rate)
+        setup_rate(server, report, sizes)
+        setups = report.figure("setup", "sessions set up per second", "1/s").values[server.name][-1]
+        report.figure("workers", "sessions set up per second", "1/s").add(server.name, setups)
+
+    for peer in WORKER_PEERS if round_ % 2 == 0 else WORKER_PEERS[::-1]:
+        run_with(peer, measure)
+
+
+def print_workers(report: Report) -> None:
+    for figure in report.figures.values():
+        if figure.scenario == "workers":
+            r = ratio(figure, *WORKER_PEERS[::-1])
+            print(f"workers: {figure.name:40} " + "".join(
+                f"{peer} {figure.median(peer) or 0:>10,.0f}   " for peer in WORKER_PEERS)
+                + (f"2 workers / 1: {r:.2f}x" if r else ""))
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -323,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane,workers")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -365,11 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         if "backplane" in scenarios:
             backplane.run(report, sizes, round_, server_cpu=SERVER_CPU, generator_cpu=GENERATOR_CPU,
                           open_sessions=open_sessions, fanout=fanout)
+        if "workers" in scenarios:
+            workers(report, sizes, round_)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)
     if "backplane" in scenarios:
         backplane.print_summary(report)
+    print_workers(report)
     write_results(report, peers, args, sizes, repeat, elapsed)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
@@ -438,6 +472,9 @@ def draw_chart(report: Report, path: Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.2 * len(groups)), squeeze=False)
     for ax, (title, figures) in zip(axes[:, 0], groups):
         peers = [p for p in ("wsserver", "crossbar", "ceiling") if any(f.median(p) is not None for f in figures)]
+        if not peers:  # only the workers scenario measured these (its own figures are in results.json)
+            ax.set_visible(False)
+            continue
         width = 0.8 / len(peers)
         for i, peer in enumerate(peers):
             xs = [j + i * width for j in range(len(figures))]

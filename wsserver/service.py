@@ -85,10 +85,13 @@ class EndpointService(Service):
         self._listening: defer.Deferred[IListeningPort] | None = None
         self._binding = False
         self.failed = False
+        #: A listening socket to adopt instead of binding (a worker's, see workers.py).
+        self.inherited: int | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        endpoint = endpoints.serverFromString(ListeningReactor(self.reactor, self.connections), self.description)
+        endpoint = endpoints.serverFromString(ListeningReactor(self.reactor, self.connections, inherited=self.inherited),
+                                             self.description)
         self._binding = True
         self._listening = endpoint.listen(self.factory)
         self._listening.addCallback(self._listened)

@@ -32,10 +32,12 @@ from wsserver.transports.echo import ECHO_PATH
 from wsserver.transports.sse import SSE_PATH
 from wsserver.transports.stream import STREAM_PATH
 from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY_PORT
-from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy
+from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy, FlashPolicyService
 from wsserver.transports.longpoll import LongPollSettings
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
 from wsserver.transports.http_api import HttpApiSettings
+from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Supervisor, WorkerIdentity,
+                              serve_as_worker)
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_REALM = "realm1"
@@ -85,6 +87,7 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["workers", None, DEFAULT_WORKERS, "Run this many worker processes that share the listening ports (bound first, port 843 too, before --uid/--gid drop root) and publications (through --redis, which more than one needs); a worker that dies is started again. Linux.", int],
         ["admin-role", None, ADMIN_ROLE, "The role (of --config's principals) that may use the admin page /admin.html: its live figures on wsserver.stats, wsserver.admin.topics, and client addresses in wamp.session.get; others get wamp.error.not_authorized. An empty value turns the admin page off."],
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; through Sentinel: redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]): a subscriber on any of them receives what is published on any. [default: this process only]"],
         ["redis-probe-interval", None, ProbeSettings.interval, "Seconds between two probes that check the Redis subscription still delivers (see --redis-probe-timeout).", float],
@@ -142,6 +145,8 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Read --config first: its [server] options go before the command line, which overrides them."""
         arguments = sys.argv[1:] if options is None else list(options)
+        #: The command line as given (a worker of --workers gets it again).
+        self.arguments = list(arguments)
         try:
             found = getopt.getopt(arguments, self.shortOpt, self.longOpt)[0]
         except getopt.GetoptError:
@@ -236,12 +241,20 @@ class Options(usage.Options):
                 self["redis"] = RedisAddress.parse(self["redis"])
             except ValueError as error:
                 raise usage.UsageError(f"--redis: {error}") from None
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1 and self["redis"] is None:
+            raise usage.UsageError(f"--workers {self['workers']} needs --redis URL: workers share publications "
+                                   "only through Redis (a subscriber on one would miss what is published on another)")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the server from parsed options (twistd calls this)."""
     if reactor is None:
         from twisted.internet import reactor
+    worker = WorkerIdentity.from_environment()
+    if worker is None and options["workers"] > 1:
+        return makeSupervisor(options, reactor)
     backplane = None if options["redis"] is None else RedisBackplane(
         options["redis"], realms=options["realm"], reactor=reactor,
         probe=ProbeSettings(interval=options["redis-probe-interval"], timeout=options["redis-probe-timeout"]),
@@ -306,8 +319,24 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         backplane=backplane,
         admin_role=options["admin-role"] or None,
     )
-    if options["demo"]:
+    if worker is not None:
+        serve_as_worker(server, worker, reactor)
+    if options["demo"] and (worker is None or worker.index == 0):  # one demo producer, not one per worker
         realm = options["realm"][0]
         producer = DemoProducer(lambda topic, args: server.publish(realm, topic, args), reactor)
         producer.setServiceParent(server)
     return server
+
+
+def makeSupervisor(options: Options, reactor: Any) -> IService:
+    """``--workers N``: a supervisor that binds the ports and runs N workers (see workers.py)."""
+    workers = SpawnedWorkers(reactor, options.arguments, count=options["workers"])
+
+    def bind_flash_policy(binding: Any) -> None:
+        if options["flash-policy-port"]:
+            FlashPolicyService(binding, None, options["flash-policy-port"], options["flash-policy-interface"] or "",
+                               options["flash-policy-port-explicit"]).privilegedStartService()
+
+    return Supervisor(reactor, count=options["workers"], launch=workers,
+                      bind=lambda: workers.bind(options["listen"], bind_flash_policy),
+                      stop_timeout=options["shutdown-timeout"] + STOP_GRACE, release=workers.release)

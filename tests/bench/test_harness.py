@@ -27,11 +27,16 @@ def test_quick_run_against_both_peers_loses_nothing(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checks"] and all(check.startswith("ok") for check in results["checks"])
     scenarios = {figure["scenario"] for figure in results["figures"]}
-    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "backplane"}
+    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "backplane", "workers"}
     for figure in results["figures"]:
         if figure["scenario"] == "backplane":  # latency on one node and across two, both on Redis
             assert set(figure["medians"]) == {"redis one node", "redis across"}, figure
             continue
+        if figure["scenario"] == "workers":  # --workers 2 against 1, both on Redis
+            assert set(figure["medians"]) == {"wsserver-1w", "wsserver-2w"}, figure
+            continue
+        if set(figure["medians"]) <= {"wsserver-1w", "wsserver-2w"}:
+            continue  # the fan-out and setup figures the workers scenario measured on the way
         assert figure["medians"].get("wsserver") is not None, figure
         if figure["scenario"] == "fanout":  # the same node with --redis, for the backplane's ratio
             assert figure["medians"].get("wsserver+redis") is not None, figure

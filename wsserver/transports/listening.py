@@ -35,9 +35,10 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import socket
 from typing import Any
 
-from twisted.internet import protocol, tcp
+from twisted.internet import address, protocol, tcp
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import tls
@@ -236,6 +237,18 @@ class GuardedPort(tcp.Port):
         self.connections = connections
         self.descriptors_before = 0
 
+    def adopt(self, fd: int) -> None:
+        """
+        Listen on the bound socket ``fd`` rather than bind: call before ``startListening``. The
+        port owns ``fd`` from now on (closes it when it stops listening, so that a worker that
+        stops holds no copy of the shared socket open).
+        """
+        sock = socket.socket(fileno=fd)
+        if sock.family == socket.AF_INET6:
+            self.addressFamily, self._addressType = socket.AF_INET6, address.IPv6Address
+        self.interface, self.port = sock.getsockname()[:2]
+        self._preexistingSocket = sock
+
     def startListening(self) -> None:
         super().startListening()
         self.descriptors_before = open_descriptors() - self.connections.total
@@ -270,12 +283,14 @@ def descriptor_available(fd: int) -> bool:
 class ListeningReactor:
     """
     ``reactor`` for ``endpoints.serverFromString``: its TCP and TLS ports are :class:`GuardedPort`
-    s counting into ``connections``; everything else is ``reactor``'s own.
+    s counting into ``connections``; everything else is ``reactor``'s own. With ``inherited``, the
+    port adopts that listening descriptor (a worker's, bound by its supervisor) instead of binding.
     """
 
-    def __init__(self, reactor: Any, connections: SiteConnections) -> None:
+    def __init__(self, reactor: Any, connections: SiteConnections, *, inherited: int | None = None) -> None:
         self._reactor = reactor
         self._connections = connections
+        self._inherited = inherited
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
@@ -284,6 +299,8 @@ class ListeningReactor:
                   refusal: bytes = TOO_MANY_CONNECTIONS) -> tcp.Port:
         listening = GuardedPort(port, factory, backlog, interface, self._reactor,
                                 connections=self._connections, refusal=refusal)
+        if self._inherited is not None:
+            listening.adopt(self._inherited)
         listening.startListening()
         return listening
 

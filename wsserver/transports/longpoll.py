@@ -433,6 +433,9 @@ class LongPollEndpoint(resource.Resource):
         self.sessions: dict[str, LongPollSession] = {}
         self.connections = OpenConnections()
         self._numbers = itertools.count(1)
+        #: ``elsewhere(transport_id, request)``: answers a request for a transport this process does
+        #: not hold but knows where it is (another worker's, see longpoll_relay.py), or returns None.
+        self.elsewhere: Callable[[str, Any], Any] | None = None
 
     def render_OPTIONS(self, request: Any) -> bytes:
         """A browser's CORS preflight: POST with a Content-Type is what the pages send."""
@@ -446,9 +449,13 @@ class LongPollEndpoint(resource.Resource):
         return answer(request, 204)
 
     def render_POST(self, request: Any) -> Any:
+        path = [segment.decode("ascii", "replace") for segment in request.postpath if segment]
+        if self.elsewhere is not None and len(path) == 2 and path[0] not in self.sessions:
+            relayed = self.elsewhere(path[0], request)
+            if relayed is not None:
+                return relayed
         try:
             self._check_origin(request)
-            path = [segment.decode("ascii", "replace") for segment in request.postpath if segment]
             if path == ["open"]:
                 return self._open(request)
             if len(path) != 2 or path[1] not in ("send", "receive", "close"):
