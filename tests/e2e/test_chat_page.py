@@ -10,11 +10,17 @@ text.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from websockets.sync.client import connect as ws_connect
+
 from .cdp import Chromium, Page
+from .hostile import Bystander, MemoryWatch
+from .rawws import exchange, join
 from .tcpproxy import CuttableProxy
 from .test_longpoll_pages import UpgradeStrippingProxy, wait_for_transport
 from .test_pages import browser, js_string, wait_for_state
@@ -172,3 +178,45 @@ def test_a_dropped_connection_gets_the_messages_it_missed(
         wait_for_presence(alice, 2, "alice", "bob")
         say(alice, "back")
         wait_for_message(bob, "alice", "back")
+
+
+def test_a_client_can_neither_make_the_pages_answer_a_flood_nor_rename_someone_else(
+    start_server: Callable[..., ServerProcess], browser: Chromium
+) -> None:
+    """
+    A client in the room sends 200 "hello"s, and "here"s that claim alice's session: each page
+    answers it once (not 200 times: a page publishes nothing on a stranger's behalf but its one
+    answer), and a claim renames only its sender (the router discloses who published; an
+    undisclosed claim is ignored).
+    Meanwhile a bystander keeps every event and the server its memory.
+    """
+    server = start_server("--demo")
+    alice = enter(browser, server.http_url, "alice")
+    bob = enter(browser, server.http_url, "bob")
+    wait_for_presence(bob, 2, "alice", "bob")
+    alice_session = int(alice.evaluate("[...document.querySelectorAll('#members li')].find((li) => li.textContent.endsWith(' (you)')).dataset.session"))
+    presence_topic = "com.example.chat.presence." + ROOM
+    with ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as mallory, \
+            Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        # a raw session: autobahn-python cannot send disclose_me
+        mallory_session = join(mallory, ROOM_TOPIC)[1]
+        assert exchange(mallory, [32, 2, {}, presence_topic])[0] == 33  # SUBSCRIBED
+        wait_for_presence(bob, 3, "alice", "bob")
+
+        def publish(request: int, presence: dict[str, Any], **options: Any) -> None:
+            mallory.send(json.dumps([16, request, options, presence_topic, [presence]]))  # PUBLISH
+
+        for request in range(200):
+            publish(10 + request, {"type": "hello", "session": mallory_session, "nick": "mallory"}, disclose_me=True)
+        publish(1000, {"type": "here", "session": alice_session, "nick": "not disclosed"})
+        publish(1001, {"type": "here", "session": alice_session, "nick": "evil"}, disclose_me=True)
+        answers = []
+        with contextlib.suppress(TimeoutError):
+            while True:  # every EVENT until none comes for 2 s
+                answers.append(json.loads(mallory.recv(timeout=2)))
+        assert sorted((event[4][0]["type"], event[4][0]["nick"]) for event in answers) == [("here", "alice"), ("here", "bob")]
+        for page in (alice, bob):
+            page.wait_for(f"document.querySelector('#members li[data-session=\"{mallory_session}\"]')?.textContent === 'evil'")
+        assert bob.evaluate(f"document.querySelector('#members li[data-session=\"{alice_session}\"]').textContent") == "alice"
+    bystander.check()
+    memory.check(64 * 2**20)

@@ -22,6 +22,11 @@
  * anonymous), so nicknames travel on the presence topic: a page entering says "hello" with its
  * nickname, and each page already there answers "here" to it alone (eligible: [its session]). A
  * subscriber that is no chat page (pubsub.html on a room's topic, say) counts, as "session N".
+ * Presence messages are published with disclose_me, and a nickname is taken for the session the
+ * router names as publisher, not the one the message claims, so nobody can rename someone else;
+ * an undisclosed one is ignored, unless this page's own role may not disclose either (then the
+ * claim is all anyone has). A page answers each member's hello once, and nobody else's: a flood
+ * of hellos costs it one publication.
  *
  * Whatever users type reaches the page as text (textContent), never as HTML.
  */
@@ -51,6 +56,8 @@ const members = new Set(); // session ids subscribed to the room's topic
 const nicks = new Map(); // session id -> nickname, from the presence topic
 let roomSubscription = null; // the router's id of the room topic's subscription
 let presenceSession = null; // the session whose presence is synced, so it is synced once per connection
+const answered = new Set(); // members whose hello this page has answered
+let presenceOptions = { disclose_me: true }; // {} once the router refused disclosure
 const shown = new Set(); // "epoch:seq" of the messages on the page
 const rooms = new Map(); // room name -> its <li> in #rooms
 
@@ -158,18 +165,36 @@ async function syncPresence() {
   roomSubscription = id;
   members.clear();
   for (const subscriber of sessions || []) members.add(subscriber);
+  // forget those who left while this page was away (it did not hear them go)
+  for (const known of [...nicks.keys()]) if (!members.has(known)) nicks.delete(known);
+  answered.clear();
   nicks.set(session.id, nick);
   drawMembers();
-  await client.publish(presenceTopic, [{ type: "hello", session: session.id, nick }]);
+  await announce("hello");
 }
 
-function onPresence({ args }) {
-  const { type, session, nick: name } = args[0] || {};
-  if (!Number.isInteger(session) || typeof name !== "string") return;
+/** Say who this page is on the presence topic ("hello": answer me; "here": no answer wanted). */
+async function announce(type, options = {}) {
+  const presence = [{ type, session: client.session.id, nick }];
+  try {
+    await client.publish(presenceTopic, presence, {}, { ...presenceOptions, ...options });
+  } catch (error) {
+    if (!presenceOptions.disclose_me || !String(error.error).startsWith("wamp.error.option_disallowed")) throw error;
+    presenceOptions = {}; // this role may not disclose itself: the others take the session the message claims
+    await client.publish(presenceTopic, presence, {}, options);
+  }
+}
+
+function onPresence({ args, details }) {
+  const { type, session: claimed, nick: name } = args[0] || {};
+  // The router's word on who published; the message's own claim only where nobody can disclose.
+  const session = Number.isInteger(details.publisher) ? details.publisher : presenceOptions.disclose_me ? null : claimed;
+  if (!members.has(session) || typeof name !== "string") return;
   nicks.set(session, cleanNick(name));
   drawMembers();
-  if (type === "hello" && client.session && session !== client.session.id) {
-    client.publish(presenceTopic, [{ type: "here", session: client.session.id, nick }], {}, { eligible: [session] })
+  if (type === "hello" && client.session && session !== client.session.id && !answered.has(session)) {
+    answered.add(session);
+    announce("here", { eligible: [session] })
       .catch((error) => showNotice(`cannot answer ${cleanNick(name)}: ${describeError(error)}`));
   }
 }
@@ -189,6 +214,7 @@ function onSubscribed({ args: [session, subscription] }) {
 function onUnsubscribed({ args: [session, subscription] }) {
   if (subscription !== roomSubscription || !members.delete(session)) return;
   nicks.delete(session);
+  answered.delete(session);
   drawMembers();
 }
 
@@ -199,7 +225,7 @@ async function setNick(name) {
   if (!client.session) return;
   nicks.set(client.session.id, nick);
   drawMembers();
-  await client.publish(presenceTopic, [{ type: "here", session: client.session.id, nick }]);
+  await announce("here");
 }
 
 // -- rooms -------------------------------------------------------------------------------------------
