@@ -117,6 +117,9 @@ def test_two_pages_chat_and_a_third_sees_the_last_messages(
     assert messages(carol) == messages(alice)
     assert messages(carol)[:2] == [["alice", "hello bob"], ["bob", "hi alice"]]
     assert carol.evaluate(f"{MESSAGES}.every((m) => m.dataset.history === 'true')")
+    # Her room list starts with the rooms of the messages kept, through the prefix subscription.
+    carol.wait_for("!!document.querySelector('#rooms li[data-room=\"other\"]')")
+    assert carol.evaluate("[...document.querySelectorAll('#rooms li')].map((li) => li.dataset.room)") == ["e2e", "lobby", "other"]
     wait_for_presence(carol, 3, "alice", "bob", "carol")
     wait_for_presence(alice, 3, "alice", "bob", "carol")
 

@@ -9,8 +9,11 @@
  *                                     messages on entering (wamp.subscription.get_events) and,
  *                                     subscribed with { resume: true }, gets what it missed while
  *                                     its connection was down.
- *   com.example.chat.room.  (prefix)  the room list: a room appears when someone speaks in it, and
- *                                     the other rooms count their unread messages.
+ *   com.example.chat.room.  (prefix)  the room list: it starts with the rooms of the last messages
+ *                                     kept (wamp.subscription.get_events on this subscription), and
+ *                                     a room appears when someone speaks in it (an event here) or
+ *                                     enters it (wamp.subscription.on_create); the other rooms count
+ *                                     their unread messages.
  *   com.example.chat.presence.<room>  args [{type: "hello" | "here", session, nick}]: nicknames.
  *
  * Who is here: the router's word, not the pages'. A room's members are the sessions subscribed to
@@ -41,7 +44,7 @@ const ON_SUBSCRIBE = "wamp.subscription.on_subscribe";
 const ON_UNSUBSCRIBE = "wamp.subscription.on_unsubscribe";
 const HISTORY_SHOWN = 50; // messages shown on entering a room (what --demo keeps)
 const MESSAGES_KEPT = 500; // older ones leave the page
-const ROOMS_LISTED = 100; // rooms asked of the router on opening; more are learnt as they speak
+const ROOMS_FROM_HISTORY = 100; // the last messages of all rooms whose rooms the list starts with
 const ROOM_NAME = /^[a-z0-9_-]{1,32}$/;
 const NICK_LENGTH = 32;
 
@@ -264,14 +267,10 @@ function onAnyRoom({ topic }) {
   unread.textContent = String(Number(unread.textContent || 0) + 1);
 }
 
-/** The rooms someone is in now, from the router's subscriptions (the first ROOMS_LISTED of them). */
-async function listRooms() {
-  const { exact = [] } = (await client.call("wamp.subscription.list")) || {};
-  const details = await Promise.all(exact.slice(0, ROOMS_LISTED).map(
-    (id) => client.call("wamp.subscription.get", [id]).catch(() => null)));
-  for (const subscription of details) {
-    if (subscription && subscription.uri.startsWith(ROOM_PREFIX)) addRoom(subscription.uri.slice(ROOM_PREFIX.length));
-  }
+/** The rooms of the last messages the server keeps, through the prefix subscription `subscription`. */
+async function listRooms(subscription) {
+  const kept = await client.call("wamp.subscription.get_events", [subscription.id, ROOMS_FROM_HISTORY]);
+  for (const { topic } of kept || []) addRoom(topic.slice(ROOM_PREFIX.length));
 }
 
 // -- the page ----------------------------------------------------------------------------------------
@@ -293,11 +292,7 @@ const client = new WampClient({
   ...settings,
   onState(state, detail) {
     showState(state, detail);
-    if (state === "open") {
-      listRooms().catch((error) => showNotice(`cannot list the rooms: ${describeError(error)}`));
-    } else {
-      active.clear();
-    }
+    if (state !== "open") active.clear();
   },
   onNotice: showNotice,
   onSubscription(topic, status) {
@@ -322,6 +317,8 @@ for (const [topic, handler, options] of [
   const subscribed = client.subscribe(topic, handler, options);
   subscribed.catch((error) => showNotice(`cannot subscribe to ${topic}: ${describeError(error)}`));
   if (topic === roomTopic) subscribed.then(showHistory, () => {});
+  // without history there is nothing to list from: the room list then grows as rooms speak
+  if (topic === ROOM_PREFIX) subscribed.then(listRooms).catch(() => {});
 }
 
 $("message-form").addEventListener("submit", (submitted) => {
