@@ -223,3 +223,39 @@ def test_a_client_can_neither_make_the_pages_answer_a_flood_nor_rename_someone_e
         assert bob.evaluate(f"document.querySelector('#members li[data-session=\"{alice_session}\"]').textContent") == "alice"
     bystander.check()
     memory.check(64 * 2**20)
+
+
+#: What the README draft says a chat user's role needs, and the history rule for the rooms without --demo.
+CHAT_CONFIG = """\
+history = [{ uri = "com.example.chat.room.", match = "prefix", size = 50 }]
+
+[realms.realm1]
+anonymous = "chatter"
+
+[realms.realm1.roles.chatter]
+permissions = [
+  { uri = "com.example.chat.", match = "prefix", allow = ["publish", "subscribe", "disclose"] },
+  { uri = "wamp.subscription.on_create", allow = ["subscribe"] },
+  { uri = "wamp.subscription.on_subscribe", allow = ["subscribe"] },
+  { uri = "wamp.subscription.on_unsubscribe", allow = ["subscribe"] },
+  { uri = "wamp.subscription.lookup", allow = ["call"] },
+  { uri = "wamp.subscription.list_subscribers", allow = ["call"] },
+  { uri = "wamp.subscription.get_events", allow = ["call"] },
+]
+"""
+
+
+def test_the_chat_works_with_the_permissions_the_readme_lists(
+    start_server: Callable[..., ServerProcess], browser: Chromium, tmp_path: Any
+) -> None:
+    config = tmp_path / "chat.toml"
+    config.write_text(CHAT_CONFIG)
+    server = start_server("--config", str(config))
+    alice = enter(browser, server.http_url, "alice")
+    bob = enter(browser, server.http_url, "bob")
+    chat_both_ways(alice, bob)
+    carol = enter(browser, server.http_url, "carol")
+    carol.wait_for(f"{MESSAGES}.length === 2")
+    wait_for_presence(carol, 3, "alice", "bob", "carol")
+    for page in (alice, bob, carol):
+        assert page.evaluate("document.getElementById('notices').textContent") == ""  # nothing refused
