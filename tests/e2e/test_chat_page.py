@@ -127,6 +127,8 @@ def test_two_pages_chat_and_a_third_sees_the_last_messages(
     carol.goto("about:blank")
     wait_for_presence(alice, 2, "alice", "bob")
     wait_for_presence(bob, 2, "alice", "bob")
+    arrivals = "[...document.querySelectorAll('#messages .arrival')].map((line) => line.textContent.slice(9))"
+    assert bob.wait_for(f"{arrivals}.length === 2 && {arrivals}") == ["carol entered", "carol left"]
 
     # A nickname changed is seen by the others.
     bob.evaluate("document.getElementById('nick').value = 'robert'; document.querySelector('#nick-form button').click()")

@@ -115,6 +115,16 @@ function showMessage({ args, details, recovered = false, fromHistory = false }) 
   list.scrollTop = list.scrollHeight;
 }
 
+/** A line between the messages: someone entered or left (the presence topic, the meta events). */
+function showArrival(text) {
+  const item = document.createElement("li");
+  item.className = "arrival";
+  const time = document.createElement("time");
+  time.textContent = clockTime(new Date()).slice(0, 8);
+  item.append(time, " ", text);
+  $("messages").append(item);
+}
+
 /** The room's last messages, as the server keeps them (none when it keeps no history for the room). */
 async function showHistory() {
   try {
@@ -197,6 +207,7 @@ function onPresence({ args, details }) {
   drawMembers();
   if (type === "hello" && client.session && session !== client.session.id && !answered.has(session)) {
     answered.add(session);
+    showArrival(`${cleanNick(name)} entered`);
     announce("here", { eligible: [session] })
       .catch((error) => showNotice(`cannot answer ${cleanNick(name)}: ${describeError(error)}`));
   }
@@ -216,6 +227,7 @@ function onSubscribed({ args: [session, subscription] }) {
 
 function onUnsubscribed({ args: [session, subscription] }) {
   if (subscription !== roomSubscription || !members.delete(session)) return;
+  showArrival(`${nicks.get(session) || `session ${session}`} left`);
   nicks.delete(session);
   answered.delete(session);
   drawMembers();
