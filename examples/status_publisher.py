@@ -1,8 +1,8 @@
 """
 A backend process that keeps the status page (/status.html) up to date: every few seconds it
-measures this machine (load average, memory in use, uptime) and publishes it through wsserver's
-HTTP API (``twistd -n wsserver --http-api``) with ``retain``, so that a page opened later is sent
-the last status at once. Standard library only; it publishes with ``publish_http.py``, next to it,
+measures this machine (load average, memory in use, uptime; Linux, from /proc) and publishes it
+through wsserver's HTTP API (``twistd -n wsserver --http-api``) with ``retain``, so that a page
+opened later is sent the last status at once. Standard library only; it publishes with ``publish_http.py``, next to it,
 so ``WSSERVER_KEY`` (a bearer key) or ``WSSERVER_KEY_NAME`` and ``WSSERVER_SECRET`` (signed
 requests) work as there.
 
