@@ -20,8 +20,9 @@ import urllib.error
 import urllib.request
 
 
-def publish(base_url, topic, args=(), kwargs=None):
-    body = json.dumps({"topic": topic, "args": list(args), "kwargs": kwargs or {}}).encode()
+def publish(base_url, topic, args=(), kwargs=None, options=None):
+    """Publish; return the publication id. ``options``: WAMP's PUBLISH options, e.g. {"retain": True}."""
+    body = json.dumps({"topic": topic, "args": list(args), "kwargs": kwargs or {}, "options": options or {}}).encode()
     headers = {"Content-Type": "application/json"}
     if os.environ.get("WSSERVER_KEY"):
         headers["Authorization"] = "Bearer " + os.environ["WSSERVER_KEY"]

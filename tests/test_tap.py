@@ -105,6 +105,7 @@ def test_the_demo_keeps_history_for_its_topics_unless_the_config_says_otherwise(
     assert history() is None
     demo = history("--demo")
     assert demo.keeps("com.example.ticker") and demo.keeps("com.example.clock") and not demo.keeps("com.example.chat")
+    assert demo.keeps("com.example.chat.room.lobby") and not demo.keeps("com.example.chatter")
     path = tmp_path / "wsserver.toml"
     path.write_text('history = [{ uri = "com.example.clock", size = 0 }]\n[realms.realm1]\n')
     configured = history("--demo", "--config", str(path))

@@ -9,7 +9,10 @@ The demo producer (``--demo``): the classic "producer server" feeding the dashbo
 Clock and randomness are injected, so tests drive it with ``twisted.internet.task.Clock``.
 
 Both topics keep history (:data:`HISTORY`), so that the dashboard, which subscribes with
-``{resume: true}``, recovers what it missed across a dropped connection without any option.
+``{resume: true}``, recovers what it missed across a dropped connection without any option. So do
+the chat page's rooms (:data:`CHAT_ROOM_PREFIX`), though nothing here publishes to them: their
+last :data:`CHAT_HISTORY` messages are what a page entering a room shows first, and what it
+resumes from.
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from wsserver.core.history import MAX_RESUME_EVENTS, HistoryRule
+from wsserver.core.matching import PREFIX
 
 TICKER_TOPIC = "com.example.ticker"
 CLOCK_TOPIC = "com.example.clock"
+#: The chat page's rooms: one topic each, ``com.example.chat.room.<name>`` (see web/js/chat.js).
+CHAT_ROOM_PREFIX = "com.example.chat.room."
+#: Messages a chat room keeps: what a page shows on entering it.
+CHAT_HISTORY = 50
 
 #: History rules ``--demo`` adds after those of ``--config`` (an exact rule there for one of these
 #: topics wins): as many events as one resume returns by default, about two and a half minutes
-#: of the ticker.
-HISTORY = tuple(HistoryRule(topic, size=MAX_RESUME_EVENTS) for topic in (TICKER_TOPIC, CLOCK_TOPIC))
+#: of the ticker; and the chat rooms' last messages.
+HISTORY = tuple(HistoryRule(topic, size=MAX_RESUME_EVENTS) for topic in (TICKER_TOPIC, CLOCK_TOPIC)) + (
+    HistoryRule(CHAT_ROOM_PREFIX, match=PREFIX, size=CHAT_HISTORY),
+)
 
 Publish = Callable[[str, list[Any]], None]
 

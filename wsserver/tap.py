@@ -96,7 +96,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["trust-proxy", None, "Take the client address for --max-connections-per-ip from X-Forwarded-For (only behind a proxy such as nginx that sets it); plain HTTP connections, which all come from the proxy, are then not counted per address (limit them in the proxy)."],
-        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page), each with history, so pages resume after a reconnect."],
+        ["demo", None, "Run the demo producer: com.example.ticker and com.example.clock (see the dashboard page), each with history, so pages resume after a reconnect; the chat page's rooms (com.example.chat.room.*) keep their last 50 messages."],
         ["http-api", None, "Serve the HTTP API: POST /publish and POST /call (see the README). Its keys are [realms.NAME.http-keys.KEY] tables in --config; without any, it accepts requests from loopback addresses only."],
         ["hixie76", None, "Also accept the old draft-76 (hixie-76) WebSocket handshake on /echo and the WAMP path (JSON only), for Safari 5, iOS 4-5, Chrome 6-13 and old web-socket-js builds."],
     ]

@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import selectors
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -36,7 +34,6 @@ from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.prerequisites import unavailable
 from tests.e2e.test_node_autobahnjs import NodeProcess, run_node  # noqa: F401 (a fixture)
 
-REPO = Path(__file__).resolve().parents[2]
 BEARER_KEY = "backend-" + "k" * 32
 READER_KEY = "reader-" + "r" * 32
 SECRET = "s3cret-" + "x" * 32
@@ -232,40 +229,6 @@ def test_a_request_from_another_address_is_refused_without_keys(open_api: Any) -
     # Through a proxy (X-Forwarded-For names someone else), the request is not from loopback.
     status, answer = post(open_api, "/publish", {"topic": "com.example.x"}, {"X-Forwarded-For": "203.0.113.7"})
     assert (status, answer["error"]) == (403, "wamp.error.not_authorized")
-
-
-def test_the_python_example_publishes(open_api: Any) -> None:
-    with Client(open_api.ws_url) as subscriber:
-        inbox = subscriber.subscribe("com.example.status")
-        done = subprocess.run(
-            [sys.executable, str(REPO / "examples" / "publish_http.py"), open_api.http_url, "com.example.status", "ok"],
-            capture_output=True, text=True, timeout=30,
-        )
-        assert done.returncode == 0, done.stderr
-        assert inbox.get() == (("ok",), {})
-        assert "published" in done.stdout
-
-
-def test_the_examples_publish_with_a_key_and_with_a_signature(keyed: Any) -> None:
-    require("curl", "openssl")
-    example = str(REPO / "examples" / "publish_http.py")
-    signed_script = str(REPO / "examples" / "publish_signed.sh")
-    with Client(keyed.ws_url) as subscriber:
-        inbox = subscriber.subscribe("com.example.status")
-        runs = [
-            ([sys.executable, example, keyed.http_url, "com.example.status", "bearer"], {"WSSERVER_KEY": BEARER_KEY}),
-            ([sys.executable, example, keyed.http_url, "com.example.status", "hmac"],
-             {"WSSERVER_KEY_NAME": "signer", "WSSERVER_SECRET": SECRET}),
-            (["bash", signed_script, keyed.http_url, "com.example.status", '["shell"]'],
-             {"WSSERVER_KEY_NAME": "signer", "WSSERVER_SECRET": SECRET}),
-        ]
-        for command, env in runs:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, **env})
-            assert done.returncode == 0, done.stderr + done.stdout
-            assert inbox.get() == ((command[-1].strip('[]"'),), {})
-        refused = subprocess.run([sys.executable, example, keyed.http_url, "com.example.status", "x"],
-                                 capture_output=True, text=True, timeout=30, env={**os.environ, "WSSERVER_KEY": "wrong"})
-        assert refused.returncode == 1 and "401" in refused.stderr
 
 
 # -- a flood of big and malformed bodies --------------------------------------------------------

@@ -201,6 +201,15 @@ def test_the_pages_without_a_library_show_the_demo_ticker(
     assert page.evaluate("typeof autobahn") == "undefined"  # no library on the page
 
 
+def test_the_ticker_page_is_a_websocket_and_json_parse_in_under_40_lines() -> None:
+    """What /ticker.html shows people: no script loaded, no module imported, one WebSocket, JSON.parse."""
+    page = (REPO / "web" / "ticker.html").read_text()
+    assert len(page.splitlines()) < 40
+    assert "<script src" not in page and "import" not in page and "<link rel=\"stylesheet\"" in page
+    assert page.count("new WebSocket(") == 1 and '"/stream?topic=com.example.ticker"' in page
+    assert page.count("JSON.parse(") == 1
+
+
 def test_dashboard_hints_at_demo_when_no_events_arrive(server: ServerProcess, browser: Chromium) -> None:
     """Without ``--demo`` nothing is published, and after a few seconds the dashboard says to use it."""
     page = browser.new_page(f"{server.http_url}/dashboard.html")
@@ -233,6 +242,8 @@ SITE_FILES = {
     "/dashboard.html": ("text/html", b'id="ticker-value"'),
     "/ticker.html": ("text/html", b'new WebSocket(url)'),
     "/ticker-sse.html": ("text/html", b'new EventSource("/sse?topic=com.example.ticker")'),
+    "/chat.html": ("text/html", b'id="presence-count"'),
+    "/status.html": ("text/html", b'id="banner"'),
     "/css/site.css": ("text/css", b"--accent"),
     "/css/pubsub.css": ("text/css", b".event"),
     "/css/dashboard.css": ("text/css", b".sparkline"),
@@ -240,6 +251,10 @@ SITE_FILES = {
     "/js/ui.js": ("javascript", b"export function showState"),
     "/js/pubsub.js": ("javascript", b"exclude_me: false"),
     "/js/dashboard.js": ("javascript", b"com.example.ticker"),
+    "/js/chat.js": ("javascript", b"com.example.chat.room."),
+    "/js/status.js": ("javascript", b"com.example.status"),
+    "/css/chat.css": ("text/css", b".messages"),
+    "/css/status.css": ("text/css", b".banner"),
 }
 
 
@@ -253,6 +268,13 @@ def test_site_files_are_served_with_their_content_types(server: ServerProcess) -
         if contains not in body:
             problems.append(f"{path}: body lacks {contains!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_index_links_every_page(server: ServerProcess) -> None:
+    _, index = fetch(server.http_url + "/index.html")
+    pages = sorted(path.name for path in (REPO / "web").glob("*.html") if path.name != "index.html")
+    assert {"chat.html", "status.html", "ticker.html"} <= set(pages)
+    assert [page for page in pages if f'href="/{page}"'.encode() not in index] == []
 
 
 def test_autobahnjs_is_served_from_vendor_with_the_pinned_checksum(server: ServerProcess) -> None:

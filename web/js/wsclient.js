@@ -154,7 +154,7 @@ export class WampClient {
     this.retryCount = 0;
     this.retryTimer = null;
     this.giveUpTimer = null;
-    // topic -> { handler, match, resume, onResume, subscription (while active), waiters: [{resolve, reject}],
+    // topic -> { handler, match, retained, resume, onResume, subscription (while active), waiters: [{resolve, reject}],
     //           positions: concrete topic -> {epoch, seq} (resume only), held: live events held back while resuming }
     this.subscriptions = new Map();
   }
@@ -187,17 +187,19 @@ export class WampClient {
    * Subscribe `handler` to `topic`, now if open, else as soon as the session opens; remembered and
    * repeated after every reconnect. `handler` gets `{ topic, args, kwargs, details }` (and
    * `recovered: true` on an event missed while disconnected).
-   * `options.match`: "exact" (default), "prefix" or "wildcard". `options.resume`: deliver what was
+   * `options.match`: "exact" (default), "prefix" or "wildcard". `options.retained`: on every
+   * (re)subscribe, the broker first sends the topic's retained event (the last one published with
+   * `retain: true`), so a page shows the current value at once. `options.resume`: deliver what was
    * missed after every reconnect, then call `options.onResume({ topic, recovered, missed, reason })`;
    * on `recovered: false` the page must reload its state (see "Resume" at the top).
    * Resolves when the broker has acknowledged the subscription; rejects if it refused.
    */
-  subscribe(topic, handler, { match = "exact", resume = false, onResume = null } = {}) {
+  subscribe(topic, handler, { match = "exact", retained = false, resume = false, onResume = null } = {}) {
     if (this.subscriptions.has(topic)) {
       return Promise.reject(new Error(`already subscribed to ${topic}`));
     }
     const entry = {
-      handler, match, resume, onResume: onResume || (() => {}), subscription: null, waiters: [],
+      handler, match, retained, resume, onResume: onResume || (() => {}), subscription: null, waiters: [],
       positions: new Map(), held: null, everActive: false,
     };
     this.subscriptions.set(topic, entry);
@@ -230,6 +232,17 @@ export class WampClient {
       throw new Error("not connected");
     }
     return this.session.publish(topic, args, kwargs, { acknowledge: true, ...options });
+  }
+
+  /**
+   * Call `procedure` and wait for its result: as AutobahnJS gives it, the single value when the
+   * callee answered one argument and no kwargs, else an object with `args` and `kwargs`.
+   */
+  async call(procedure, args = [], kwargs = {}) {
+    if (!this.session || !this.session.isOpen) {
+      throw new Error("not connected");
+    }
+    return this.session.call(procedure, args, kwargs);
   }
 
   // -- one attempt, over one transport --------------------------------------------------------------
@@ -278,6 +291,7 @@ export class WampClient {
 
   async _opened(session, details, transport) {
     keepEventPositions(session);
+    if (transport === LONG_POLL) oneRequestAtATime(session);
     this.session = session;
     this.transport = transport;
     this.retryCount = 0;
@@ -361,7 +375,10 @@ export class WampClient {
         if (!entry.resume) entry.handler(event);
         else if (entry.held) entry.held.push(event);
         else this._deliver(entry, event);
-      }, entry.match === "exact" ? {} : { match: entry.match });
+      }, {
+        ...(entry.match === "exact" ? {} : { match: entry.match }),
+        ...(entry.retained ? { get_retained: true } : {}),
+      });
       if (this.subscriptions.get(topic) !== entry) {
         // unsubscribed while the broker was answering
         if (session.isOpen) session.unsubscribe(subscription);
@@ -503,6 +520,28 @@ function keepEventPositions(session) {
       session.eventPosition = null;
     }
   };
+}
+
+/**
+ * Make `session` send its requests (subscribe, unsubscribe, call, publish) one at a time, each when
+ * the previous one is answered. Over long-poll every message is an HTTP request of its own, a
+ * browser opens at most six connections to one host (for all its tabs), and the server holds a
+ * /send, unanswered, while answers wait for the client's next /receive (as it stops reading a
+ * WebSocket whose client does not read). A page that sent six requests at once (a few
+ * subscriptions) would fill every connection with held /sends, leaving none for the /receive
+ * that would release them: nothing moves until AutobahnJS gives up on its requests after 12 s.
+ * One at a time, a page needs two connections, its /receive and one /send.
+ */
+function oneRequestAtATime(session) {
+  let previous = Promise.resolve();
+  for (const name of ["subscribe", "unsubscribe", "call", "publish"]) {
+    const send = session[name].bind(session);
+    session[name] = (...args) => {
+      const answered = previous.then(() => send(...args));
+      previous = answered.catch(() => {});
+      return answered;
+    };
+  }
 }
 
 /** AutobahnJS rejects with autobahn.Error objects ({error, args, kwargs}); make them readable. */
