@@ -41,3 +41,10 @@ def test_the_origins_number_travels_with_it_and_nodes_that_number_nothing_still_
     assert codec.decode_numbered(numbered)[4] == 41  # type: ignore[index]
     assert codec.decode(numbered)[:2] == ("n", "r")  # type: ignore[index]  # the same message, the same version
     assert codec.decode_numbered(codec.encode("n", "r", publication, False))[4] is None  # type: ignore[index]
+
+
+def test_txredisapi_reads_with_hiredis() -> None:
+    """Without hiredis, txredisapi parses each pub/sub message in a reactor turn of its own (see setup.cfg)."""
+    import txredisapi
+
+    assert txredisapi.SubscriberProtocol.__mro__[1] is txredisapi.HiredisProtocol
