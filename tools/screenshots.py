@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class Shot:
     setup: str = ""
     #: Seconds to let live data accumulate after ``ready`` (a chart's line, an age counter).
     settle: float = 0.0
+    #: A program to run against the server (its URL appended) before the page opens, e.g. a publisher.
+    before: tuple[str, ...] = ()
 
 
 def state_is(state: str) -> str:
@@ -53,14 +56,20 @@ PAGES = [
          setup="document.getElementById('topic').value = 'com.example.ticker';"
                " document.getElementById('subscribe').click()"),
     Shot("ticker", "/ticker.html", "document.getElementById('value').textContent !== '–'"),
+    Shot("chat", "/chat.html?room=lobby&nick=alice", state_is("open"), settle=2.0,
+         setup="document.getElementById('message').value = 'Hello, is anyone here?';"
+               " document.getElementById('send').click()"),
+    Shot("status", "/status.html", "document.getElementById('updated').textContent !== 'never'", settle=3.0,
+         before=(sys.executable, str(REPO / "examples" / "status_publisher.py"), "--count", "1", "--url")),
     # Last: the pages before it are still open, so it lists their sessions.
     Shot("admin", "/admin.html", "document.readyState === 'complete'", settle=12.0,
          setup="document.getElementById('authid').value = 'admin';"
                " document.getElementById('password').value = 'screenshots';"
                " document.getElementById('log-in').click()"),
 ]
-#: The server's options for every shot: the demo producer feeds the pages (and see CONFIG).
-SERVER_ARGS = ["--demo"]
+#: The server's options for every shot: the demo producer feeds the pages, the HTTP API the status page's
+#: publisher (and see CONFIG).
+SERVER_ARGS = ["--demo", "--http-api"]
 #: Realm1 open to anyone, as without --config, and a principal of the admin role to log in as
 #: on the admin page (ticket "screenshots"; the server listens on loopback only).
 CONFIG = """
@@ -92,6 +101,8 @@ def take(shots: list[Shot], out: Path, workdir: Path) -> list[Path]:
     try:
         with Chromium.launch(workdir / "profile") as browser:
             for shot in shots:
+                if shot.before:
+                    subprocess.run([*shot.before, server.http_url], check=True, timeout=30)
                 page = browser.new_page(server.http_url + shot.path)
                 page.wait_for(shot.ready, timeout=20)
                 if shot.setup:
