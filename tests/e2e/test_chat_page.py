@@ -227,7 +227,7 @@ def test_a_client_can_neither_make_the_pages_answer_a_flood_nor_rename_someone_e
     memory.check(64 * 2**20)
 
 
-#: What the README draft says a chat user's role needs, and the history rule for the rooms without --demo.
+#: What the README says a chat user's role needs, and the history rule for the rooms without --demo.
 CHAT_CONFIG = """\
 history = [{ uri = "com.example.chat.room.", match = "prefix", size = 50 }]
 

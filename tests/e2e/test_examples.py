@@ -3,7 +3,7 @@ Every runnable example in ``examples/`` is run here, as a user runs it, against 
 wsserver``: the standard-library HTTP publisher (with no key, a bearer key and a signature), the
 curl + openssl script, the status publisher (also under ``test_status_page.py``, with the page),
 and the autobahn-python programs: publish, subscribe, and resume after being stopped. And every
-example the README (or this branch's README draft) names is a file that a test here runs.
+example the README names is a file that a test here runs.
 """
 
 from __future__ import annotations
@@ -160,8 +160,7 @@ def test_the_resume_example_prints_what_was_said_while_it_was_stopped(
 
 
 def test_every_example_the_readme_names_is_a_file_and_is_run_here() -> None:
-    texts = [(REPO / name).read_text() for name in ("README.md", "docs-draft-demos.md") if (REPO / name).exists()]
-    named = {found for text in texts for found in re.findall(r"examples/([\w.-]+\.(?:py|sh))", text)}
+    named = set(re.findall(r"examples/([\w.-]+\.(?:py|sh))", (REPO / "README.md").read_text()))
     files = {path.name for path in EXAMPLES.iterdir() if path.suffix in (".py", ".sh")}
     assert named - files == set(), "the README names examples that are not in examples/"
     this_module = Path(__file__).read_text() + (Path(__file__).parent / "test_status_page.py").read_text()

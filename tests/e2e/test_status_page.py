@@ -26,7 +26,7 @@ __all__ = ["browser"]  # the fixture, shared with test_pages.py
 
 REPO = Path(__file__).resolve().parents[2]
 STATUS_PUBLISHER = REPO / "examples" / "status_publisher.py"
-#: The README's curl line (docs-draft-demos.md), with the server's URL put in.
+#: The README's curl line (under "A status page fed by a backend process"), with the server's URL put in.
 CURL = (
     "curl -sS --fail-with-body {url}/publish -H 'Content-Type: application/json' \\\n"
     """  -d '{{"topic": "com.example.status", "kwargs": {{"deploy": "v42", "updated": "'"$(date -u +%FT%TZ)"'"}}, """
