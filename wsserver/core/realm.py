@@ -21,6 +21,11 @@ do everything, see :attr:`~wsserver.core.policy.RealmPolicy.open_to_anyone`), th
 sessions may not call the procedures that act on other sessions (``wamp.session.kill``): any
 visitor could end everyone's session. A role given permission for them in --config may.
 
+In a cluster (see :mod:`wsserver.core.cluster`), the realm tells ``elsewhere`` of each join and
+leave, and keeps the other nodes' sessions (their details, by node) in ``elsewhere_sessions``:
+the meta API counts and lists them with its own, and their joins and leaves are announced here
+as this node's are (:meth:`Realm.joined_elsewhere`, :meth:`Realm.left_elsewhere`).
+
 ``wsserver.history.since`` needs no permission to call: it checks SUBSCRIBE on the topic it
 names instead (see procedures.py). The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
@@ -28,7 +33,7 @@ dealer with the router as the callee.
 
 from __future__ import annotations
 
-from typing import Generic
+from typing import Any, Generic
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError
@@ -38,6 +43,7 @@ from wsserver.core.actions import Action, Send
 from wsserver.core.authentication import Authenticator
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker
+from wsserver.core.cluster import Elsewhere
 from wsserver.core.dealer import Dealer
 from wsserver.core.policy import CALL
 from wsserver.core.session import PeerT, Session, State
@@ -50,7 +56,10 @@ class Realm(Generic[PeerT]):
     (``authenticator``) and what each role may do (``authorizer``; None: everything).
     """
 
-    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer", "_open_role")
+    __slots__ = (
+        "name", "sessions", "broker", "dealer", "authenticator", "authorizer", "_open_role", "elsewhere_sessions",
+        "_elsewhere",
+    )
 
     def __init__(
         self,
@@ -59,9 +68,14 @@ class Realm(Generic[PeerT]):
         dealer: Dealer[PeerT],
         authenticator: Authenticator,
         authorizer: Authorizer | None = None,
+        *,
+        elsewhere: Elsewhere | None = None,
     ) -> None:
         self.name = name
         self.sessions: dict[int, Session[PeerT]] = {}
+        #: The sessions of other nodes: id -> (node, details as ``wamp.session.get`` gives them).
+        self.elsewhere_sessions: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._elsewhere = elsewhere
         self.broker = broker
         self.dealer = dealer
         self.authenticator = authenticator
@@ -95,13 +109,42 @@ class Realm(Generic[PeerT]):
     def join(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` was welcomed (its id and identity are set): add it and announce it."""
         self.sessions[session.id] = session
-        return self.broker.publish_meta(meta.ON_JOIN, meta.session_details(session))
+        details = meta.session_details(session)
+        if self._elsewhere is not None:
+            self._elsewhere.joined(self.name, details)
+        return self.broker.publish_meta(meta.ON_JOIN, details)
 
     def leave(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` ends: forget everything about it, then tell whom it concerns."""
         actions = self.broker.drop(session) + self.dealer.drop(session)
         del self.sessions[session.id]
+        if self._elsewhere is not None:
+            self._elsewhere.left(self.name, session.id)
         return actions + self.broker.publish_meta(meta.ON_LEAVE, session.id, session.authid, session.authrole)
+
+    def joined_elsewhere(self, node: str, details: dict[str, Any]) -> list[Action[PeerT]]:
+        """A session joined this realm on ``node``: keep it, and announce it here."""
+        session_id = details.get("session")
+        if type(session_id) is not int or session_id in self.sessions or session_id in self.elsewhere_sessions:
+            return []  # malformed, or known already (its announcement and a snapshot both told)
+        self.elsewhere_sessions[session_id] = (node, dict(details))
+        return self.broker.publish_meta(meta.ON_JOIN, dict(details))
+
+    def left_elsewhere(self, node: str, session_id: int) -> list[Action[PeerT]]:
+        """The session ``session_id`` of ``node`` left: forget it, and announce it here."""
+        known = self.elsewhere_sessions.get(session_id)
+        if known is None or known[0] != node:
+            return []
+        del self.elsewhere_sessions[session_id]
+        details = known[1]
+        return self.broker.publish_meta(meta.ON_LEAVE, session_id, details.get("authid"), details.get("authrole"))
+
+    def node_lost(self, node: str) -> list[Action[PeerT]]:
+        """``node`` is gone: each of its sessions leaves, its registrations and calls with it."""
+        actions = self.dealer.node_lost(node)
+        for session_id in [i for i, (owner, _) in self.elsewhere_sessions.items() if owner == node]:
+            actions += self.left_elsewhere(node, session_id)
+        return actions
 
     def goodbye(self, session: Session[PeerT], reason: str, message: str | None = None) -> list[Action[PeerT]]:
         """Start the router's side of the GOODBYE handshake with an OPEN ``session``."""
