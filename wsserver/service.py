@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autobahn.util import id as random_wamp_id
 from twisted.application.internet import TimerService
@@ -51,6 +51,9 @@ from wsserver.transports.substream import no_bearer_keys
 from wsserver.transports.stream import STREAM_PATH, StreamServerFactory
 from wsserver.transports.longpoll import LongPollEndpoint, LongPollSettings
 from wsserver.transports.websocket import WampServerFactory
+
+if TYPE_CHECKING:
+    from wsserver.backplane.cluster import RedisCluster
 
 log = Logger()
 
@@ -166,6 +169,8 @@ class WampServer(MultiService):
     ``history``: which topics keep history, and resume (wins over ``history_size``; see core/history.py).
     ``backplane``: carries publications to and from the other nodes (a Twisted service, started
     and stopped with this one; None: this process only; see wsserver/backplane).
+    ``cluster``: the other nodes' sessions, registrations and calls (on the backplane's Redis; see
+    wsserver/backplane/cluster.py); None: this process's only.
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -193,6 +198,7 @@ class WampServer(MultiService):
         longpoll: LongPollSettings = LongPollSettings(),
         history: HistorySettings | None = None,
         backplane: Backplane | None = None,
+        cluster: RedisCluster | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -201,6 +207,7 @@ class WampServer(MultiService):
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
             forward=None if backplane is None else backplane.forward,
+            elsewhere=cluster, session_id=None if cluster is None else cluster.session_id,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
@@ -259,6 +266,10 @@ class WampServer(MultiService):
         if backplane is not None:
             backplane.deliver = self.route_from_elsewhere
             backplane.setServiceParent(self)
+        if cluster is not None:
+            # After the backplane: stopped before it, so that it can still say goodbye.
+            cluster.router = self.router
+            cluster.setServiceParent(self)
 
     def policy_document(self) -> bytes:
         """The Flash socket policy: the configured ports, or those the site listens on."""

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from wsserver.backplane.cluster import PRESENCE_TTL, RedisCluster
 from wsserver.backplane.redis import RedisAddress, RedisBackplane
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
@@ -22,6 +23,7 @@ from wsserver.core.eventstore import StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
+from wsserver.delivery import carry_out
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
 from wsserver.service import WampServer
@@ -84,6 +86,7 @@ class Options(usage.Options):
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS): a subscriber on any of them receives what is published on any. [default: this process only]"],
+        ["cluster-ttl", None, PRESENCE_TTL, "With --redis: seconds a node that died without a word (SIGKILL, a lost machine) stays in the cluster: within this (and a third of it) its sessions leave the session meta API of the others and its registrations vanish. Live nodes refresh their presence every third of it.", float],
     ]
 
     optFlags = [
@@ -225,6 +228,8 @@ class Options(usage.Options):
                 self["redis"] = RedisAddress.parse(self["redis"])
             except ValueError as error:
                 raise usage.UsageError(f"--redis: {error}") from None
+        if self["cluster-ttl"] < 1:
+            raise usage.UsageError("--cluster-ttl must be at least 1 (second)")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -233,6 +238,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
     backplane = None if options["redis"] is None else RedisBackplane(
         options["redis"], realms=options["realm"], reactor=reactor
+    )
+    cluster = None if backplane is None else RedisCluster(
+        backplane, reactor=reactor, carry_out=carry_out, ttl=options["cluster-ttl"]
     )
     server = WampServer(
         reactor,
@@ -292,6 +300,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ) if options["http-api"] else None,
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
         backplane=backplane,
+        cluster=cluster,
     )
     if options["demo"]:
         realm = options["realm"][0]

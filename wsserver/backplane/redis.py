@@ -29,6 +29,7 @@ on reconnecting, the subscriber subscribes again.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -111,7 +112,7 @@ class _ReportingEndpoint:
 
 class _Subscriber(txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
-        self.factory.backplane.message_received(message)
+        self.factory.backplane.channel_message(channel, message)
 
 
 class _Factory(txredisapi.RedisFactory):
@@ -182,6 +183,12 @@ class RedisBackplane(Service):
         self.forwarded = 0
         self.unforwarded = 0
         self.received = 0
+        #: More channels to subscribe to, each with what handles its messages (see cluster.py).
+        self.listeners: dict[bytes, Callable[[bytes], None]] = {}
+        #: Called once those channels are subscribed (again, after a reconnection).
+        self.on_subscribed: list[Callable[[], None]] = []
+        #: Called with the command connection whenever it is connected, and with None when it is lost.
+        self.watchers: list[Callable[[Any], None]] = []
 
     def channel(self, realm: str) -> bytes:
         return (self._prefix + realm).encode("utf-8")
@@ -232,6 +239,14 @@ class RedisBackplane(Service):
 
     # -- what Redis hands us ----------------------------------------------------------------------
 
+    def channel_message(self, channel: bytes, data: bytes) -> None:
+        """A message on ``channel``: to its listener, or (a realm's channel) to the subscribers here."""
+        listener = self.listeners.get(channel)
+        if listener is None:
+            self.message_received(data)
+        else:
+            listener(data)
+
     def message_received(self, data: bytes) -> None:
         """A message on one of our channels: route it here unless this node sent it."""
         try:
@@ -259,6 +274,11 @@ class RedisBackplane(Service):
                                    count=len(channels), address=str(self.address)),
                 lambda failure: log.failure("Redis backplane: SUBSCRIBE failed", failure),
             )
+            if self.listeners:
+                connection.subscribe(list(self.listeners)).addCallbacks(
+                    lambda _: [subscribed() for subscribed in self.on_subscribed],
+                    lambda failure: log.failure("Redis backplane: SUBSCRIBE failed", failure),
+                )
             return
         self._publisher = connection
         if self._outage_reported or self._unforwarded_in_outage:
@@ -269,6 +289,8 @@ class RedisBackplane(Service):
             log.info("Redis backplane: connected to {address}", address=str(self.address))
         self._outage_reported = False
         self._unforwarded_in_outage = 0
+        for watcher in self.watchers:
+            watcher(connection)
 
     def disconnected(self, connection: Any, *, subscriber: bool) -> None:
         if subscriber:
@@ -278,6 +300,8 @@ class RedisBackplane(Service):
         if connection is not self._publisher:
             return
         self._publisher = None
+        for watcher in self.watchers:
+            watcher(None)
         if self.running:
             self.unreachable("connection lost")
 
