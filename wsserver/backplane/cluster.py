@@ -8,7 +8,8 @@ This is the core's :class:`~wsserver.core.cluster.Elsewhere`, on the Redis backp
 connections (:mod:`.redis`). Keys and channels (``P`` is ``wsserver:<db>:``)::
 
     P nodes            SET     the ids of the nodes that joined the cluster
-    P node:<id>        HASH    a node's presence: "alive" -> its slot; per session
+    P node:<id>        HASH    a node's presence: "alive" -> its slot; "seq" -> the
+                               number of its last change (see below); per session
                                msgpack [s, realm, session id] -> msgpack details; per
                                registration msgpack [r, realm, procedure] -> its id.
                                EXPIRE ttl, refreshed every ttl / 3 by the node while it lives
@@ -27,6 +28,13 @@ node is gone from every other within ttl + ttl / 3. A node found there that is n
 read whole (HGETALL). A node stopping cleanly deletes its keys and says goodbye: gone at once.
 After its subscription to the channels is (re)made, a node reads every other node whole and
 applies the difference, so what it missed while not subscribed is made up.
+
+A snapshot (HGETALL on the command connection) and the announcements (on the subscription) race:
+an announcement may arrive before the reply to a read that Redis answered before the change.
+So every change of a node's presence is numbered (``seq``, in its hash and in its announcement),
+and the others keep the number of the last change of it they applied: an announcement numbered
+no later is skipped (the snapshot had it), and a snapshot older than what was applied is read
+again.
 
 Session ids: the WELCOME cannot wait for Redis, so a node claims a range of ids once, atomically
 (``SET P slot:<k> node NX``: one holder per range while it lives) and draws its sessions' ids in
@@ -70,7 +78,7 @@ RANGES = 2 ** (53 - RANDOM_BITS) - 1
 #: Ranges tried before a node gives up claiming one (and draws in range 0, logged).
 CLAIM_ATTEMPTS = 32
 VERSION = 1
-SESSION, REGISTRATION, ALIVE = "s", "r", b"alive"
+SESSION, REGISTRATION, ALIVE, SEQ = "s", "r", b"alive", b"seq"
 
 
 def pack(value: Any) -> bytes:
@@ -88,6 +96,8 @@ class NodeView:
 
     sessions: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     registrations: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The number of its last change applied.
+    seq: int = 0
 
 
 class RedisCluster(Service):
@@ -122,6 +132,8 @@ class RedisCluster(Service):
         self.known: dict[str, NodeView] = {}
         #: The session id range this node holds (0: none yet).
         self.slot = 0
+        #: The number of this node's last change of presence.
+        self.seq = 0
         self._connection: Any = None
         self._heartbeat = task.LoopingCall(self.refresh)
         self._heartbeat.clock = reactor
@@ -230,6 +242,9 @@ class RedisCluster(Service):
             self._read(node)
             return
         view = self.known.setdefault(node, NodeView())
+        if message["seq"] <= view.seq:
+            return  # a snapshot read since had it
+        view.seq = message["seq"]
         realm = message["realm"]
         if op == "join":
             details = message["details"]
@@ -316,11 +331,14 @@ class RedisCluster(Service):
     def _write_presence(self) -> Any:
         key = self._node_key(self.node_id)
         connection = self._connection
-        yield connection.execute_command("DEL", key)
-        fields: list[bytes] = [ALIVE, str(self.slot).encode()]
+        # Not DEL and write: the others would find no hash in between, and take this node for dead.
+        fields: list[Any] = [ALIVE, str(self.slot).encode(), SEQ, self.seq]
         for name, value in self.presence.items():
             fields += [name, value]
         yield connection.execute_command("HSET", key, *fields)
+        stale = set((yield connection.execute_command("HKEYS", key)) or ()) - set(self.presence) - {ALIVE, SEQ}
+        if stale:
+            yield connection.execute_command("HDEL", key, *stale)
         yield connection.execute_command("PEXPIRE", key, self._ttl_ms)
         yield connection.execute_command("SADD", self._nodes_key, self.node_id)
         # Tell the others to read us whole (they may hold what we said before Redis lost it).
@@ -387,10 +405,15 @@ class RedisCluster(Service):
 
     def _apply_snapshot(self, node: str, snapshot: dict[bytes, bytes]) -> None:
         """Make the router's view of ``node`` what its hash says (joins, leaves, registrations)."""
+        seq = int(snapshot.get(SEQ, 0))
+        known = self.known.get(node)
+        if known is not None and seq < known.seq:
+            self._read(node)  # older than announcements applied already: read it again
+            return
         sessions: dict[tuple[str, int], dict[str, Any]] = {}
         registrations: dict[tuple[str, str], int] = {}
         for name, value in snapshot.items():
-            if name == ALIVE:
+            if name in (ALIVE, SEQ):
                 continue
             kind, realm, key = unpack(name)
             if kind == SESSION:
@@ -398,6 +421,7 @@ class RedisCluster(Service):
             elif kind == REGISTRATION:
                 registrations[(realm, key)] = unpack(value)
         view = self.known.setdefault(node, NodeView())
+        view.seq = seq
         actions: list[Action[Any]] = []
         router = self.router
         assert router is not None
@@ -428,14 +452,17 @@ class RedisCluster(Service):
 
     def _own(self, name: bytes, value: bytes) -> None:
         self.presence[name] = value
-        self._execute("HSET", self._node_key(self.node_id), name, value)
+        self.seq += 1
+        self._execute("HSET", self._node_key(self.node_id), name, value, SEQ, self.seq)
 
     def _disown(self, name: bytes) -> None:
         self.presence.pop(name, None)
+        self.seq += 1
         self._execute("HDEL", self._node_key(self.node_id), name)
+        self._execute("HSET", self._node_key(self.node_id), SEQ, self.seq)
 
     def _announce(self, op: str, **fields: Any) -> None:
-        self._execute("PUBLISH", self._cluster_channel, self._message(op, **fields))
+        self._execute("PUBLISH", self._cluster_channel, self._message(op, seq=self.seq, **fields))
 
     def _message(self, op: str, **fields: Any) -> bytes:
         return pack(dict(fields, v=VERSION, node=self.node_id, op=op))
