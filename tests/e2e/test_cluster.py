@@ -249,7 +249,38 @@ def test_session_churn_on_one_node_does_not_harm_the_others(
             while time.monotonic() < deadline:
                 with session(a):
                     churned += 1
-        bystander.check()
-        memory.check(64 * 2**20)
+        report = bystander.check()
+        print("churn:", churned, "sessions,", report.summary(), f"B +{memory.check(64 * 2**20) / 2**20:.1f} MiB")
         wait_for_count(watcher, 1)  # the bystander is gone too: the watcher alone, no ghost left
         assert churned > 50, churned
+
+
+def test_a_flood_of_calls_to_a_callee_on_another_node_is_bounded_by_calls_in_flight(
+    start_server: Any, redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """A caller on B floods a callee on A that never answers: past its calls in flight, ERROR; A is unharmed."""
+    redis_server.start()
+    a = start_node(start_server, redis_server)
+    b = start_node(start_server, redis_server, "--max-calls-in-flight", "100")
+    assert a.proc is not None and b.proc is not None
+    with session(a) as (callee, _), session(b) as (attacker, _):
+        assert register(callee, "com.example.never")[0] == REGISTERED
+        announced(a, attacker)
+        with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory_a, \
+                MemoryWatch(b.proc.pid) as memory_b:
+            flood = 5000
+            for n in range(flood):
+                attacker.send(json.dumps([48, 1_000_000 + n, {}, "com.example.never", ["x" * 1000]]))
+            refused = [receive(attacker, ERROR) for _ in range(flood - 100)]
+            assert {e[4] for e in refused} == {"wsserver.error.too_many_calls_in_flight"}
+            invoked = 0
+            while True:  # exactly as many reached the callee as may be in flight
+                try:
+                    receive(callee, INVOCATION, timeout=1.0)
+                except TimeoutError:
+                    break
+                invoked += 1
+            assert invoked == 100
+        report = bystander.check()
+        print("flood:", report.summary(), f"A +{memory_a.check(64 * 2**20) / 2**20:.1f} MiB",
+              f"B +{memory_b.check(64 * 2**20) / 2**20:.1f} MiB")
