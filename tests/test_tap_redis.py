@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from wsserver.backplane.cluster import PRESENCE_TTL, RedisCluster
 from wsserver.backplane.redis import RedisAddress, RedisBackplane
 from wsserver.tap import Options, makeService
 
@@ -44,3 +45,14 @@ def test_the_config_file_gives_it_too_and_the_server_gets_a_backplane_for_its_re
     (backplane,) = [s for s in server if isinstance(s, RedisBackplane)]
     assert backplane.realms == ["a", "b"] and backplane.deliver == server.route_from_elsewhere
     assert not [s for s in makeService(parse(), reactor=MemoryReactorClock()) if isinstance(s, RedisBackplane)]
+
+
+def test_with_redis_the_server_is_one_cluster_with_the_given_presence_ttl() -> None:
+    server = makeService(parse("--redis", "redis://127.0.0.1:7000/0", "--cluster-ttl", "4"),
+                         reactor=MemoryReactorClock())
+    (cluster,) = [s for s in server if isinstance(s, RedisCluster)]
+    assert cluster.ttl == 4.0 and cluster.router is server.router
+    assert parse()["cluster-ttl"] == PRESENCE_TTL
+    assert not [s for s in makeService(parse(), reactor=MemoryReactorClock()) if isinstance(s, RedisCluster)]
+    with pytest.raises(usage.UsageError, match="--cluster-ttl"):
+        parse("--redis", "redis://h", "--cluster-ttl", "0.5")

@@ -305,7 +305,7 @@ class RedisCluster(Service):
         if not self.slot:
             yield self._claim_range()
         yield self._write_presence()
-        others = yield self._look_around(reread=False)
+        others = yield self._look_around(reread=True)
         log.info("Redis cluster: node {node} joined the cluster with session id range {slot} ({others} other "
                  "node(s) seen; presence TTL {ttl}s)", node=self.node_id, slot=self.slot, others=others, ttl=self.ttl)
 

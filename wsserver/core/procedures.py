@@ -12,6 +12,10 @@ RESULT or ERROR the same way. They read the realm's state and change nothing but
 procedure acts on other sessions (:data:`ON_OTHER_SESSIONS`): in a realm open to anyone, where
 every anonymous visitor may call anything, it needs a role configured to call it instead.
 
+In a cluster, ``wamp.session.count``, ``list`` and ``get`` answer for the other nodes' sessions
+too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); ``kill``
+reaches this node's sessions only, and the subscription procedures describe this node's.
+
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
 subscribe to it; here it must have), and any match policy: the history is kept per topic, and a
