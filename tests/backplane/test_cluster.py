@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import msgpack
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -245,3 +246,16 @@ def test_a_call_across_nodes_and_its_answer(nodes: tuple[Node, Node], redis: Red
     redis.pump()
     (result,) = b.received()["caller"]
     assert result[0] == RESULT and result[3] == [3]
+
+
+def test_a_message_that_cannot_be_applied_is_dropped_and_the_next_one_applied(
+    nodes: tuple[Node, Node], redis: Redis,
+) -> None:
+    a, b = nodes
+    channel = b"wsserver:0:cluster"
+    b.plane.channel_message(channel, msgpack.packb({"v": 1, "node": "A", "op": "join", "seq": 99}))  # no details
+    b.plane.channel_message(channel, b"\xc1 not msgpack")
+    a.h.join("x")
+    redis.pump()
+    b.h.join("count")
+    assert b.count() == 2

@@ -137,8 +137,8 @@ class RedisCluster(Service):
         self._connection: Any = None
         self._heartbeat = task.LoopingCall(self.refresh)
         self._heartbeat.clock = reactor
-        backplane.listeners[self._cluster_channel] = self.announcement_received
-        backplane.listeners[self._to(self.node_id)] = self.direct_received
+        backplane.listeners[self._cluster_channel] = _guarded(self.announcement_received)
+        backplane.listeners[self._to(self.node_id)] = _guarded(self.direct_received)
         backplane.watchers.append(self._connection_changed)
         backplane.on_subscribed.append(self._subscribed)
 
@@ -242,24 +242,33 @@ class RedisCluster(Service):
             self._read(node)
             return
         view = self.known.setdefault(node, NodeView())
-        if message["seq"] <= view.seq:
+        seq = message["seq"]
+        if seq <= view.seq:
             return  # a snapshot read since had it
-        view.seq = message["seq"]
         realm = message["realm"]
+        change: Callable[[Router[Any]], Iterable[Action[Any]] | None]
         if op == "join":
             details = message["details"]
-            view.sessions[(realm, details["session"])] = details
-            self._apply(lambda router: router.joined_elsewhere(node, realm, details))
+            session_id = details["session"]
+            view.sessions[(realm, session_id)] = details
+            change = lambda router: router.joined_elsewhere(node, realm, details)  # noqa: E731
         elif op == "leave":
-            view.sessions.pop((realm, message["session"]), None)
-            self._apply(lambda router: router.left_elsewhere(node, realm, message["session"]))
+            session_id = message["session"]
+            view.sessions.pop((realm, session_id), None)
+            change = lambda router: router.left_elsewhere(node, realm, session_id)  # noqa: E731
         elif op == "register":
-            view.registrations[(realm, message["procedure"])] = message["registration"]
-            self._apply(lambda router: router.registered_elsewhere(node, realm, message["procedure"],
-                                                                   message["registration"]))
+            procedure, registration_id = message["procedure"], message["registration"]
+            view.registrations[(realm, procedure)] = registration_id
+            change = lambda router: router.registered_elsewhere(node, realm, procedure, registration_id)  # noqa: E731
         elif op == "unregister":
-            view.registrations.pop((realm, message["procedure"]), None)
-            self._apply(lambda router: router.unregistered_elsewhere(node, realm, message["procedure"]))
+            procedure = message["procedure"]
+            view.registrations.pop((realm, procedure), None)
+            change = lambda router: router.unregistered_elsewhere(node, realm, procedure)  # noqa: E731
+        else:
+            return
+        # Numbered as applied only once it was read whole (a malformed one raised above, before).
+        view.seq = seq
+        self._apply(change)
 
     def direct_received(self, data: bytes) -> None:
         """A call for a callee here, or the answer to a call made here, on ``P to:<this node>``."""
@@ -492,3 +501,14 @@ class RedisCluster(Service):
         if actions:
             self.carry_out(list(actions))
 
+
+def _guarded(handle: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """``handle``, logging what it raises: one bad message must not take the subscription down with it."""
+
+    def guarded(data: bytes) -> None:
+        try:
+            handle(data)
+        except Exception:
+            log.failure("Redis cluster: dropped a message it could not apply")
+
+    return guarded
