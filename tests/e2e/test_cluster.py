@@ -284,3 +284,23 @@ def test_a_flood_of_calls_to_a_callee_on_another_node_is_bounded_by_calls_in_fli
         report = bystander.check()
         print("flood:", report.summary(), f"A +{memory_a.check(64 * 2**20) / 2**20:.1f} MiB",
               f"B +{memory_b.check(64 * 2**20) / 2**20:.1f} MiB")
+
+
+def test_after_redis_restarts_the_nodes_write_their_presence_again(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = nodes
+    with session(a) as (callee, _), session(b) as (caller, _):
+        assert register(callee, "com.example.survivor")[0] == REGISTERED
+        announced(a, caller)
+        redis_server.stop()
+        redis_server.start()  # empty: every presence is gone
+        wait_for(lambda: a.log.count("joined the cluster") == 2 and b.log.count("joined the cluster") == 2)
+        took = wait_for_count(caller, 2, timeout=3 * TTL)
+        wait_for_count(callee, 2, timeout=3 * TTL)
+        request = next(requests)
+        caller.send(json.dumps([48, request, {}, "com.example.survivor", ["again"]]))
+        invocation = receive(callee, INVOCATION)
+        callee.send(json.dumps([70, invocation[1], {}, ["back"]]))
+        assert receive(caller, RESULT)[3] == ["back"]
+        print("redis restart: count right again", took, "s after both rejoined")
