@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from websockets.sync.client import connect as ws_connect
 from tests.e2e.conftest import ServerProcess, wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import join
+from tests.e2e.test_http_api import post
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 ERROR, SUBSCRIBED, EVENT, RESULT, REGISTERED, INVOCATION = 8, 33, 36, 50, 65, 68
@@ -304,3 +306,30 @@ def test_after_redis_restarts_the_nodes_write_their_presence_again(
         callee.send(json.dumps([70, invocation[1], {}, ["back"]]))
         assert receive(caller, RESULT)[3] == ["back"]
         print("redis restart: count right again", took, "s after both rejoined")
+
+
+def test_the_http_api_calls_a_callee_on_another_node_and_its_timeout_holds(
+    start_server: Any, redis_server: RedisServer,  # noqa: F811
+) -> None:
+    redis_server.start()
+    a = start_node(start_server, redis_server)
+    b = start_node(start_server, redis_server, "--http-api", "--http-call-timeout", "1")
+    with session(a) as (callee, _), session(b) as (on_b, _):
+        assert register(callee, "com.example.twice")[0] == REGISTERED
+        announced(a, on_b)
+
+        def answer_one() -> None:
+            invocation = receive(callee, INVOCATION)
+            callee.send(json.dumps([70, invocation[1], {}, [invocation[4][0] * 2]]))
+
+        answering = threading.Thread(target=answer_one)
+        answering.start()
+        assert post(b, "/call", {"procedure": "com.example.twice", "args": [21]}) == (200, {"args": [42], "kwargs": {}})
+        answering.join()
+        # A callee that answers too late: 504 on B after --http-call-timeout, and the late answer is dropped.
+        status, _ = post(b, "/call", {"procedure": "com.example.twice", "args": [1]})
+        assert status == 504
+        invocation = receive(callee, INVOCATION)
+        callee.send(json.dumps([70, invocation[1], {}, ["late"]]))
+        announced(a, on_b)  # the late answer has crossed meanwhile
+        assert "Traceback" not in b.log and "Traceback" not in a.log
