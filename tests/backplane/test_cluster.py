@@ -259,3 +259,17 @@ def test_a_message_that_cannot_be_applied_is_dropped_and_the_next_one_applied(
     redis.pump()
     b.h.join("count")
     assert b.count() == 2
+
+
+def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tuple[Node, Node], redis: Redis) -> None:
+    a, b = nodes
+    a.h.join("callee")
+    a.h.register("callee", "com.slow")
+    b.h.join("caller")
+    redis.pump()
+    b.h.call("caller", "com.slow")
+    redis.pump()
+    for watcher in b.plane.watchers:
+        watcher(None)
+    (error,) = b.received()["caller"]
+    assert error[4] == "wsserver.error.node_lost"

@@ -218,3 +218,17 @@ def test_session_ids_come_from_the_given_source_and_skip_the_other_nodes_ids() -
     h = Harness(session_id=ids.__next__, elsewhere=Told())
     h.router.joined_elsewhere("B", "realm1", {"session": 7, "authid": "x", "authrole": "anonymous"})
     assert h.join("a").id == 8
+
+
+def test_when_the_way_to_the_other_nodes_is_cut_calls_across_end_and_registrations_stay(cluster: Cluster) -> None:
+    cluster.a.join("callee"), cluster.b.join("caller"), cluster.b.join("local")
+    cluster.a.register("callee", "com.slow")
+    cluster.b.register("local", "com.here")
+    cluster.carry()
+    cluster.b.call("caller", "com.slow")
+    cluster.b.call("caller", "com.here")  # a local call in flight: not concerned
+    cluster.carry()
+    (error,) = wire(cluster.b.router.calls_elsewhere_lost("Redis is gone"))["caller"]
+    assert error[4] == NODE_LOST and error[5] == ["Redis is gone"]
+    assert cluster.b.router.calls_elsewhere_lost("again") == []
+    assert cluster.b.call("caller", "com.slow") is None  # still registered on A: called again

@@ -297,9 +297,10 @@ def test_after_redis_restarts_the_nodes_write_their_presence_again(
         announced(a, caller)
         redis_server.stop()
         redis_server.start()  # empty: every presence is gone
-        wait_for(lambda: a.log.count("joined the cluster") == 2 and b.log.count("joined the cluster") == 2)
-        took = wait_for_count(caller, 2, timeout=3 * TTL)
-        wait_for_count(callee, 2, timeout=3 * TTL)
+        wait_for(lambda: a.log.count("joined the cluster") >= 2 and b.log.count("joined the cluster") >= 2,
+                 timeout=30)
+        took = wait_for_count(caller, 2, timeout=5 * TTL)
+        wait_for_count(callee, 2, timeout=5 * TTL)
         request = next(requests)
         caller.send(json.dumps([48, request, {}, "com.example.survivor", ["again"]]))
         invocation = receive(callee, INVOCATION)

@@ -45,7 +45,8 @@ unique against every node that has.
 
 When Redis is unreachable, the node serves its own sessions; its presence expires from the others
 after the TTL (they see its sessions leave), and is written again, whole, when it is back. A call
-to another node's callee made meanwhile gets ERROR ``wsserver.error.node_lost`` at once.
+to another node's callee made meanwhile gets ERROR ``wsserver.error.node_lost`` at once, and so do
+the calls across nodes in flight when the connection is lost (their answers would be lost with it).
 """
 
 from __future__ import annotations
@@ -300,7 +301,10 @@ class RedisCluster(Service):
 
     def _connection_changed(self, connection: Any) -> None:
         self._connection = connection
-        if connection is not None:
+        if connection is None:
+            # Answers on their way are lost with the connection: no caller waits for them in vain.
+            self._apply(lambda router: router.calls_elsewhere_lost("the connection to Redis was lost"))
+        else:
             self._join_cluster().addErrback(lambda failure: log.failure("Redis cluster: joining failed", failure))
 
     def _subscribed(self) -> None:

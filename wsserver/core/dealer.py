@@ -304,6 +304,19 @@ class Dealer(Generic[PeerT]):
                 actions.append(error_reply(invocation.caller, CALL, invocation.request, NODE_LOST, detail))
         return actions
 
+    def calls_elsewhere_lost(self, why: str) -> list[Action[PeerT]]:
+        """
+        The way to the other nodes is cut (their answers would be lost): every call to a callee
+        elsewhere ends with ERROR ``wsserver.error.node_lost`` (``why`` its detail), and every
+        call from elsewhere is forgotten (the callee's answer is dropped). Registrations stay.
+        """
+        actions: list[Action[PeerT]] = []
+        for invocation in [i for i in self._in_flight.values() if i.node is not None or i.origin is not None]:
+            self._forget(invocation)
+            if invocation.caller is not None:
+                actions.append(error_reply(invocation.caller, CALL, invocation.request, NODE_LOST, why))
+        return actions
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _refusal(self, request: wamp.Register) -> tuple[str, str] | None:

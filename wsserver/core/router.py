@@ -326,6 +326,16 @@ class Router(Generic[PeerT]):
             actions += realm.node_lost(node)
         return actions
 
+    def calls_elsewhere_lost(self, why: str) -> list[Action[PeerT]]:
+        """
+        The way to the other nodes is cut: calls to callees elsewhere end with ERROR
+        ``wsserver.error.node_lost`` (``why`` its detail); calls from elsewhere are forgotten.
+        """
+        actions: list[Action[PeerT]] = []
+        for realm in self.realms.values():
+            actions += realm.dealer.calls_elsewhere_lost(why)
+        return actions
+
     def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
         """
         Join ``session`` (attached, not yet joined) to ``realm`` as ``identity``, without HELLO or
