@@ -123,12 +123,13 @@ class Realm(Generic[PeerT]):
         return actions + self.broker.publish_meta(meta.ON_LEAVE, session.id, session.authid, session.authrole)
 
     def joined_elsewhere(self, node: str, details: dict[str, Any]) -> list[Action[PeerT]]:
-        """A session joined this realm on ``node``: keep it, and announce it here."""
+        """A session joined this realm on ``node``: keep it (``details`` itself: do not change it after), and announce it here."""
         session_id = details.get("session")
         if type(session_id) is not int or session_id in self.sessions or session_id in self.elsewhere_sessions:
             return []  # malformed, or known already (its announcement and a snapshot both told)
-        self.elsewhere_sessions[session_id] = (node, dict(details))
-        return self.broker.publish_meta(meta.ON_JOIN, dict(details))
+        # Kept as given, not copied: a copy per session of every other node adds up (60,000: 12 MiB).
+        self.elsewhere_sessions[session_id] = (node, details)
+        return self.broker.publish_meta(meta.ON_JOIN, details)
 
     def left_elsewhere(self, node: str, session_id: int) -> list[Action[PeerT]]:
         """The session ``session_id`` of ``node`` left: forget it, and announce it here."""
