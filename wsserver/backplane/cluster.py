@@ -310,7 +310,8 @@ class RedisCluster(Service):
     def _subscribed(self) -> None:
         """Our channels are subscribed (again): read every other node, for what was missed meanwhile."""
         if self._connection is not None:
-            self._look_around(reread=True).addErrback(lambda failure: log.failure("Redis cluster: reading failed", failure))
+            reading = self._look_around(reread=True)
+            reading.addErrback(lambda failure: log.failure("Redis cluster: reading failed", failure))
 
     @defer.inlineCallbacks
     def _join_cluster(self) -> Any:
@@ -388,7 +389,7 @@ class RedisCluster(Service):
 
     @defer.inlineCallbacks
     def _look_around(self, *, reread: bool) -> Any:
-        """Lose the nodes whose presence expired; read the new ones (every one, if ``reread``). Returns how many live."""
+        """Lose the nodes whose presence expired; read the new ones (every one, if ``reread``); how many live."""
         connection = self._connection
         members = yield connection.execute_command("SMEMBERS", self._nodes_key)
         others = sorted({m.decode() for m in members} - {self.node_id})

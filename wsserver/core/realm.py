@@ -123,7 +123,10 @@ class Realm(Generic[PeerT]):
         return actions + self.broker.publish_meta(meta.ON_LEAVE, session.id, session.authid, session.authrole)
 
     def joined_elsewhere(self, node: str, details: dict[str, Any]) -> list[Action[PeerT]]:
-        """A session joined this realm on ``node``: keep it (``details`` itself: do not change it after), and announce it here."""
+        """
+        A session joined this realm on ``node``: keep it (``details`` itself: do not change it
+        afterwards), and announce it here.
+        """
         session_id = details.get("session")
         if type(session_id) is not int or session_id in self.sessions or session_id in self.elsewhere_sessions:
             return []  # malformed, or known already (its announcement and a snapshot both told)

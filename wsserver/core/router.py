@@ -307,7 +307,7 @@ class Router(Generic[PeerT]):
             target.dealer.unregistered_elsewhere(node, procedure)
 
     def call_from_elsewhere(self, node: str, call: RemoteCall) -> list[Action[PeerT]]:
-        """A caller on ``node`` calls a procedure registered here: INVOCATION to its callee (or ERROR back to ``node``)."""
+        """A caller on ``node`` calls a procedure registered here: INVOCATION to its callee (or ERROR back there)."""
         target = self.realms.get(call.realm)
         return [] if target is None else target.dealer.call_from_elsewhere(node, call)
 
