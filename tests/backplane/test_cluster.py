@@ -273,3 +273,26 @@ def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tupl
         watcher(None)
     (error,) = b.received()["caller"]
     assert error[4] == "wsserver.error.node_lost"
+
+
+def test_without_its_subscription_a_node_neither_waits_for_answers_nor_calls(
+    nodes: tuple[Node, Node], redis: Redis,
+) -> None:
+    a, b = nodes
+    a.h.join("callee")
+    a.h.register("callee", "com.slow")
+    b.h.join("caller")
+    redis.pump()
+    b.h.call("caller", "com.slow")
+    redis.pump()
+    assert [m[0] for m in a.received()["callee"]] == [INVOCATION]
+    for unsubscribed in b.plane.on_unsubscribed:
+        unsubscribed()  # the answer could not reach B any more
+    (error,) = b.received()["caller"]
+    assert error[4] == "wsserver.error.node_lost"
+    b.h.call("caller", "com.slow")  # nor can the answer to a new call
+    redis.clock.advance(0)
+    redis.pump()
+    (error,) = b.received()["caller"]
+    assert error[4] == "wsserver.error.node_lost"
+    assert "callee" not in a.received()

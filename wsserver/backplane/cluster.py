@@ -136,12 +136,15 @@ class RedisCluster(Service):
         #: The number of this node's last change of presence.
         self.seq = 0
         self._connection: Any = None
+        #: Whether our channels are subscribed: what comes on them (answers, announcements) reaches us.
+        self._listening = False
         self._heartbeat = task.LoopingCall(self.refresh)
         self._heartbeat.clock = reactor
         backplane.listeners[self._cluster_channel] = _guarded(self.announcement_received)
         backplane.listeners[self._to(self.node_id)] = _guarded(self.direct_received)
         backplane.watchers.append(self._connection_changed)
         backplane.on_subscribed.append(self._subscribed)
+        backplane.on_unsubscribed.append(self._unsubscribed)
 
     def _node_key(self, node: str) -> bytes:
         return (self._node_prefix + node).encode()
@@ -203,7 +206,8 @@ class RedisCluster(Service):
             "call", realm=call.realm, invocation=call.invocation, procedure=call.procedure, args=call.args,
             kwargs=call.kwargs,
         )
-        sent = self._execute("PUBLISH", self._to(node), message, quiet=False)
+        # Not listening, the answer would be lost on its way back: the caller would wait for ever.
+        sent = self._execute("PUBLISH", self._to(node), message, quiet=False) if self._listening else None
         if sent is None:
             self._lost_call(node, call, "Redis is unreachable")
             return
@@ -304,14 +308,25 @@ class RedisCluster(Service):
         if connection is None:
             # Answers on their way are lost with the connection: no caller waits for them in vain.
             self._apply(lambda router: router.calls_elsewhere_lost("the connection to Redis was lost"))
-        else:
-            self._join_cluster().addErrback(lambda failure: log.failure("Redis cluster: joining failed", failure))
+        elif self._listening:
+            self._join()
 
     def _subscribed(self) -> None:
-        """Our channels are subscribed (again): read every other node, for what was missed meanwhile."""
+        """Our channels are subscribed (again): join, and read every other node for what was missed meanwhile."""
+        self._listening = True
         if self._connection is not None:
-            reading = self._look_around(reread=True)
-            reading.addErrback(lambda failure: log.failure("Redis cluster: reading failed", failure))
+            self._join()
+
+    def _unsubscribed(self) -> None:
+        self._listening = False
+        self._apply(lambda router: router.calls_elsewhere_lost("the subscription to Redis was lost"))
+
+    def _join(self) -> None:
+        """
+        Both connections are up: join the cluster. Not before: a node is present only once calls
+        and announcements reach it, so that the others never call a node that cannot hear them.
+        """
+        self._join_cluster().addErrback(lambda failure: log.failure("Redis cluster: joining failed", failure))
 
     @defer.inlineCallbacks
     def _join_cluster(self) -> Any:

@@ -185,8 +185,9 @@ class RedisBackplane(Service):
         self.received = 0
         #: More channels to subscribe to, each with what handles its messages (see cluster.py).
         self.listeners: dict[bytes, Callable[[bytes], None]] = {}
-        #: Called once those channels are subscribed (again, after a reconnection).
+        #: Called once those channels are subscribed (again, after a reconnection), and when that connection is lost.
         self.on_subscribed: list[Callable[[], None]] = []
+        self.on_unsubscribed: list[Callable[[], None]] = []
         #: Called with the command connection whenever it is connected, and with None when it is lost.
         self.watchers: list[Callable[[Any], None]] = []
 
@@ -296,6 +297,8 @@ class RedisBackplane(Service):
         if subscriber:
             if connection is self._subscriber:
                 self._subscriber = None
+                for unsubscribed in self.on_unsubscribed:
+                    unsubscribed()
             return
         if connection is not self._publisher:
             return
