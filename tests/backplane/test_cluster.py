@@ -261,7 +261,8 @@ def test_a_message_that_cannot_be_applied_is_dropped_and_the_next_one_applied(
     assert b.count() == 2
 
 
-def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tuple[Node, Node], redis: Redis) -> None:
+def call_in_flight(nodes: tuple[Node, Node], redis: Redis) -> tuple[Node, Node]:
+    """A's "callee" registered com.slow; B's "caller" called it, and A invoked the callee: the call is in flight."""
     a, b = nodes
     a.h.join("callee")
     a.h.register("callee", "com.slow")
@@ -269,6 +270,12 @@ def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tupl
     redis.pump()
     b.h.call("caller", "com.slow")
     redis.pump()
+    assert [m[0] for m in a.received()["callee"]] == [INVOCATION]
+    return a, b
+
+
+def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tuple[Node, Node], redis: Redis) -> None:
+    a, b = call_in_flight(nodes, redis)
     for watcher in b.plane.watchers:
         watcher(None)
     (error,) = b.received()["caller"]
@@ -278,14 +285,7 @@ def test_calls_across_nodes_in_flight_when_redis_is_lost_end_at_once(nodes: tupl
 def test_without_its_subscription_a_node_neither_waits_for_answers_nor_calls(
     nodes: tuple[Node, Node], redis: Redis,
 ) -> None:
-    a, b = nodes
-    a.h.join("callee")
-    a.h.register("callee", "com.slow")
-    b.h.join("caller")
-    redis.pump()
-    b.h.call("caller", "com.slow")
-    redis.pump()
-    assert [m[0] for m in a.received()["callee"]] == [INVOCATION]
+    a, b = call_in_flight(nodes, redis)
     for unsubscribed in b.plane.on_unsubscribed:
         unsubscribed()  # the answer could not reach B any more
     (error,) = b.received()["caller"]
