@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from wsserver.backplane.cluster import PRESENCE_TTL, RedisCluster
 from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
 from wsserver.tap import Options, makeService
 
@@ -78,3 +79,12 @@ def test_the_probe_settings_are_config_file_keys_too(tmp_path: Path) -> None:
     path.write_text('[server]\nredis = "redis+sentinel://127.0.0.1/m"\nredis-probe-interval = 2.5\nredis-probe-timeout = 1.5\n[realms.realm1]\n')
     options = parse("--config", str(path))
     assert (options["redis"].master, options["redis-probe-interval"], options["redis-probe-timeout"]) == ("m", 2.5, 1.5)
+def test_with_redis_the_server_is_one_cluster_with_the_given_presence_ttl() -> None:
+    server = makeService(parse("--redis", "redis://127.0.0.1:7000/0", "--cluster-ttl", "4"),
+                         reactor=MemoryReactorClock())
+    (cluster,) = [s for s in server if isinstance(s, RedisCluster)]
+    assert cluster.ttl == 4.0 and cluster.router is server.router
+    assert parse()["cluster-ttl"] == PRESENCE_TTL
+    assert not [s for s in makeService(parse(), reactor=MemoryReactorClock()) if isinstance(s, RedisCluster)]
+    with pytest.raises(usage.UsageError, match="--cluster-ttl"):
+        parse("--redis", "redis://h", "--cluster-ttl", "0.5")

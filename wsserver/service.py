@@ -16,7 +16,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autobahn.util import id as random_wamp_id
 from twisted.application.internet import TimerService
@@ -55,6 +55,9 @@ from wsserver.transports.substream import no_bearer_keys
 from wsserver.transports.stream import STREAM_PATH, StreamServerFactory
 from wsserver.transports.longpoll import LongPollEndpoint, LongPollSettings
 from wsserver.transports.websocket import WampServerFactory
+
+if TYPE_CHECKING:
+    from wsserver.backplane.cluster import RedisCluster
 
 log = Logger()
 
@@ -175,6 +178,8 @@ class WampServer(MultiService):
     and stopped with this one; None: this process only; see wsserver/backplane).
     ``admin_role``: the role that may use the admin page (None: none may; see core/admin.py);
     ``stats_source``: the figures it shows (see adminstats.py; None: :func:`~wsserver.adminstats.live_figures`).
+    ``cluster``: the other nodes' sessions, registrations and calls (on the backplane's Redis; see
+    wsserver/backplane/cluster.py); None: this process's only.
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -204,6 +209,7 @@ class WampServer(MultiService):
         backplane: Backplane | None = None,
         admin_role: str | None = ADMIN_ROLE,
         stats_source: Callable[[], Figures] | None = None,
+        cluster: RedisCluster | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -212,6 +218,7 @@ class WampServer(MultiService):
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
             forward=None if backplane is None else backplane.forward, admin_role=admin_role,
+            elsewhere=cluster, session_id=None if cluster is None else cluster.session_id,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
@@ -273,6 +280,10 @@ class WampServer(MultiService):
         if backplane is not None:
             backplane.deliver = self.route_from_elsewhere
             backplane.setServiceParent(self)
+        if cluster is not None:
+            # After the backplane: stopped before it, so that it can still say goodbye.
+            cluster.router = self.router
+            cluster.setServiceParent(self)
         # For load balancers and orchestrators: alive, and ready to take traffic (see health.py).
         readiness: dict[str, Any] = {"listening": self.not_listening}
         if backplane is not None:

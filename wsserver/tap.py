@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from wsserver.backplane.cluster import PRESENCE_TTL, RedisCluster
 from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
 from wsserver.core.admin import ADMIN_ROLE
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
@@ -23,6 +24,7 @@ from wsserver.core.eventstore import StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
+from wsserver.delivery import carry_out
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
 from wsserver.health import HEALTH_PATH, READY_PATH
@@ -92,6 +94,7 @@ class Options(usage.Options):
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; through Sentinel: redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]): a subscriber on any of them receives what is published on any. [default: this process only]"],
         ["redis-probe-interval", None, ProbeSettings.interval, "Seconds between two probes that check the Redis subscription still delivers (see --redis-probe-timeout).", float],
         ["redis-probe-timeout", None, ProbeSettings.timeout, "Seconds a probe may take to come back through Redis; past that, both Redis connections are dropped and made again (a Redis paused or a connection silently dead is found within --redis-probe-interval plus this).", float],
+        ["cluster-ttl", None, PRESENCE_TTL, "With --redis: seconds a node that died without a word (SIGKILL, a lost machine) stays in the cluster: within this (and a third of it) its sessions leave the session meta API of the others and its registrations vanish. Live nodes refresh their presence every third of it.", float],
     ]
 
     optFlags = [
@@ -246,6 +249,8 @@ class Options(usage.Options):
         if self["workers"] > 1 and self["redis"] is None:
             raise usage.UsageError(f"--workers {self['workers']} needs --redis URL: workers share publications "
                                    "only through Redis (a subscriber on one would miss what is published on another)")
+        if self["cluster-ttl"] < 1:
+            raise usage.UsageError("--cluster-ttl must be at least 1 (second)")
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -258,6 +263,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     backplane = None if options["redis"] is None else RedisBackplane(
         options["redis"], realms=options["realm"], reactor=reactor,
         probe=ProbeSettings(interval=options["redis-probe-interval"], timeout=options["redis-probe-timeout"]),
+    )
+    cluster = None if backplane is None else RedisCluster(
+        backplane, reactor=reactor, carry_out=carry_out, ttl=options["cluster-ttl"]
     )
     server = WampServer(
         reactor,
@@ -318,6 +326,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
         backplane=backplane,
         admin_role=options["admin-role"] or None,
+        cluster=cluster,
     )
     if worker is not None:
         serve_as_worker(server, worker, reactor)

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -196,7 +196,7 @@ class _Subscriber(txredisapi.SubscriberProtocol):
         if channel == self.factory.backplane.probe_channel:
             self.factory.backplane.probe_received(message)
             return
-        self.factory.backplane.message_received(message)
+        self.factory.backplane.channel_message(channel, message)
 
 
 class _MasterOnly:
@@ -325,6 +325,13 @@ class RedisBackplane(Service):
         self._probes_sent = 0
         self._stalled_since: float | None = None
         self._sentinel: Any = None
+        #: More channels to subscribe to, each with what handles its messages (see cluster.py).
+        self.listeners: dict[bytes, Callable[[bytes], None]] = {}
+        #: Called once those channels are subscribed (again, after a reconnection), and when that connection is lost.
+        self.on_subscribed: list[Callable[[], None]] = []
+        self.on_unsubscribed: list[Callable[[], None]] = []
+        #: Called with the command connection whenever it is connected, and with None when it is lost.
+        self.watchers: list[Callable[[Any], None]] = []
 
     def channel(self, realm: str) -> bytes:
         return (self._prefix + realm).encode("utf-8")
@@ -397,6 +404,14 @@ class RedisBackplane(Service):
         self._unforwarded_in_outage += 1
 
     # -- what Redis hands us ----------------------------------------------------------------------
+
+    def channel_message(self, channel: bytes, data: bytes) -> None:
+        """A message on ``channel``: to its listener, or (a realm's channel) to the subscribers here."""
+        listener = self.listeners.get(channel)
+        if listener is None:
+            self.message_received(data)
+        else:
+            listener(data)
 
     def message_received(self, data: bytes) -> None:
         """A message on one of our channels: route it here unless this node sent it."""
@@ -507,8 +522,15 @@ class RedisBackplane(Service):
                 lambda _: self._subscribed_on(connection, len(channels)),
                 lambda failure: log.failure("Redis backplane: SUBSCRIBE failed", failure),
             )
+            if self.listeners:
+                connection.subscribe(list(self.listeners)).addCallbacks(
+                    lambda _: [subscribed() for subscribed in self.on_subscribed],
+                    lambda failure: log.failure("Redis backplane: SUBSCRIBE failed", failure),
+                )
             return
         self._publisher = connection
+        for watcher in self.watchers:
+            watcher(connection)
         if self._stalled_since is not None:
             return  # the probe that comes back says it is over, with the count
         if self._outage_reported or self._unforwarded_in_outage:
@@ -546,10 +568,14 @@ class RedisBackplane(Service):
                     # until it is back is counted by the numbers' jump when it is.
                     log.warn("Redis backplane: the subscription connection to {address} was closed; "
                              "subscribing again", address=str(self.address))
+                for unsubscribed in self.on_unsubscribed:
+                    unsubscribed()
             return
         if connection is not self._publisher:
             return
         self._publisher = None
+        for watcher in self.watchers:
+            watcher(None)
         if self.running:
             self.unreachable("connection lost")
 

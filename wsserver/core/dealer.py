@@ -25,6 +25,15 @@ router's limit on calls in flight), until the callee answers or either side leav
   the caller gets ERROR ``wamp.error.invalid_argument`` instead (:meth:`Dealer.undeliverable`),
   and the callee nothing, as for any answer (WAMP has no reply to YIELD).
 
+A callee on another node of a cluster (see :mod:`wsserver.core.cluster`) is known by its
+procedure and node only (:meth:`Dealer.registered_elsewhere`): a CALL to it is an invocation with
+no local callee, handed to ``elsewhere.invoke``, and ends with :meth:`Dealer.answer_from_elsewhere`
+or when that node is lost (ERROR ``wsserver.error.node_lost``). A call from another node to a
+callee here is an invocation with no local caller, answered through ``elsewhere.answer``. A
+procedure is registered once in the whole cluster: a REGISTER of a procedure another node has is
+refused with ``wamp.error.procedure_already_exists``. (Two nodes that register the same procedure
+within the time an announcement takes both keep it; each node's callers then reach its own.)
+
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
 
@@ -44,6 +53,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from wsserver.core import meta
 from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.cluster import NODE_LOST, Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.matching import EXACT
 from wsserver.core.session import PeerT, Session
 
@@ -85,22 +95,45 @@ class Registration(Generic[PeerT]):
 
 
 class Invocation(Generic[PeerT]):
-    """A call in flight: the caller's CALL request id, and the callee that must answer."""
+    """
+    A call in flight: the caller's CALL request id, and the callee that must answer. Across
+    nodes, one side is elsewhere: no ``callee`` here but its ``node``, or no ``caller`` here but
+    ``origin``, (caller's node, its invocation id).
+    """
 
-    __slots__ = ("id", "caller", "request", "callee")
+    __slots__ = ("id", "caller", "request", "callee", "node", "origin")
 
-    def __init__(self, invocation_id: int, caller: Session[PeerT], request: int, callee: Session[PeerT]) -> None:
+    def __init__(
+        self,
+        invocation_id: int,
+        caller: Session[PeerT] | None,
+        request: int,
+        callee: Session[PeerT] | None,
+        *,
+        node: str | None = None,
+        origin: tuple[str, int] | None = None,
+    ) -> None:
         self.id = invocation_id
         self.caller = caller
         self.request = request
         self.callee = callee
+        self.node = node
+        self.origin = origin
 
 
 class Dealer(Generic[PeerT]):
-    """The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope)."""
+    """
+    The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope).
+    ``elsewhere``: the other nodes of a cluster, told of this realm's (``realm``) registrations
+    and calls across nodes (None: this node only).
+    """
 
-    def __init__(self, next_id: Callable[[], int]) -> None:
+    def __init__(self, next_id: Callable[[], int], *, realm: str = "", elsewhere: Elsewhere | None = None) -> None:
         self._next_id = next_id
+        self._realm = realm
+        self._elsewhere = elsewhere
+        #: Procedures registered on other nodes: procedure -> (node, its registration id).
+        self.elsewhere: dict[str, tuple[str, int]] = {}
         self._by_procedure: dict[str, Registration[PeerT]] = {}
         self._by_id: dict[int, Registration[PeerT]] = {}
         self._in_flight: dict[int, Invocation[PeerT]] = {}
@@ -125,6 +158,8 @@ class Dealer(Generic[PeerT]):
         registration = Registration(self._next_id(), request.procedure, session)
         self._add(registration)
         session.registrations.add(registration)
+        if self._elsewhere is not None:
+            self._elsewhere.registered(self._realm, registration.procedure, registration.id)
         return [Send(wamp.Registered(request.request, registration.id), (session,))]
 
     def unregister(self, session: Session[PeerT], request: wamp.Unregister) -> list[Action[PeerT]]:
@@ -139,6 +174,9 @@ class Dealer(Generic[PeerT]):
     def call(self, caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
         registration = self._by_procedure.get(request.procedure)
         if registration is None:
+            owner = self.elsewhere.get(request.procedure)
+            if owner is not None and self._elsewhere is not None:
+                return self._call_elsewhere(caller, request, owner[0], self._elsewhere)
             detail = f"no callee registered procedure {request.procedure!r}"
             return [error_reply(caller, CALL, request.request, ApplicationError.NO_SUCH_PROCEDURE, detail)]
         if registration.callee is None:
@@ -157,6 +195,8 @@ class Dealer(Generic[PeerT]):
         invocation = self._answered(callee, answer.request)
         if invocation is None:
             return []
+        if invocation.caller is None:
+            return self._answer_elsewhere(invocation, None, answer.args, answer.kwargs)
         result = wamp.Result(invocation.request, args=answer.args, kwargs=answer.kwargs)
         return [Send(result, (invocation.caller,))]
 
@@ -165,6 +205,8 @@ class Dealer(Generic[PeerT]):
         invocation = self._answered(callee, answer.request)
         if invocation is None:
             return []
+        if invocation.caller is None:
+            return self._answer_elsewhere(invocation, answer.error, answer.args, answer.kwargs)
         error = wamp.Error(CALL, invocation.request, answer.error, args=answer.args, kwargs=answer.kwargs)
         return [Send(error, (invocation.caller,))]
 
@@ -177,6 +219,8 @@ class Dealer(Generic[PeerT]):
         if invocation is None:
             return []
         detail = f"the callee's answer cannot be delivered: {reason}"
+        if invocation.caller is None:
+            return self._answer_elsewhere(invocation, ApplicationError.INVALID_ARGUMENT, [detail], None)
         return [error_reply(invocation.caller, CALL, invocation.request, ApplicationError.INVALID_ARGUMENT, detail)]
 
     def calls_in_flight(self, caller: Session[PeerT]) -> int:
@@ -192,13 +236,86 @@ class Dealer(Generic[PeerT]):
             self._forget(invocation)
             if invocation.callee is session and invocation.caller is not session:
                 error, detail = ApplicationError.CANCELED, "the callee left before it answered"
-                actions.append(error_reply(invocation.caller, CALL, invocation.request, error, detail))
+                if invocation.caller is None:
+                    actions += self._answer_elsewhere(invocation, error, [detail], None)
+                else:
+                    actions.append(error_reply(invocation.caller, CALL, invocation.request, error, detail))
         return actions
 
     def forget_call(self, caller: Session[PeerT], request: int) -> None:
         """``caller`` no longer waits for its CALL ``request``: forget it, as if the caller had left."""
         for invocation in [i for i in caller.invocations if i.caller is caller and i.request == request]:
             self._forget(invocation)
+
+    # -- what the other nodes of a cluster tell -----------------------------------------------------
+
+    def registered_elsewhere(self, node: str, procedure: str, registration_id: int) -> None:
+        """A callee on ``node`` registered ``procedure``; a callee here keeps it for this node's callers."""
+        self.elsewhere[procedure] = (node, registration_id)
+
+    def unregistered_elsewhere(self, node: str, procedure: str) -> None:
+        """``node`` no longer has ``procedure``."""
+        owner = self.elsewhere.get(procedure)
+        if owner is not None and owner[0] == node:
+            del self.elsewhere[procedure]
+
+    def call_from_elsewhere(self, node: str, call: RemoteCall) -> list[Action[PeerT]]:
+        """
+        ``call`` came from ``node`` for a callee here: INVOCATION to it. Without one (it left
+        meanwhile), ``node`` is answered ERROR ``wamp.error.no_such_procedure`` at once.
+        """
+        registration = self._by_procedure.get(call.procedure)
+        callee = None if registration is None else registration.callee
+        if registration is None or callee is None:
+            if self._elsewhere is not None:
+                detail = f"no callee registered procedure {call.procedure!r}"
+                answer = RemoteAnswer(self._realm, call.invocation, ApplicationError.NO_SUCH_PROCEDURE, [detail])
+                self._elsewhere.answer(node, answer)
+            return []
+        invocation: Invocation[PeerT] = Invocation(self._next_id(), None, 0, callee, origin=(node, call.invocation))
+        self._in_flight[invocation.id] = invocation
+        callee.invocations.add(invocation)
+        message = wamp.Invocation(invocation.id, registration.id, args=call.args, kwargs=call.kwargs)
+        return [Send(message, (callee,))]
+
+    def answer_from_elsewhere(self, node: str, answer: RemoteAnswer) -> list[Action[PeerT]]:
+        """The answer from ``node`` to a call made here: RESULT or ERROR to its caller (if it still waits)."""
+        invocation = self._in_flight.get(answer.invocation)
+        if invocation is None or invocation.node != node or invocation.caller is None:
+            return []
+        self._forget(invocation)
+        if answer.error is None:
+            return [Send(wamp.Result(invocation.request, args=answer.args, kwargs=answer.kwargs), (invocation.caller,))]
+        error = wamp.Error(CALL, invocation.request, answer.error, args=answer.args, kwargs=answer.kwargs)
+        return [Send(error, (invocation.caller,))]
+
+    def node_lost(self, node: str) -> list[Action[PeerT]]:
+        """
+        ``node`` is gone: forget its registrations; its calls to callees here are forgotten (their
+        answers dropped), and the calls to its callees end with ERROR ``wsserver.error.node_lost``.
+        """
+        for procedure in [p for p, (owner, _) in self.elsewhere.items() if owner == node]:
+            del self.elsewhere[procedure]
+        actions: list[Action[PeerT]] = []
+        for invocation in [i for i in self._in_flight.values() if node in (i.node, (i.origin or ("",))[0])]:
+            self._forget(invocation)
+            if invocation.caller is not None:
+                detail = f"the node of the callee ({node}) was lost before the callee answered"
+                actions.append(error_reply(invocation.caller, CALL, invocation.request, NODE_LOST, detail))
+        return actions
+
+    def calls_elsewhere_lost(self, why: str) -> list[Action[PeerT]]:
+        """
+        The way to the other nodes is cut (their answers would be lost): every call to a callee
+        elsewhere ends with ERROR ``wsserver.error.node_lost`` (``why`` its detail), and every
+        call from elsewhere is forgotten (the callee's answer is dropped). Registrations stay.
+        """
+        actions: list[Action[PeerT]] = []
+        for invocation in [i for i in self._in_flight.values() if i.node is not None or i.origin is not None]:
+            self._forget(invocation)
+            if invocation.caller is not None:
+                actions.append(error_reply(invocation.caller, CALL, invocation.request, NODE_LOST, why))
+        return actions
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -210,7 +327,7 @@ class Dealer(Generic[PeerT]):
             return ApplicationError.INVALID_ARGUMENT, f"invocation policy {request.invoke!r} is not supported"
         if meta.is_reserved(request.procedure):
             return ApplicationError.INVALID_URI, f"procedure {request.procedure!r} is reserved for the router"
-        if request.procedure in self._by_procedure:
+        if request.procedure in self._by_procedure or request.procedure in self.elsewhere:
             detail = f"procedure {request.procedure!r} is already registered"
             return ApplicationError.PROCEDURE_ALREADY_EXISTS, detail
         return None
@@ -223,6 +340,28 @@ class Dealer(Generic[PeerT]):
         result = wamp.Result(request.request, args=reply.args, kwargs=reply.kwargs)
         return [Send(result, (caller,)), *reply.then]
 
+    def _call_elsewhere(
+        self, caller: Session[PeerT], request: wamp.Call, node: str, elsewhere: Elsewhere
+    ) -> list[Action[PeerT]]:
+        """Hand ``request`` to ``node``, whose callee has the procedure; its answer comes back later."""
+        invocation: Invocation[PeerT] = Invocation(self._next_id(), caller, request.request, None, node=node)
+        self._in_flight[invocation.id] = invocation
+        caller.invocations.add(invocation)
+        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
+        elsewhere.invoke(node, RemoteCall(self._realm, invocation.id, request.procedure, request.args, request.kwargs))
+        return []
+
+    def _answer_elsewhere(
+        self, invocation: Invocation[PeerT], error: str | None, args: list[Any] | None, kwargs: dict[str, Any] | None
+    ) -> list[Action[PeerT]]:
+        """Send the answer to a call from another node back to it (nothing to do here)."""
+        assert invocation.origin is not None, "only a call from elsewhere has no local caller"
+        node, origin_id = invocation.origin
+        if self._elsewhere is not None:
+            self._elsewhere.answer(node, RemoteAnswer(self._realm, origin_id, error, args, kwargs))
+        return []
+
+
     def _answered(self, callee: Session[PeerT], invocation_id: int) -> Invocation[PeerT] | None:
         """The invocation ``callee`` answers, now no longer in flight; None if it is not its to answer."""
         invocation = self._in_flight.get(invocation_id)
@@ -234,11 +373,13 @@ class Dealer(Generic[PeerT]):
     def _forget(self, invocation: Invocation[PeerT]) -> None:
         del self._in_flight[invocation.id]
         caller = invocation.caller
-        remaining = self._calls_made.pop(caller) - 1
-        if remaining:
-            self._calls_made[caller] = remaining
-        caller.invocations.discard(invocation)
-        invocation.callee.invocations.discard(invocation)
+        if caller is not None:
+            remaining = self._calls_made.pop(caller) - 1
+            if remaining:
+                self._calls_made[caller] = remaining
+            caller.invocations.discard(invocation)
+        if invocation.callee is not None:
+            invocation.callee.invocations.discard(invocation)
 
     def _add(self, registration: Registration[PeerT]) -> None:
         self._by_procedure[registration.procedure] = registration
@@ -249,3 +390,5 @@ class Dealer(Generic[PeerT]):
         del self._by_id[registration.id]
         if registration.callee is not None:
             registration.callee.registrations.discard(registration)
+            if self._elsewhere is not None:
+                self._elsewhere.unregistered(self._realm, registration.procedure)

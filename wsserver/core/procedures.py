@@ -12,6 +12,10 @@ RESULT or ERROR the same way. They read the realm's state and change nothing but
 procedure acts on other sessions (:data:`ON_OTHER_SESSIONS`): in a realm open to anyone, where
 every anonymous visitor may call anything, it needs a role configured to call it instead.
 
+In a cluster, ``wamp.session.count``, ``list`` and ``get`` answer for the other nodes' sessions
+too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); ``kill``
+reaches this node's sessions only, and the subscription procedures describe this node's.
+
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
 subscribe to it; here it must have), and any match policy: the history is kept per topic, and a
@@ -129,25 +133,41 @@ def _is_string(value: Any) -> bool:
 # -- sessions -----------------------------------------------------------------------------------
 
 
-def _sessions(call: Invoked[PeerT]) -> list[Session[PeerT]]:
+def _session_ids(call: Invoked[PeerT]) -> list[int]:
+    """The ids of the realm's sessions, on this node and on the others of a cluster (by authrole, if asked)."""
     authroles = call.argument(0, "filter_authroles", _is_names, None)
-    return [s for s in call.realm.sessions.values() if authroles is None or s.authrole in authroles]
+    here = [s.id for s in call.realm.sessions.values() if authroles is None or s.authrole in authroles]
+    elsewhere = call.realm.elsewhere_sessions
+    return here + [i for i, (_, d) in elsewhere.items() if authroles is None or d.get("authrole") in authroles]
 
 
 def _session(call: Invoked[PeerT]) -> Session[PeerT]:
     return call.identified(call.realm.sessions.get, "session", ApplicationError.NO_SUCH_SESSION)
 
 
+def _session_details(session_id: int, realm: Realm[PeerT]) -> dict[str, Any] | None:
+    """The details of a session of ``realm``, here or on another node; None if there is none."""
+    session = realm.sessions.get(session_id)
+    if session is not None:
+        return meta.session_details(session)
+    elsewhere = realm.elsewhere_sessions.get(session_id)
+    return None if elsewhere is None else dict(elsewhere[1])
+
+
 def session_count(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([len(_sessions(call))])
+    return Reply([len(_session_ids(call))])
 
 
 def session_list(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([[s.id for s in _sessions(call)]])
+    return Reply([_session_ids(call)])
 
 
 def session_get(call: Invoked[PeerT]) -> Reply[PeerT]:
-    session = _session(call)
+    session = call.realm.sessions.get(call.argument(0, "session", is_id))
+    if session is None:
+        # Another node's session: the details it announced (its connection's stay on its node).
+        details = call.identified(lambda i: _session_details(i, call.realm), "session", ApplicationError.NO_SUCH_SESSION)
+        return Reply([details])
     connection = meta.connection_details(session, with_address=call.realm.is_admin(call.caller))
     return Reply([{**meta.session_details(session), **connection}])
 

@@ -24,6 +24,11 @@ visitor could end everyone's session. A role given permission for them in --conf
 The admin API (:mod:`~wsserver.core.admin`: the stats topic, ``wsserver.admin.*``) is the admin
 role's alone, whatever the permissions say; the admin role needs permissions for it as well.
 
+In a cluster (see :mod:`wsserver.core.cluster`), the realm tells ``elsewhere`` of each join and
+leave, and keeps the other nodes' sessions (their details, by node) in ``elsewhere_sessions``:
+the meta API counts and lists them with its own, and their joins and leaves are announced here
+as this node's are (:meth:`Realm.joined_elsewhere`, :meth:`Realm.left_elsewhere`).
+
 ``wsserver.history.since`` needs no permission to call: it checks SUBSCRIBE on the topic it
 names instead (see procedures.py). The realm's procedures include the meta API (:mod:`wsserver.core.procedures`), registered in its
 dealer with the router as the callee.
@@ -41,6 +46,7 @@ from wsserver.core.actions import Action, Send
 from wsserver.core.authentication import Authenticator
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Audience, Broker
+from wsserver.core.cluster import Elsewhere
 from wsserver.core.dealer import Dealer
 from wsserver.core.policy import CALL
 from wsserver.core.session import PeerT, Session, State
@@ -53,8 +59,10 @@ class Realm(Generic[PeerT]):
     (``authenticator``) and what each role may do (``authorizer``; None: everything).
     """
 
-    __slots__ = ("name", "sessions", "broker", "dealer", "authenticator", "authorizer", "admin_role", "_open_role",
-                 "_admins")
+    __slots__ = (
+        "name", "sessions", "broker", "dealer", "authenticator", "authorizer", "admin_role", "_open_role", "_admins",
+        "elsewhere_sessions", "_elsewhere",
+    )
 
     def __init__(
         self,
@@ -65,12 +73,16 @@ class Realm(Generic[PeerT]):
         authorizer: Authorizer | None = None,
         *,
         admin_role: str | None = None,
+        elsewhere: Elsewhere | None = None,
     ) -> None:
         self.name = name
         #: The role that may use the admin API (see admin.py; None: no role may).
         self.admin_role = admin_role
         self._admins = None if admin_role is None else Audience(eligible_authrole=frozenset({admin_role}), listed=True)
         self.sessions: dict[int, Session[PeerT]] = {}
+        #: The sessions of other nodes: id -> (node, details as ``wamp.session.get`` gives them).
+        self.elsewhere_sessions: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._elsewhere = elsewhere
         self.broker = broker
         self.dealer = dealer
         self.authenticator = authenticator
@@ -117,13 +129,46 @@ class Realm(Generic[PeerT]):
     def join(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` was welcomed (its id and identity are set): add it and announce it."""
         self.sessions[session.id] = session
-        return self.broker.publish_meta(meta.ON_JOIN, meta.session_details(session))
+        details = meta.session_details(session)
+        if self._elsewhere is not None:
+            self._elsewhere.joined(self.name, details)
+        return self.broker.publish_meta(meta.ON_JOIN, details)
 
     def leave(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` ends: forget everything about it, then tell whom it concerns."""
         actions = self.broker.drop(session) + self.dealer.drop(session)
         del self.sessions[session.id]
+        if self._elsewhere is not None:
+            self._elsewhere.left(self.name, session.id)
         return actions + self.broker.publish_meta(meta.ON_LEAVE, session.id, session.authid, session.authrole)
+
+    def joined_elsewhere(self, node: str, details: dict[str, Any]) -> list[Action[PeerT]]:
+        """
+        A session joined this realm on ``node``: keep it (``details`` itself: do not change it
+        afterwards), and announce it here.
+        """
+        session_id = details.get("session")
+        if type(session_id) is not int or session_id in self.sessions or session_id in self.elsewhere_sessions:
+            return []  # malformed, or known already (its announcement and a snapshot both told)
+        # Kept as given, not copied: a copy per session of every other node adds up (60,000: 12 MiB).
+        self.elsewhere_sessions[session_id] = (node, details)
+        return self.broker.publish_meta(meta.ON_JOIN, details)
+
+    def left_elsewhere(self, node: str, session_id: int) -> list[Action[PeerT]]:
+        """The session ``session_id`` of ``node`` left: forget it, and announce it here."""
+        known = self.elsewhere_sessions.get(session_id)
+        if known is None or known[0] != node:
+            return []
+        del self.elsewhere_sessions[session_id]
+        details = known[1]
+        return self.broker.publish_meta(meta.ON_LEAVE, session_id, details.get("authid"), details.get("authrole"))
+
+    def node_lost(self, node: str) -> list[Action[PeerT]]:
+        """``node`` is gone: each of its sessions leaves, its registrations and calls with it."""
+        actions = self.dealer.node_lost(node)
+        for session_id in [i for i, (owner, _) in self.elsewhere_sessions.items() if owner == node]:
+            actions += self.left_elsewhere(node, session_id)
+        return actions
 
     def goodbye(self, session: Session[PeerT], reason: str, message: str | None = None) -> list[Action[PeerT]]:
         """Start the router's side of the GOODBYE handshake with an OPEN ``session``."""

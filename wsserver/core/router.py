@@ -45,6 +45,10 @@ from the ``random_id`` it is given (global scope: sessions, publications) and fr
 bytes and nonces from ``random_bytes``.
 
 WELCOME announces exactly the features implemented (:func:`roles`).
+
+In a cluster, the router is given ``elsewhere`` (:mod:`wsserver.core.cluster`) and its session
+ids come from ``session_id`` (ids unique across the cluster, drawn by the adapter); what the other
+nodes say enters through the ``*_elsewhere`` methods and :meth:`Router.node_lost`.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from wsserver.core.actions import Action, Close, CloseReason, Compute, Delay, Se
 from wsserver.core.authentication import FAILED, Authenticator, Identity, Outcome, Pending, Refusal
 from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker, Publication
+from wsserver.core.cluster import Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
 from wsserver.core.eventstore import StoreBudget, StoreLimits
@@ -148,6 +153,9 @@ class Router(Generic[PeerT]):
     (a backplane, see :mod:`wsserver.backplane`); those nodes call :meth:`route_from_elsewhere`.
     ``admin_role``: the role of every realm that may use the admin API (see
     :mod:`~wsserver.core.admin`; None: no role may).
+    ``elsewhere``: the other nodes of a cluster, told of this node's sessions, registrations and
+    calls across nodes (see :mod:`wsserver.core.cluster`). ``session_id``: draws session ids
+    (default: ``random_id``), e.g. from a range this node holds in the cluster.
     """
 
     def __init__(
@@ -166,8 +174,11 @@ class Router(Generic[PeerT]):
         *,
         forward: Callable[[str, Publication, bool], None] | None = None,
         admin_role: str | None = ADMIN_ROLE,
+        elsewhere: Elsewhere | None = None,
+        session_id: Callable[[], int] | None = None,
     ) -> None:
         self._random_id = random_id
+        self._session_id = session_id
         self._clock = clock
         self.limits = limits
         self.refusal_delay = refusal_delay
@@ -188,8 +199,9 @@ class Router(Generic[PeerT]):
                 forward=None if forward is None else functools.partial(forward, policy.name),
             )
             authenticator = Authenticator(policy, random_bytes, clock)
+            dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere)
             self.realms[policy.name] = Realm(
-                policy.name, broker, Dealer(next_id), authenticator, authorizer, admin_role=admin_role
+                policy.name, broker, dealer, authenticator, authorizer, admin_role=admin_role, elsewhere=elsewhere
             )
         self._roles = roles(history=settings.enabled)
 
@@ -285,6 +297,60 @@ class Router(Generic[PeerT]):
             return []
         return target.broker.route_from_elsewhere(publication, retain)
 
+    # -- what the other nodes of a cluster say (see wsserver.core.cluster) ----------------------------
+
+    def joined_elsewhere(self, node: str, realm: str, details: dict[str, Any]) -> list[Action[PeerT]]:
+        """A session joined ``realm`` on ``node`` (``details`` as ``wamp.session.get`` gives them): ``on_join`` here."""
+        target = self.realms.get(realm)
+        return [] if target is None else target.joined_elsewhere(node, details)
+
+    def left_elsewhere(self, node: str, realm: str, session_id: int) -> list[Action[PeerT]]:
+        """The session ``session_id`` of ``realm`` left ``node``: ``on_leave`` here."""
+        target = self.realms.get(realm)
+        return [] if target is None else target.left_elsewhere(node, session_id)
+
+    def registered_elsewhere(self, node: str, realm: str, procedure: str, registration_id: int) -> None:
+        """A callee on ``node`` registered ``procedure`` in ``realm``: CALLs here go there."""
+        target = self.realms.get(realm)
+        if target is not None:
+            target.dealer.registered_elsewhere(node, procedure, registration_id)
+
+    def unregistered_elsewhere(self, node: str, realm: str, procedure: str) -> None:
+        """``node`` no longer has ``procedure`` of ``realm``."""
+        target = self.realms.get(realm)
+        if target is not None:
+            target.dealer.unregistered_elsewhere(node, procedure)
+
+    def call_from_elsewhere(self, node: str, call: RemoteCall) -> list[Action[PeerT]]:
+        """A caller on ``node`` calls a procedure registered here: INVOCATION to its callee (or ERROR back there)."""
+        target = self.realms.get(call.realm)
+        return [] if target is None else target.dealer.call_from_elsewhere(node, call)
+
+    def answer_from_elsewhere(self, node: str, answer: RemoteAnswer) -> list[Action[PeerT]]:
+        """``node`` answered a call made here: RESULT or ERROR to the caller, if it still waits."""
+        target = self.realms.get(answer.realm)
+        return [] if target is None else target.dealer.answer_from_elsewhere(node, answer)
+
+    def node_lost(self, node: str) -> list[Action[PeerT]]:
+        """
+        ``node`` left the cluster or died: its sessions leave (``on_leave`` here), its
+        registrations vanish, and calls to its callees end with ERROR ``wsserver.error.node_lost``.
+        """
+        actions: list[Action[PeerT]] = []
+        for realm in self.realms.values():
+            actions += realm.node_lost(node)
+        return actions
+
+    def calls_elsewhere_lost(self, why: str) -> list[Action[PeerT]]:
+        """
+        The way to the other nodes is cut: calls to callees elsewhere end with ERROR
+        ``wsserver.error.node_lost`` (``why`` its detail); calls from elsewhere are forgotten.
+        """
+        actions: list[Action[PeerT]] = []
+        for realm in self.realms.values():
+            actions += realm.dealer.calls_elsewhere_lost(why)
+        return actions
+
     def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
         """
         Join ``session`` (attached, not yet joined) to ``realm`` as ``identity``, without HELLO or
@@ -369,9 +435,10 @@ class Router(Generic[PeerT]):
 
     def _open(self, session: Session[PeerT], realm: Realm[PeerT], identity: Identity) -> None:
         """Give ``session`` an id in ``realm``, ``identity`` and its limits: it is OPEN."""
-        session_id = self._random_id()
-        while session_id in realm.sessions:
-            session_id = self._random_id()
+        draw = self._session_id or self._random_id
+        session_id = draw()
+        while session_id in realm.sessions or session_id in realm.elsewhere_sessions:
+            session_id = draw()
         session.id = session_id
         session.realm = realm.name
         session.authid = identity.authid or f"anonymous-{session_id}"
