@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from wsserver.backplane import Backplane
 from wsserver.core.broker import Publication
-from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.eventstore import Position, StoreBudget, StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
@@ -166,6 +166,8 @@ class WampServer(MultiService):
     ``history``: which topics keep history, and resume (wins over ``history_size``; see core/history.py).
     ``backplane``: carries publications to and from the other nodes (a Twisted service, started
     and stopped with this one; None: this process only; see wsserver/backplane).
+    ``shared_store``: where retained events, history and positions live, shared with the other
+    nodes (see wsserver/core/shared.py and wsserver/backplane/store.py; None: in memory).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -193,6 +195,7 @@ class WampServer(MultiService):
         longpoll: LongPollSettings = LongPollSettings(),
         history: HistorySettings | None = None,
         backplane: Backplane | None = None,
+        shared_store: Any = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -200,7 +203,7 @@ class WampServer(MultiService):
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
-            forward=None if backplane is None else backplane.forward,
+            forward=None if backplane is None else backplane.forward, shared_store=shared_store,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
@@ -258,6 +261,8 @@ class WampServer(MultiService):
             listener.setServiceParent(self)
         if backplane is not None:
             backplane.deliver = self.route_from_elsewhere
+        if shared_store is not None:
+            shared_store.deliver = self.route_stored
             backplane.setServiceParent(self)
 
     def policy_document(self) -> bytes:
@@ -285,6 +290,10 @@ class WampServer(MultiService):
     def route_from_elsewhere(self, realm: str, publication: Publication, retain: bool) -> None:
         """A publication from another node (the backplane's ``deliver``): route it to this node's subscribers."""
         carry_out(self.router.route_from_elsewhere(realm, publication, retain=retain))
+
+    def route_stored(self, realm: str, publication: Publication, position: Position | None) -> None:
+        """A publication the shared store hands every node (this one's too): route it to this node's subscribers."""
+        carry_out(self.router.route_stored(realm, publication, position))
 
     def startService(self) -> None:
         self.ws_factory.doStart()

@@ -16,6 +16,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from wsserver.backplane.redis import RedisAddress, RedisBackplane
+from wsserver.backplane.store import RedisStore
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
@@ -292,6 +293,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ) if options["http-api"] else None,
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
         backplane=backplane,
+        shared_store=None if backplane is None else RedisStore(backplane, reactor=reactor),
     )
     if options["demo"]:
         realm = options["realm"][0]

@@ -163,6 +163,9 @@ class RedisBackplane(Service):
     """
 
     deliver: Deliver | None = None
+    #: The shared store on this Redis (wsserver/backplane/store.py), if any: it takes the
+    #: messages it published itself, and hears when the publishing connection is back.
+    store: Any = None
 
     def __init__(
         self, address: RedisAddress, *, realms: list[str], reactor: Any, node_id: str | None = None,
@@ -182,6 +185,11 @@ class RedisBackplane(Service):
         self.forwarded = 0
         self.unforwarded = 0
         self.received = 0
+
+    @property
+    def publisher_connection(self) -> Any:
+        """The connection that publishes (it may run other commands too); None while Redis is unreachable."""
+        return self._publisher
 
     def channel(self, realm: str) -> bytes:
         return (self._prefix + realm).encode("utf-8")
@@ -234,6 +242,8 @@ class RedisBackplane(Service):
 
     def message_received(self, data: bytes) -> None:
         """A message on one of our channels: route it here unless this node sent it."""
+        if self.store is not None and self.store.takes(data):
+            return
         try:
             decoded = codec.decode(data)
         except Exception:
@@ -261,6 +271,8 @@ class RedisBackplane(Service):
             )
             return
         self._publisher = connection
+        if self.store is not None:
+            self.store.connected(connection)
         if self._outage_reported or self._unforwarded_in_outage:
             log.info("Redis backplane: connected to {address} again; {count} publication(s) made while it was "
                      "unreachable were delivered on this node only", address=str(self.address),

@@ -26,7 +26,10 @@ router's limit on calls in flight), until the callee answers or either side leav
   and the callee nothing, as for any answer (WAMP has no reply to YIELD).
 
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
-raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
+raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT. A
+procedure that must ask a store shared by several nodes returns :class:`Later` instead: the
+dealer answers with an ``Ask``, and the RESULT (or ERROR) follows the store's answer, if the
+caller is still there.
 
 Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
 progressive results, call timeouts and canceling, caller identification.
@@ -43,9 +46,9 @@ from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError
 
 from wsserver.core import meta
-from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.matching import EXACT
-from wsserver.core.session import PeerT, Session
+from wsserver.core.session import PeerT, Session, State
 
 CALL = wamp.Call.MESSAGE_TYPE
 
@@ -59,8 +62,16 @@ class Reply(Generic[PeerT]):
     then: list[Action[PeerT]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Later(Generic[PeerT]):
+    """What a procedure returns whose answer needs a shared store: ``ask()`` it, then ``answer(result)`` (may raise ``ApplicationError``)."""
+
+    ask: Callable[[], Any]
+    answer: Callable[[Any], Reply[PeerT]]
+
+
 #: A procedure the router provides: (caller, args, kwargs) -> reply; raises ``ApplicationError``.
-Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], Reply[PeerT]]
+Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], "Reply[PeerT] | Later[PeerT]"]
 
 
 class Registration(Generic[PeerT]):
@@ -216,8 +227,19 @@ class Dealer(Generic[PeerT]):
         return None
 
     def _provide(self, provider: Provider[PeerT], caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
+        return self._reply(caller, request, lambda: provider(caller, list(request.args or ()), dict(request.kwargs or {})))
+
+    def _reply(
+        self, caller: Session[PeerT], request: wamp.Call, produce: Callable[[], Reply[PeerT] | Later[PeerT]]
+    ) -> list[Action[PeerT]]:
+        """RESULT or ERROR for ``caller``'s ``request``, from what ``produce()`` returns or raises."""
+        if caller.state is not State.OPEN:  # it left while the store was asked
+            return []
         try:
-            reply = provider(caller, list(request.args or ()), dict(request.kwargs or {}))
+            reply = produce()
+            if isinstance(reply, Later):
+                later = reply
+                return [Ask(later.ask, lambda answer: self._reply(caller, request, lambda: later.answer(answer)))]
         except ApplicationError as error:
             return [error_reply(caller, CALL, request.request, error.error, *error.args, **error.kwargs)]
         result = wamp.Result(request.request, args=reply.args, kwargs=reply.kwargs)

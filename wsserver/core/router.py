@@ -66,7 +66,8 @@ from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker, Publication
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
-from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.eventstore import Position, StoreBudget, StoreLimits
+from wsserver.core.shared import SharedStore
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import (
     PUBLISH_RATE_EXCEEDED,
@@ -145,6 +146,9 @@ class Router(Generic[PeerT]):
     ``random_bytes`` (or, without it, ``random_id``). ``forward(realm, publication, retain)``:
     hands each publication from a client or the server to the other nodes after local routing
     (a backplane, see :mod:`wsserver.backplane`); those nodes call :meth:`route_from_elsewhere`.
+    ``shared_store``: where retained events, history and positions live when several nodes
+    share them (see :mod:`wsserver.core.shared`); it hands stored publications to
+    :meth:`route_stored`. None: each realm keeps them in memory.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class Router(Generic[PeerT]):
         history: HistorySettings | None = None,
         *,
         forward: Callable[[str, Publication, bool], None] | None = None,
+        shared_store: SharedStore | None = None,
     ) -> None:
         self._random_id = random_id
         self._clock = clock
@@ -182,6 +187,7 @@ class Router(Generic[PeerT]):
                 next_id, random_id, clock, retain_ttl, authorizer=authorizer, store_budget=self.store_budget,
                 history=settings, new_epoch=new_epoch,
                 forward=None if forward is None else functools.partial(forward, policy.name),
+                shared=shared_store, realm=policy.name,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
             self.realms[policy.name] = Realm(policy.name, broker, Dealer(next_id), authenticator, authorizer)
@@ -267,6 +273,17 @@ class Router(Generic[PeerT]):
         if target is None:
             return []
         return target.broker.route_from_elsewhere(publication, retain)
+
+    def route_stored(self, realm: str, publication: Publication, position: Position | None) -> list[Action[PeerT]]:
+        """
+        Route ``publication``, as the shared store hands it to every node (published here or
+        elsewhere), at ``position``, to this node's subscribers. A realm this node does not
+        serve routes nothing.
+        """
+        target = self.realms.get(realm)
+        if target is None:
+            return []
+        return target.broker.route_stored(publication, position)
 
     def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
         """

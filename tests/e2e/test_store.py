@@ -1,0 +1,232 @@
+"""
+Retained events, history and positions in Redis (``--redis``), end to end: two ``twistd -n
+wsserver`` nodes on one real redis-server. A subscriber cut off on one node resumes on the other
+with exactly what it missed (autobahn-python's helper, wsserver/client.py, and wsclient.js under
+Node); restarting both nodes loses nothing Redis kept; a Redis that lost its data, or was
+unreachable while events were published, makes resumes say ``recovered: false``; a retained
+event published on one node is got on the other, also after both restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.e2e.conftest import ServerProcess, wait_for
+from tests.e2e.rawws import exchange, join
+from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.e2e.tcpproxy import CuttableProxy
+from tests.e2e.test_backplane import connected, start_node
+from tests.e2e.test_resume import Collected, resumed
+from tests.e2e.test_resume_node import SCRIPT, events, lines_until
+from tests.e2e.test_reconnect import Subscriber
+from tests.e2e.wampclient import WampClient
+from wsserver.client import Position
+
+TOPIC = "com.example.feed"
+HISTORY = ("--history-size", "100")
+
+
+@pytest.fixture
+def nodes(start_server: Any, redis_server: RedisServer) -> tuple[ServerProcess, ServerProcess]:  # noqa: F811
+    redis_server.start()
+    a, b = start_node(start_server, redis_server, *HISTORY), start_node(start_server, redis_server, *HISTORY)
+    connected(a), connected(b)
+    return a, b
+
+
+def restart(*nodes: ServerProcess) -> None:
+    for node in nodes:
+        node.stop()
+    for node in nodes:
+        node.start()
+        connected(node)
+
+
+def test_a_python_subscriber_cut_off_on_a_resumes_on_b_with_exactly_the_50_published_on_b(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = nodes
+    with CuttableProxy(a.port) as proxy, WampClient(b.ws_url) as publisher:
+        first = Collected()
+        subscriber = WampClient(f"ws://127.0.0.1:{proxy.port}/ws")
+        state = resumed(subscriber, first, None)
+        for n in range(5):
+            publisher.publish(TOPIC, n)
+        assert first.wait_for(5) == [0, 1, 2, 3, 4]  # published on B, delivered on A through Redis
+        position = state.position
+        assert position is not None and position.seq == 5
+        proxy.cut()
+        for n in range(5, 55):
+            publisher.publish(TOPIC, n)
+
+        on_b = Collected()
+        with WampClient(b.ws_url) as again:
+            state = resumed(again, on_b, position)
+            assert state.recovered is True and state.missed == 50
+            assert on_b.events == list(range(5, 55))  # exactly the 50, in order, no duplicates
+            with WampClient(a.ws_url) as publisher_a:
+                publisher_a.publish(TOPIC, 55)  # published on A: the same sequence, the next seq
+            assert on_b.wait_for(51)[-1] == 55 and len(on_b.events) == 51
+            assert state.position == Position(position.epoch, 56)
+
+
+def test_get_events_answers_the_same_on_both_nodes(nodes: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        for n in range(3):
+            publisher.publish(TOPIC, n)
+    answers = []
+    for node in (a, b):
+        with ws_connect(node.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
+            join(ws)
+            subscribed = exchange(ws, [32, 1, {"match": "prefix"}, "com.example."])
+            reply = exchange(ws, [48, 2, {}, "wamp.subscription.get_events", [subscribed[2], 10]])
+            assert reply[0] == 50, reply
+            answers.append([(e["args"], e["details"]["_epoch"], e["details"]["_seq"], e["topic"]) for e in reply[3][0]])
+    epoch = answers[0][0][1]
+    assert answers[0] == answers[1] == [([n], epoch, n + 1, TOPIC) for n in range(3)]  # one history, one epoch
+
+
+def test_both_nodes_restarted_with_redis_kept_a_resume_still_recovers(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        first = Collected()
+        with WampClient(b.ws_url) as subscriber:
+            state = resumed(subscriber, first, None)
+            publisher.publish(TOPIC, 0)
+            assert first.wait_for(1) == [0]
+            position = state.position
+        for n in range(1, 11):
+            publisher.publish(TOPIC, n)
+    restart(a, b)
+    again = Collected()
+    with WampClient(a.ws_url) as subscriber:
+        state = resumed(subscriber, again, position)
+        assert state.recovered is True and again.events == list(range(1, 11))
+        assert state.position == Position(position.epoch, 11)  # type: ignore[union-attr]
+
+
+def test_redis_restarted_without_its_data_resumes_say_not_recovered_and_a_new_epoch_begins(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        for n in range(3):
+            publisher.publish(TOPIC, n)
+    old = Collected()
+    with WampClient(b.ws_url) as subscriber:
+        position = resumed(subscriber, old, None).position
+    assert position is not None and position.seq == 3
+    redis_server.stop()
+    redis_server.start()  # no persistence: everything is gone
+    wait_for(lambda: a.log.count("Redis backplane: connected to") == 2 and b.log.count(
+        "Redis backplane: connected to") == 2)
+    wait_for(lambda: a.log.count("subscribed to 1 realm") == 2 and b.log.count("subscribed to 1 realm") == 2)
+    with WampClient(a.ws_url) as publisher:
+        publisher.publish(TOPIC, "after")
+    for node in (a, b):
+        after = Collected()
+        with WampClient(node.ws_url) as subscriber:
+            state = resumed(subscriber, after, position)
+        assert state.recovered is False and after.events == []  # never a false "recovered"
+        assert state.position is not None and state.position.epoch != position.epoch and state.position.seq == 1
+
+
+def test_publications_while_redis_is_unreachable_are_delivered_locally_and_resumes_across_say_not_recovered(
+    start_server: Any, redis_server: RedisServer,  # noqa: F811
+) -> None:
+    redis_server.start()
+    with CuttableProxy(redis_server.port) as path_to_redis:  # Redis keeps its data: only the path is cut
+        url = f"redis://127.0.0.1:{path_to_redis.port}/0"
+        a, b = (start_server("--redis", url, *HISTORY) for _ in range(2))
+        connected(a), connected(b)
+        with WampClient(a.ws_url) as publisher:
+            publisher.publish(TOPIC, 0)
+            seen = Collected()
+            with WampClient(b.ws_url) as subscriber:
+                position = resumed(subscriber, seen, None).position
+            assert position is not None and position.seq == 1
+            with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as local:
+                join(local, TOPIC)
+                path_to_redis.cut()
+                wait_for(lambda: "unreachable" in a.log)
+                for n in range(1, 4):
+                    publisher.publish(TOPIC, n)
+                got = [json.loads(local.recv(timeout=5)) for _ in range(3)]
+                assert [e[4] for e in got] == [[1], [2], [3]]  # delivered on A meanwhile
+                assert all("_seq" not in e[3] for e in got), got  # without a position
+            assert "Redis store: 1 publication(s) on topics with history delivered on this node only" in a.log
+            path_to_redis.restore()
+            wait_for(lambda: "again;" in a.log, timeout=40)
+            wait_for(lambda: "topic(s) that lost publications while Redis was unreachable begin a new epoch" in a.log)
+            publisher.publish(TOPIC, "after")
+        for node in (a, b):
+            after = Collected()
+            with WampClient(node.ws_url) as subscriber:
+                state = resumed(subscriber, after, position)
+            assert state.recovered is False and after.events == []  # the 3 are not in Redis: never "recovered"
+            assert state.position is not None and state.position.epoch != position.epoch
+
+
+def test_a_retained_event_published_on_a_is_got_on_b_and_survives_a_restart_of_both(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        publisher.publish("com.example.state", "kept", retain=True)
+        publisher.publish("com.example.state", "not kept")
+    for round_ in range(2):
+        for node in (b, a):
+            with ws_connect(node.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
+                join(ws)
+                assert exchange(ws, [32, 1, {"get_retained": True}, "com.example.state"])[0] == 33
+                retained = json.loads(ws.recv(timeout=5))
+                assert retained[0] == 36 and retained[4] == ["kept"] and retained[3]["retained"] is True, retained
+        if round_ == 0:
+            restart(a, b)
+
+
+@pytest.fixture
+def node_subscriber(nodes: tuple[ServerProcess, ServerProcess]) -> Iterator[tuple[CuttableProxy, Subscriber]]:
+    a, _ = nodes
+    proxy = CuttableProxy(a.port)
+    subscriber = Subscriber(f"ws://127.0.0.1:{proxy.port}/ws", "com.example.resume", SCRIPT, "exact")
+    assert subscriber.next("active") == "com.example.resume"
+    yield proxy, subscriber
+    subscriber.close()
+    proxy.close()
+
+
+def test_wsclient_cut_off_on_a_resumes_on_b_with_exactly_the_50_published_on_b(
+    nodes: tuple[ServerProcess, ServerProcess], node_subscriber: tuple[CuttableProxy, Subscriber],
+) -> None:
+    a, b = nodes
+    proxy, subscriber = node_subscriber
+    topic = "com.example.resume"
+    with WampClient(b.ws_url) as publisher:
+        for n in range(5):
+            publisher.publish(topic, n)
+        before = events(subscriber, 5)
+        assert [(e["event"], e["seq"]) for e in before] == [([n], n + 1) for n in range(5)]
+        proxy.cut()
+        assert subscriber.next("state") == "closed"
+        for n in range(5, 55):
+            publisher.publish(topic, n)
+        proxy.upstream_port = b.port  # the page comes back through another node
+        proxy.restore()
+        after = lines_until(subscriber, lambda found: any("resume" in line for line in found))
+        publisher.publish(topic, 55)
+        after += events(subscriber, 1)
+    got = [line for line in after if "event" in line]
+    assert [e["event"] for e in got] == [[n] for n in range(5, 56)]
+    assert [e["seq"] for e in got] == list(range(6, 57))
+    assert [e["recovered"] for e in got] == [True] * 50 + [False]
+    resumed_line = next(line["resume"] for line in after if "resume" in line)
+    assert resumed_line == {"topic": topic, "recovered": True, "missed": 50, "reason": None}
