@@ -14,7 +14,9 @@ from autobahn.wamp import message as wamp
 from tests.core.harness import Harness, wire
 from wsserver.core.actions import Ask
 from wsserver.core.broker import EVERYONE, Publication
+from wsserver.core.decoding import decode
 from wsserver.core.eventstore import Kept, Position, Since
+from wsserver.core.limits import SessionLimits
 from wsserver.core.matching import matches
 from wsserver.core.shared import Keeping
 
@@ -193,3 +195,32 @@ def test_meta_events_and_publications_from_elsewhere_are_not_kept_locally_with_a
     assert "_seq" not in received["meta"][0][3]
     routed = wire(nodes.b.router.route_from_elsewhere("realm1", Publication(1, "com.t", [1], None, EVERYONE)))
     assert "_seq" not in routed["sub_b"][0][3]
+
+
+def test_reads_waiting_for_the_store_count_as_calls_in_flight() -> None:
+    nodes = Nodes(limits=SessionLimits(max_calls_in_flight=2))
+    nodes.b.join("reader")
+    session = nodes.b.sessions["reader"]
+    pending = [nodes.b.router.receive(session, decode([[48, n, {}, SINCE, ["com.t", "e", 0]]])[0]) for n in (1, 2, 3)]
+    assert [type(actions[0]).__name__ for actions in pending] == ["Ask", "Ask", "Send"]
+    assert wire(pending[2])["reader"][0][4] == "wsserver.error.too_many_calls_in_flight"
+    ask = pending[0][0]
+    assert isinstance(ask, Ask)
+    assert wire(list(ask.then(ask.ask())))["reader"][0][0] == 50  # answered: one more may wait
+    again = nodes.b.router.receive(session, decode([[48, 4, {}, SINCE, ["com.t", "e", 0]]])[0])
+    assert isinstance(again[0], Ask)
+
+
+def test_a_sessions_reads_past_four_wait_their_turn_and_are_asked_as_answers_come() -> None:
+    nodes = Nodes()
+    nodes.b.join("reader")
+    session = nodes.b.sessions["reader"]
+    pending = [nodes.b.router.receive(session, decode([[48, n, {}, SINCE, ["com.t", "e", 0]]])[0]) for n in range(1, 7)]
+    assert [len(actions) for actions in pending] == [1, 1, 1, 1, 0, 0]  # two wait, unasked
+    first = pending[0][0]
+    assert isinstance(first, Ask)
+    answered = list(first.then(first.ask()))
+    assert answered[0].message.request == 1 and isinstance(answered[1], Ask)  # and the fifth is asked
+    nodes.b.router.detach(session)
+    fifth = answered[1]
+    assert isinstance(fifth, Ask) and list(fifth.then(fifth.ask())) == []  # gone: the sixth is never asked

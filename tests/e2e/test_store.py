@@ -17,6 +17,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import ServerProcess, wait_for
+from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import exchange, join
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.e2e.tcpproxy import CuttableProxy
@@ -29,6 +30,7 @@ from wsserver.client import Position
 
 TOPIC = "com.example.feed"
 HISTORY = ("--history-size", "100")
+SINCE = "wsserver.history.since"
 
 
 @pytest.fixture
@@ -230,3 +232,35 @@ def test_wsclient_cut_off_on_a_resumes_on_b_with_exactly_the_50_published_on_b(
     assert [e["recovered"] for e in got] == [True] * 50 + [False]
     resumed_line = next(line["resume"] for line in after if "resume" in line)
     assert resumed_line == {"topic": topic, "recovered": True, "missed": 50, "reason": None}
+
+
+def test_a_flood_of_history_reads_is_refused_past_the_calls_in_flight_and_harms_no_one(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Each read asks Redis on the connection that also stores publications: one session may not queue many."""
+    a, _ = nodes
+    with WampClient(a.ws_url) as publisher:
+        for n in range(100):
+            publisher.publish(TOPIC, "x" * 100, n)
+    with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5, max_size=None) as attacker:
+        join(attacker)
+        epoch = exchange(attacker, [48, 1, {}, SINCE, [TOPIC, "", 0]])[4]["epoch"]
+        with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory:  # type: ignore[union-attr]
+            calls = 2_000
+            batch = 1000
+            for start in range(0, calls, batch):  # 100 events per answer, pipelined
+                for n in range(batch):
+                    attacker.send(json.dumps([48, start + n + 2, {}, SINCE, [TOPIC, epoch, 0]]))
+            answers = {"result": 0, "refused": 0}
+            while sum(answers.values()) < calls:
+                reply = json.loads(attacker.recv(timeout=60))
+                if reply[0] == 50:
+                    answers["result"] += 1
+                else:
+                    assert reply[0] == 8 and reply[4] == "wsserver.error.too_many_calls_in_flight", reply
+                    answers["refused"] += 1
+        print(f"flood of {calls} since calls: {answers}; {bystander.stop().summary()}; "
+              f"server grew {memory.growth / 2**20:.1f} MiB")
+    bystander.check()
+    memory.check(64 * 2**20)
+    assert answers["refused"] > 0  # the rest were refused with a reason, not queued on Redis

@@ -29,7 +29,8 @@ A call to the router's own procedure runs at once: the function returns a :class
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT. A
 procedure that must ask a store shared by several nodes returns :class:`Later` instead: the
 dealer answers with an ``Ask``, and the RESULT (or ERROR) follows the store's answer, if the
-caller is still there.
+caller is still there. Until then it counts as one of the caller's calls in flight: each asks
+Redis on the connection that also stores publications, so a session may not queue more.
 
 Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
 progressive results, call timeouts and canceling, caller identification.
@@ -37,6 +38,7 @@ progressive results, call timeouts and canceling, caller identification.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -51,6 +53,9 @@ from wsserver.core.matching import EXACT
 from wsserver.core.session import PeerT, Session, State
 
 CALL = wamp.Call.MESSAGE_TYPE
+#: Reads of the shared store (Redis) one session has asked at once; its others wait their turn.
+#: A resume asks one per topic; the answers of 4 (up to 300 events each) decode in milliseconds.
+STORE_READS_AT_ONCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,9 @@ class Dealer(Generic[PeerT]):
         self._in_flight: dict[int, Invocation[PeerT]] = {}
         #: Caller -> how many of its calls are in flight (callers with none are not kept).
         self._calls_made: dict[Session[PeerT], int] = {}
+        #: Caller -> its reads of the shared store asked now, and those waiting their turn.
+        self._asking: dict[Session[PeerT], int] = {}
+        self._waiting: dict[Session[PeerT], deque[tuple[wamp.Call, Later[PeerT]]]] = {}
 
     def __len__(self) -> int:
         """How many registrations, the router's own included."""
@@ -238,12 +246,50 @@ class Dealer(Generic[PeerT]):
         try:
             reply = produce()
             if isinstance(reply, Later):
-                later = reply
-                return [Ask(later.ask, lambda answer: self._reply(caller, request, lambda: later.answer(answer)))]
+                return self._ask(caller, request, reply)
         except ApplicationError as error:
             return [error_reply(caller, CALL, request.request, error.error, *error.args, **error.kwargs)]
         result = wamp.Result(request.request, args=reply.args, kwargs=reply.kwargs)
         return [Send(result, (caller,)), *reply.then]
+
+    def _ask(self, caller: Session[PeerT], request: wamp.Call, later: Later[PeerT]) -> list[Action[PeerT]]:
+        """
+        Ask the shared store for ``later``; the wait counts as one of ``caller``'s calls in
+        flight. At most :data:`STORE_READS_AT_ONCE` of a caller's are asked at once; the others
+        wait their turn here, so one session's burst never holds the store's connection (or the
+        reactor, decoding the answers) for long.
+        """
+        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
+        if self._asking.get(caller, 0) >= STORE_READS_AT_ONCE:
+            self._waiting.setdefault(caller, deque()).append((request, later))
+            return []
+        return [self._asked(caller, request, later)]
+
+    def _asked(self, caller: Session[PeerT], request: wamp.Call, later: Later[PeerT]) -> Ask[PeerT]:
+        self._asking[caller] = self._asking.get(caller, 0) + 1
+
+        def answered(answer: Any) -> list[Action[PeerT]]:
+            asking = self._asking.pop(caller) - 1
+            if asking:
+                self._asking[caller] = asking
+            if caller.state is not State.OPEN:  # gone: forget what it still waits for
+                self._waiting.pop(caller, None)
+                if not asking:
+                    self._calls_made.pop(caller, None)
+                return []
+            remaining = self._calls_made.pop(caller) - 1
+            if remaining:
+                self._calls_made[caller] = remaining
+            actions = self._reply(caller, request, lambda: later.answer(answer))
+            waiting = self._waiting.get(caller)
+            if waiting:
+                next_request, next_later = waiting.popleft()
+                if not waiting:
+                    del self._waiting[caller]
+                actions.append(self._asked(caller, next_request, next_later))
+            return actions
+
+        return Ask(later.ask, answered)
 
     def _answered(self, callee: Session[PeerT], invocation_id: int) -> Invocation[PeerT] | None:
         """The invocation ``callee`` answers, now no longer in flight; None if it is not its to answer."""
