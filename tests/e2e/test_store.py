@@ -21,7 +21,7 @@ from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import exchange, join
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.e2e.tcpproxy import CuttableProxy
-from tests.e2e.test_backplane import connected, start_node
+from tests.e2e.test_backplane import SUBSCRIBED_LINE, connected, start_node
 from tests.e2e.test_resume import Collected, resumed
 from tests.e2e.test_resume_node import SCRIPT, events, lines_until
 from tests.e2e.test_reconnect import Subscriber
@@ -31,6 +31,7 @@ from wsserver.client import Position
 TOPIC = "com.example.feed"
 HISTORY = ("--history-size", "100")
 SINCE = "wsserver.history.since"
+CONNECTED = "Redis backplane: connected to"
 
 
 @pytest.fixture
@@ -41,12 +42,21 @@ def nodes(start_server: Any, redis_server: RedisServer) -> tuple[ServerProcess, 
     return a, b
 
 
+def publish_each(publisher: WampClient, topic: str, numbers: range) -> None:
+    """Publish each of ``numbers`` on ``topic``, one event each, acknowledged."""
+    for n in numbers:
+        publisher.publish(topic, n)
+
+
 def restart(*nodes: ServerProcess) -> None:
+    """Stop every node, then start each and wait until it is connected to Redis again (its log goes on)."""
     for node in nodes:
         node.stop()
+    lines = (CONNECTED, SUBSCRIBED_LINE)
     for node in nodes:
+        before = [node.log.count(line) for line in lines]
         node.start()
-        connected(node)
+        wait_for(lambda: all(node.log.count(line) > n for line, n in zip(lines, before)))  # noqa: B023
 
 
 def test_a_python_subscriber_cut_off_on_a_resumes_on_b_with_exactly_the_50_published_on_b(
@@ -57,14 +67,12 @@ def test_a_python_subscriber_cut_off_on_a_resumes_on_b_with_exactly_the_50_publi
         first = Collected()
         subscriber = WampClient(f"ws://127.0.0.1:{proxy.port}/ws")
         state = resumed(subscriber, first, None)
-        for n in range(5):
-            publisher.publish(TOPIC, n)
+        publish_each(publisher, TOPIC, range(5))
         assert first.wait_for(5) == [0, 1, 2, 3, 4]  # published on B, delivered on A through Redis
         position = state.position
         assert position is not None and position.seq == 5
         proxy.cut()
-        for n in range(5, 55):
-            publisher.publish(TOPIC, n)
+        publish_each(publisher, TOPIC, range(5, 55))
 
         on_b = Collected()
         with WampClient(b.ws_url) as again:
@@ -80,8 +88,7 @@ def test_a_python_subscriber_cut_off_on_a_resumes_on_b_with_exactly_the_50_publi
 def test_get_events_answers_the_same_on_both_nodes(nodes: tuple[ServerProcess, ServerProcess]) -> None:
     a, b = nodes
     with WampClient(a.ws_url) as publisher:
-        for n in range(3):
-            publisher.publish(TOPIC, n)
+        publish_each(publisher, TOPIC, range(3))
     answers = []
     for node in (a, b):
         with ws_connect(node.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as ws:
@@ -105,8 +112,7 @@ def test_both_nodes_restarted_with_redis_kept_a_resume_still_recovers(
             publisher.publish(TOPIC, 0)
             assert first.wait_for(1) == [0]
             position = state.position
-        for n in range(1, 11):
-            publisher.publish(TOPIC, n)
+        publish_each(publisher, TOPIC, range(1, 11))
     restart(a, b)
     again = Collected()
     with WampClient(a.ws_url) as subscriber:
@@ -120,16 +126,14 @@ def test_redis_restarted_without_its_data_resumes_say_not_recovered_and_a_new_ep
 ) -> None:
     a, b = nodes
     with WampClient(a.ws_url) as publisher:
-        for n in range(3):
-            publisher.publish(TOPIC, n)
+        publish_each(publisher, TOPIC, range(3))
     old = Collected()
     with WampClient(b.ws_url) as subscriber:
         position = resumed(subscriber, old, None).position
     assert position is not None and position.seq == 3
     redis_server.stop()
     redis_server.start()  # no persistence: everything is gone
-    wait_for(lambda: a.log.count("Redis backplane: connected to") == 2 and b.log.count(
-        "Redis backplane: connected to") == 2)
+    wait_for(lambda: a.log.count(CONNECTED) == 2 and b.log.count(CONNECTED) == 2)
     wait_for(lambda: a.log.count("subscribed to 1 realm") == 2 and b.log.count("subscribed to 1 realm") == 2)
     with WampClient(a.ws_url) as publisher:
         publisher.publish(TOPIC, "after")
@@ -159,14 +163,13 @@ def test_publications_while_redis_is_unreachable_are_delivered_locally_and_resum
                 join(local, TOPIC)
                 path_to_redis.cut()
                 wait_for(lambda: "unreachable" in a.log)
-                for n in range(1, 4):
-                    publisher.publish(TOPIC, n)
+                publish_each(publisher, TOPIC, range(1, 4))
                 got = [json.loads(local.recv(timeout=5)) for _ in range(3)]
                 assert [e[4] for e in got] == [[1], [2], [3]]  # delivered on A meanwhile
                 assert all("_seq" not in e[3] for e in got), got  # without a position
             assert "Redis store: 1 publication(s) on topics with history delivered on this node only" in a.log
             path_to_redis.restore()
-            wait_for(lambda: "again;" in a.log, timeout=40)
+            wait_for(lambda: "again;" in a.log and "again;" in b.log, timeout=40)
             wait_for(lambda: "topic(s) that lost publications while Redis was unreachable begin a new epoch" in a.log)
             publisher.publish(TOPIC, "after")
         for node in (a, b):
@@ -213,14 +216,12 @@ def test_wsclient_cut_off_on_a_resumes_on_b_with_exactly_the_50_published_on_b(
     proxy, subscriber = node_subscriber
     topic = "com.example.resume"
     with WampClient(b.ws_url) as publisher:
-        for n in range(5):
-            publisher.publish(topic, n)
+        publish_each(publisher, topic, range(5))
         before = events(subscriber, 5)
         assert [(e["event"], e["seq"]) for e in before] == [([n], n + 1) for n in range(5)]
         proxy.cut()
         assert subscriber.next("state") == "closed"
-        for n in range(5, 55):
-            publisher.publish(topic, n)
+        publish_each(publisher, topic, range(5, 55))
         proxy.upstream_port = b.port  # the page comes back through another node
         proxy.restore()
         after = lines_until(subscriber, lambda found: any("resume" in line for line in found))
