@@ -224,3 +224,37 @@ def test_a_sessions_reads_past_four_wait_their_turn_and_are_asked_as_answers_com
     nodes.b.router.detach(session)
     fifth = answered[1]
     assert isinstance(fifth, Ask) and list(fifth.then(fifth.ask())) == []  # gone: the sixth is never asked
+
+
+def test_a_subscribe_repeated_before_the_store_answered_asks_it_nothing_more() -> None:
+    nodes = Nodes()
+    nodes.b.join("x")
+    session = nodes.b.sessions["x"]
+    subscribe = decode([[32, 1, {"get_retained": True}, "com.t"]])[0]
+    first = nodes.b.router.receive(session, subscribe)
+    again = nodes.b.router.receive(session, subscribe)
+    assert [type(a).__name__ for a in first] == ["Send", "Ask"] and [type(a).__name__ for a in again] == ["Send"]
+    ask = first[1]
+    assert isinstance(ask, Ask)
+    ask.then(ask.ask())
+    assert [type(a).__name__ for a in nodes.b.router.receive(session, subscribe)] == ["Send", "Ask"]  # answered: asks anew
+
+
+def test_a_publishers_burst_is_stored_a_few_at_a_time_in_order_while_others_go_ahead() -> None:
+    nodes = nodes_with_subscribers()
+    nodes.a.join("other")
+    pub, other = nodes.a.sessions["pub"], nodes.a.sessions["other"]
+    burst = [nodes.a.router.receive(pub, decode([[16, n, {}, "com.t", [n]]])[0]) for n in range(6)]
+    assert [len(actions) for actions in burst] == [1, 1, 1, 1, 0, 0]  # two wait their turn, unasked
+    (others,) = nodes.a.router.receive(other, decode([[16, 9, {}, "com.t", ["other"]]])[0])
+    assert isinstance(others, Ask)  # another publisher is not behind the burst
+    asks = [actions[0] for actions in burst[:4]]
+    follow = []
+    for ask in asks:
+        assert isinstance(ask, Ask)
+        follow += list(ask.then(ask.ask()))
+    for ask in follow:
+        assert isinstance(ask, Ask)
+        ask.then(ask.ask())
+    others.then(others.ask())
+    assert [p.args for _, p, _ in nodes.shared.handed] == [[0], [1], [2], [3], [4], [5], ["other"]]  # in order

@@ -83,7 +83,7 @@ from wsserver.core.history import History, HistorySettings, TopicHistory
 from wsserver.core.matching import EXACT, check_pattern
 from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
-from wsserver.core.shared import Keeping, SharedStore
+from wsserver.core.shared import Keeping, SharedStore, Turns
 from wsserver.core.subscriptions import Subscription, SubscriptionTable
 
 
@@ -261,6 +261,10 @@ class Broker(Generic[PeerT]):
         self._random_id = random_id
         self.shared = shared
         self._realm = realm
+        #: Publishers' publications to store: a few asked at once per publisher, the others wait, in order.
+        self._storing: Turns[PeerT] = Turns()
+        #: (session, subscription) whose retained events the shared store was asked for.
+        self._asking_retained: set[tuple[Session[PeerT], Subscription[PeerT]]] = set()
         self._forward = forward
         self._clock = clock
         self._authorizer = authorizer
@@ -294,8 +298,13 @@ class Broker(Generic[PeerT]):
         )
         actions: list[Action[PeerT]] = [Send(wamp.Subscribed(request.request, subscription.id), (session,))]
         if request.get_retained and self.shared is not None:
-            ask = partial(self.shared.retained, self._realm, subscription.topic, subscription.match, ttl=self.retained.ttl)
-            actions.append(Ask(ask, partial(self._retained_to, session, subscription)))
+            # One question per (session, subscription) at a time: a SUBSCRIBE repeated before the
+            # answer came gets the retained events with that answer, and queues nothing on Redis.
+            if (session, subscription) not in self._asking_retained:
+                self._asking_retained.add((session, subscription))
+                ask = partial(self.shared.retained, self._realm, subscription.topic, subscription.match,
+                              ttl=self.retained.ttl)
+                actions.append(Ask(ask, partial(self._retained_to, session, subscription)))
         elif request.get_retained:
             for kept in self.retained.latest(subscription.topic, subscription.match):
                 if kept.item.audience.admits(session) and self._may_receive(session, kept.item.topic):
@@ -386,13 +395,13 @@ class Broker(Generic[PeerT]):
             return actions + ack
         store = partial(shared.store, self._realm, publication, retain=retain, history=keeping)
         if keeping is None:  # retained, no history: no position to wait for
-            return [*self._send(publication), Ask(store, _nothing), *ack]
+            return [*self._send(publication), *self._storing.ask(publisher, store, _nothing), *ack]
 
         def stored(done: bool) -> Sequence[Action[PeerT]]:
             # Stored: every node, this one too, routes it as the store hands it back.
             return ack if done else self._send(publication) + ack
 
-        return [Ask(store, stored)]
+        return self._storing.ask(publisher, store, stored)
 
     def keeping(self, topic: str) -> Keeping | None:
         """How ``topic`` keeps history; None: it keeps none."""
@@ -402,6 +411,7 @@ class Broker(Generic[PeerT]):
         self, session: Session[PeerT], subscription: Subscription[PeerT], retained: list[Publication] | None
     ) -> list[Action[PeerT]]:
         """The retained events the shared store answered, to ``session`` if still subscribed."""
+        self._asking_retained.discard((session, subscription))
         if session not in subscription.subscribers:
             return []
         return [

@@ -38,7 +38,6 @@ progressive results, call timeouts and canceling, caller identification.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -51,11 +50,9 @@ from wsserver.core import meta
 from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.matching import EXACT
 from wsserver.core.session import PeerT, Session, State
+from wsserver.core.shared import Turns
 
 CALL = wamp.Call.MESSAGE_TYPE
-#: Reads of the shared store (Redis) one session has asked at once; its others wait their turn.
-#: A resume asks one per topic; the answers of 4 (up to 300 events each) decode in milliseconds.
-STORE_READS_AT_ONCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +119,8 @@ class Dealer(Generic[PeerT]):
         self._in_flight: dict[int, Invocation[PeerT]] = {}
         #: Caller -> how many of its calls are in flight (callers with none are not kept).
         self._calls_made: dict[Session[PeerT], int] = {}
-        #: Caller -> its reads of the shared store asked now, and those waiting their turn.
-        self._asking: dict[Session[PeerT], int] = {}
-        self._waiting: dict[Session[PeerT], deque[tuple[wamp.Call, Later[PeerT]]]] = {}
+        #: Callers' reads of the shared store: a few asked at once per caller, the others wait.
+        self._turns: Turns[PeerT] = Turns()
 
     def __len__(self) -> int:
         """How many registrations, the router's own included."""
@@ -254,42 +250,21 @@ class Dealer(Generic[PeerT]):
 
     def _ask(self, caller: Session[PeerT], request: wamp.Call, later: Later[PeerT]) -> list[Action[PeerT]]:
         """
-        Ask the shared store for ``later``; the wait counts as one of ``caller``'s calls in
-        flight. At most :data:`STORE_READS_AT_ONCE` of a caller's are asked at once; the others
-        wait their turn here, so one session's burst never holds the store's connection (or the
-        reactor, decoding the answers) for long.
+        Ask the shared store for ``later``, in ``caller``'s turn (see :class:`~wsserver.core.shared.Turns`);
+        the wait counts as one of ``caller``'s calls in flight.
         """
         self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
-        if self._asking.get(caller, 0) >= STORE_READS_AT_ONCE:
-            self._waiting.setdefault(caller, deque()).append((request, later))
-            return []
-        return [self._asked(caller, request, later)]
-
-    def _asked(self, caller: Session[PeerT], request: wamp.Call, later: Later[PeerT]) -> Ask[PeerT]:
-        self._asking[caller] = self._asking.get(caller, 0) + 1
 
         def answered(answer: Any) -> list[Action[PeerT]]:
-            asking = self._asking.pop(caller) - 1
-            if asking:
-                self._asking[caller] = asking
+            remaining = self._calls_made.pop(caller, 1) - 1
             if caller.state is not State.OPEN:  # gone: forget what it still waits for
-                self._waiting.pop(caller, None)
-                if not asking:
-                    self._calls_made.pop(caller, None)
+                self._turns.forget(caller)
                 return []
-            remaining = self._calls_made.pop(caller) - 1
             if remaining:
                 self._calls_made[caller] = remaining
-            actions = self._reply(caller, request, lambda: later.answer(answer))
-            waiting = self._waiting.get(caller)
-            if waiting:
-                next_request, next_later = waiting.popleft()
-                if not waiting:
-                    del self._waiting[caller]
-                actions.append(self._asked(caller, next_request, next_later))
-            return actions
+            return self._reply(caller, request, lambda: later.answer(answer))
 
-        return Ask(later.ask, answered)
+        return self._turns.ask(caller, later.ask, answered)
 
     def _answered(self, callee: Session[PeerT], invocation_id: int) -> Invocation[PeerT] | None:
         """The invocation ``callee`` answers, now no longer in flight; None if it is not its to answer."""

@@ -20,14 +20,28 @@ a position; the store must then make sure that no later resume of that topic say
 
 Publications on topics without history or retention never wait for the store: they are routed
 at once, as in one process, and forwarded through the backplane.
+
+Every question goes down one connection to the store, answered in order, so a burst from one
+session (thousands of publications, or reads) would delay everyone's publications behind it.
+:class:`Turns` gives each session a few questions at once; its others wait their turn on the
+node, in order, while other sessions' questions go ahead.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol
+
+from wsserver.core.actions import Action, Ask
+from wsserver.core.session import PeerT
 
 if TYPE_CHECKING:
     from wsserver.core.broker import Publication
+
+#: Questions to the store one session has asked at once; its others wait their turn. A resume
+#: asks one per topic, a publisher one per publication; answers come back in about a round trip.
+AT_ONCE = 4
 
 
 class Keeping(NamedTuple):
@@ -58,3 +72,47 @@ class SharedStore(Protocol):
 
     def retained(self, realm: str, pattern: str, match: str, *, ttl: float | None) -> Any:
         """The retained publications (positions set) of the topics ``pattern`` matches; None: cannot say."""
+
+
+class Turns(Generic[PeerT]):
+    """
+    At most ``at_once`` questions asked per key (a session; None: the server's own), the others
+    kept, in order, until an answer makes room: :meth:`ask` returns the ``Ask`` to carry out now,
+    or nothing while the key waits its turn.
+    """
+
+    def __init__(self, at_once: int = AT_ONCE) -> None:
+        self.at_once = at_once
+        self._asking: dict[Hashable, int] = {}
+        self._waiting: dict[Hashable, deque[tuple[Callable[[], Any], Callable[[Any], Sequence[Action[PeerT]]]]]] = {}
+
+    def ask(
+        self, key: Hashable, ask: Callable[[], Any], then: Callable[[Any], Sequence[Action[PeerT]]]
+    ) -> list[Action[PeerT]]:
+        """``Ask(ask, then)`` now if ``key`` has room, else later (in order); ``then``'s actions come first."""
+        if self._asking.get(key, 0) >= self.at_once:
+            self._waiting.setdefault(key, deque()).append((ask, then))
+            return []
+        return [self._asked(key, ask, then)]
+
+    def forget(self, key: Hashable) -> None:
+        """Drop what ``key`` still waits to ask (it left)."""
+        self._waiting.pop(key, None)
+
+    def _asked(self, key: Hashable, ask: Callable[[], Any], then: Callable[[Any], Sequence[Action[PeerT]]]) -> Ask[PeerT]:
+        self._asking[key] = self._asking.get(key, 0) + 1
+
+        def answered(answer: Any) -> list[Action[PeerT]]:
+            asking = self._asking.pop(key) - 1
+            if asking:
+                self._asking[key] = asking
+            actions = list(then(answer))
+            waiting = self._waiting.get(key)
+            if waiting:
+                next_ask, next_then = waiting.popleft()
+                if not waiting:
+                    del self._waiting[key]
+                actions.append(self._asked(key, next_ask, next_then))
+            return actions
+
+        return Ask(ask, answered)
