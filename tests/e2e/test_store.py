@@ -9,11 +9,13 @@ event published on one node is got on the other, also after both restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import ServerProcess, wait_for
@@ -40,6 +42,15 @@ def nodes(start_server: Any, redis_server: RedisServer) -> tuple[ServerProcess, 
     a, b = start_node(start_server, redis_server, *HISTORY), start_node(start_server, redis_server, *HISTORY)
     connected(a), connected(b)
     return a, b
+
+
+@contextlib.contextmanager
+def attacker_among_others(node: ServerProcess) -> Iterator[tuple[ClientConnection, Bystander, MemoryWatch]]:
+    """A raw wamp.2.json session on ``node`` to attack with, while a bystander and the node's memory are watched."""
+    with ws_connect(node.ws_url, subprotocols=["wamp.2.json"], open_timeout=5, max_size=None) as attacker:
+        join(attacker)
+        with Bystander(node.ws_url) as bystander, MemoryWatch(node.proc.pid) as memory:  # type: ignore[union-attr]
+            yield attacker, bystander, memory
 
 
 def publish_each(publisher: WampClient, topic: str, numbers: range) -> None:
@@ -243,25 +254,21 @@ def test_a_flood_of_history_reads_is_refused_past_the_calls_in_flight_and_harms_
     with WampClient(a.ws_url) as publisher:
         for n in range(100):
             publisher.publish(TOPIC, "x" * 100, n)
-    with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5, max_size=None) as attacker:
-        join(attacker)
-        epoch = exchange(attacker, [48, 1, {}, SINCE, [TOPIC, "", 0]])[4]["epoch"]
-        with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory:  # type: ignore[union-attr]
-            calls = 2_000
-            batch = 1000
-            for start in range(0, calls, batch):  # 100 events per answer, pipelined
-                for n in range(batch):
-                    attacker.send(json.dumps([48, start + n + 2, {}, SINCE, [TOPIC, epoch, 0]]))
-            answers = {"result": 0, "refused": 0}
-            while sum(answers.values()) < calls:
-                reply = json.loads(attacker.recv(timeout=60))
-                if reply[0] == 50:
-                    answers["result"] += 1
-                else:
-                    assert reply[0] == 8 and reply[4] == "wsserver.error.too_many_calls_in_flight", reply
-                    answers["refused"] += 1
-        print(f"flood of {calls} since calls: {answers}; {bystander.stop().summary()}; "
-              f"server grew {memory.growth / 2**20:.1f} MiB")
+        epoch = publisher._call(publisher.session.call, SINCE, TOPIC, "", 0).kwresults["epoch"]
+    with attacker_among_others(a) as (attacker, bystander, memory):
+        calls = 2_000  # 100 events per answer, pipelined
+        for n in range(calls):
+            attacker.send(json.dumps([48, n + 2, {}, SINCE, [TOPIC, epoch, 0]]))
+        answers = {"result": 0, "refused": 0}
+        while sum(answers.values()) < calls:
+            reply = json.loads(attacker.recv(timeout=60))
+            if reply[0] == 50:
+                answers["result"] += 1
+            else:
+                assert reply[0] == 8 and reply[4] == "wsserver.error.too_many_calls_in_flight", reply
+                answers["refused"] += 1
+    print(f"flood of {calls} since calls: {answers}; {bystander.stop().summary()}; "
+          f"server grew {memory.growth / 2**20:.1f} MiB")
     bystander.check()
     memory.check(64 * 2**20)
     assert answers["refused"] > 0  # the rest were refused with a reason, not queued on Redis
@@ -274,36 +281,32 @@ def test_a_burst_of_subscribes_asking_for_retained_events_asks_redis_once_per_su
     with WampClient(a.ws_url) as publisher:
         for n in range(200):
             publisher.publish(f"com.example.state.{n}", "x" * 200, retain=True)
-    with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5, max_size=None) as attacker:
-        join(attacker)
-        with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory:  # type: ignore[union-attr]
-            subscribes = 1000
-            for n in range(subscribes):  # the same wildcard again and again: 200 retained events each time
-                attacker.send(json.dumps([32, n + 1, {"match": "wildcard", "get_retained": True}, "com.example.state."]))
-            subscribed = retained = 0
-            while subscribed < subscribes:
-                reply = json.loads(attacker.recv(timeout=60))
-                subscribed += reply[0] == 33
-                retained += reply[0] == 36
-        print(f"{subscribes} subscribes with get_retained: {retained} retained events sent; "
-              f"{bystander.stop().summary()}; server grew {memory.growth / 2**20:.1f} MiB")
+    with attacker_among_others(a) as (attacker, bystander, memory):
+        subscribes = 1000
+        for n in range(subscribes):  # the same wildcard again and again: 200 retained events each time
+            attacker.send(json.dumps([32, n + 1, {"match": "wildcard", "get_retained": True}, "com.example.state."]))
+        subscribed = retained = 0
+        while subscribed < subscribes or retained < 200:
+            reply = json.loads(attacker.recv(timeout=60))
+            subscribed += reply[0] == 33
+            retained += reply[0] == 36
+    print(f"{subscribes} subscribes with get_retained: {retained} retained events sent; "
+          f"{bystander.stop().summary()}; server grew {memory.growth / 2**20:.1f} MiB")
     bystander.check()
     memory.check(64 * 2**20)
 
 
 def test_a_burst_of_publications_on_a_history_topic_harms_no_one(nodes: tuple[ServerProcess, ServerProcess]) -> None:
     a, b = nodes
-    with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as attacker:
-        join(attacker)
-        with Bystander(a.ws_url) as bystander, MemoryWatch(a.proc.pid) as memory:  # type: ignore[union-attr]
-            burst = 3_000  # a third of --publish-burst (what one session may publish at once)
-            for n in range(burst):
-                attacker.send(json.dumps([16, n + 1, {}, TOPIC, [n, "x" * 100]]))
-            with ws_connect(b.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as reader:
-                join(reader)
-                wait_for(lambda: exchange(reader, [48, 1, {}, SINCE, [TOPIC, "", 0]])[4]["top"] == burst, timeout=60)
-        print(f"burst of {burst} history publications: {bystander.stop().summary()}; "
-              f"server grew {memory.growth / 2**20:.1f} MiB")
+    with attacker_among_others(a) as (attacker, bystander, memory):
+        burst = 3_000  # a third of --publish-burst (what one session may publish at once)
+        for n in range(burst):
+            attacker.send(json.dumps([16, n + 1, {}, TOPIC, [n, "x" * 100]]))
+        with ws_connect(b.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as reader:
+            join(reader)
+            wait_for(lambda: exchange(reader, [48, 1, {}, SINCE, [TOPIC, "", 0]])[4]["top"] == burst, timeout=60)
+    print(f"burst of {burst} history publications: {bystander.stop().summary()}; "
+          f"server grew {memory.growth / 2**20:.1f} MiB")
     # Not refused: a burst within --publish-burst is work the server accepts, each publication a
     # Redis round trip. The bystander's history events share that connection: they must not
     # wait behind the whole burst (10,000 took them to a median of 6.8 s, max 10 s, before each
