@@ -97,10 +97,11 @@ def test_unreachable_counts_the_publications_delivered_here_and_forgets_their_to
     plane._publisher = failing
     assert answer(store.store("r1", publication(4, "com.c"), retain=False, history=Keeping(10, None))) is False
     assert store.unpositioned == 4
+    assert [args for script, _, args in failing.evals if script == FORGET] == [[b"com.c"]]  # at once, as it stays
     back = Connection()
     store.connected(back)
     forgotten = sorted(args[0] for script, _, args in back.evals if script == FORGET)
-    assert forgotten == [b"com.a", b"com.c"]
+    assert forgotten == [b"com.a"]
     store.connected(Connection())  # once
     assert store._broken == set()
 
@@ -128,3 +129,11 @@ def test_reads_say_they_cannot_answer_while_redis_is_unreachable_or_failing(plan
     assert answer(store.retained("r1", "com.t", "exact", ttl=None)) is None
     plane._publisher = Connection(ConnectionError("lost"))
     assert answer(store.since("r1", "com.t", "E", 0, limit=1, ttl=None)) is None
+
+
+def test_a_script_refused_by_a_live_redis_forgets_the_topics_history_at_once(plane: RedisBackplane) -> None:
+    connection = Connection(RuntimeError("OOM command not allowed when used memory > 'maxmemory'"))
+    store = store_on(plane, connection)
+    assert answer(store.store("r1", publication(1), retain=False, history=Keeping(10, None))) is False
+    assert [(script, args) for script, _, args in connection.evals[1:]] == [(FORGET, [b"com.t"])]
+    assert store._broken == set() and store.unpositioned == 1  # forgotten already: nothing left for a reconnection

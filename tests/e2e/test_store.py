@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -313,3 +314,36 @@ def test_a_burst_of_publications_on_a_history_topic_harms_no_one(nodes: tuple[Se
     # publisher got turns), only behind a few of the burst's at a time, and the CPU it costs.
     bystander.check(median_bound=0.25)
     memory.check(64 * 2**20)
+
+
+def redis_command(redis: RedisServer, *words: str) -> bytes:  # noqa: F811
+    """One command to Redis, inline, and its reply's first line."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as conn:
+        conn.sendall(" ".join(words).encode() + b"\r\n")
+        return conn.recv(256).split(b"\r\n")[0]
+
+
+def test_redis_out_of_memory_delivers_here_without_a_position_and_resumes_across_say_not_recovered(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        publisher.publish(TOPIC, 0)
+        with WampClient(b.ws_url) as subscriber:
+            position = resumed(subscriber, Collected(), None).position
+        assert position is not None and position.seq == 1
+        with ws_connect(a.ws_url, subprotocols=["wamp.2.json"], open_timeout=5) as local:
+            join(local, TOPIC)
+            assert redis_command(redis_server, "CONFIG", "SET", "maxmemory", "1") == b"+OK"
+            try:
+                publisher.publish(TOPIC, 1)
+                (event,) = [json.loads(local.recv(timeout=5))]
+                assert event[4] == [1] and "_seq" not in event[3]  # delivered here, without a position
+            finally:
+                assert redis_command(redis_server, "CONFIG", "SET", "maxmemory", "0") == b"+OK"
+        publisher.publish(TOPIC, 2)
+    assert "OOM" in a.log, a.log
+    with WampClient(b.ws_url) as subscriber:
+        state = resumed(subscriber, Collected(), position)
+    assert state.recovered is False  # event 1 is not in Redis: never "recovered"
+    assert state.position is not None and state.position.epoch != position.epoch and state.position.seq == 1

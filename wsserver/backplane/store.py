@@ -30,10 +30,10 @@ seq order, each once. Without history (retained only), the message is the backpl
 one: the publishing node routed it already and skips it.
 
 Redis unreachable, or the script failing: the broker delivers the publication on this node only,
-without a position (counted in :attr:`RedisStore.unpositioned`), and the topic is remembered as
-broken: when the publishing connection is back, its history in Redis is deleted first, so its
-next publication begins a new epoch and no resume says ``recovered: true`` across events it
-never kept. Reads while unreachable answer "cannot say" (resumes: ``recovered: false``;
+without a position (counted in :attr:`RedisStore.unpositioned`), and the topic's history in Redis
+is deleted (at once if Redis answered with an error, such as out of memory; else first thing when
+the publishing connection is back), so its next publication begins a new epoch and no resume says
+``recovered: true`` across events it never kept. Reads while unreachable answer "cannot say" (resumes: ``recovered: false``;
 ``get_events`` and ``get_retained``: nothing). A retained publication made then is delivered
 here but not retained.
 """
@@ -178,9 +178,17 @@ class RedisStore:
             size, 0 if ttl is None else max(1, int(ttl * 1000)), 1 if retain else 0,
         ]
         storing = connection.eval(STORE, keys, args)
-        storing.addCallbacks(self._stored, lambda failure: self._not_stored(
-            realm, publication, history, failure.getErrorMessage()))
+        storing.addCallbacks(self._stored, self._failed, errbackArgs=(connection, realm, publication, history))
         return storing
+
+    def _failed(self, failure: Any, connection: Any, realm: str, publication: Publication, history: Keeping | None) -> bool:
+        """The script failed: the publication is delivered here only; its topic's history must not outlive that."""
+        self._not_stored(realm, publication, history, failure.getErrorMessage())
+        if history is not None and connection is self._backplane.publisher_connection:
+            # Redis answered with an error (out of memory, say) and the connection stays: forget the
+            # topic's history now rather than on a reconnection that may never come.
+            self._forget(connection, realm, publication.topic)
+        return False
 
     def _stored(self, seq: Any) -> bool:
         self.stored += 1
@@ -208,14 +216,19 @@ class RedisStore:
                 lambda failure: log.failure("Redis store: could not forget the history of realm {realm}", failure,
                                             realm=realm))
         for realm, topic in broken:
-            if realm in realms:
-                continue
-            keys = [*self._topic_keys(realm, topic), self._key(realm, "topics")]
-            connection.eval(FORGET, keys, [topic.encode("utf-8")]).addErrback(
-                lambda failure: log.failure("Redis store: could not forget the history of a topic", failure))
+            if realm not in realms:
+                self._forget(connection, realm, topic)
         if broken or realms:
             log.info("Redis store: {count} topic(s) that lost publications while Redis was unreachable begin a "
                      "new epoch (resumes across the outage say recovered: false)", count=len(broken))
+
+    def _forget(self, connection: Any, realm: str, topic: str) -> None:
+        """Delete ``topic``'s history in Redis (once it succeeds, its next event begins a new epoch)."""
+        keys = [*self._topic_keys(realm, topic), self._key(realm, "topics")]
+        forgetting = connection.eval(FORGET, keys, [topic.encode("utf-8")])
+        forgetting.addCallback(lambda _: self._broken.discard((realm, topic)))
+        forgetting.addErrback(lambda failure: log.failure("Redis store: could not forget the history of a topic",
+                                                          failure))
 
     # -- what the backplane hands us --------------------------------------------------------------
 
