@@ -69,7 +69,9 @@ STORE = b"""
 local size = tonumber(ARGV[6])
 local epoch, seq = '', 0
 if size > 0 then
-  redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5])
+  if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5]) == 1 then
+    redis.call('DEL', KEYS[2])  -- a new epoch: nothing of an earlier one (an evicted hash) stays
+  end
   epoch = redis.call('HGET', KEYS[1], 'epoch')
   seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('RPUSH', KEYS[2], cmsgpack.pack(seq) .. ARGV[3] .. ARGV[4])
