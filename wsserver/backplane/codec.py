@@ -41,11 +41,7 @@ def encode(node: str, realm: str, publication: Publication, retain: bool) -> byt
 
 def decode(data: bytes) -> tuple[str, str, Publication, bool] | None:
     """(origin node, realm, publication, retain), or None for a message of another version."""
-    return from_message(msgpack.unpackb(data, raw=False, strict_map_key=False))
-
-
-def from_message(message: Any) -> tuple[str, str, Publication, bool] | None:
-    """:func:`decode` of a message unpacked already (the shared store keeps it behind other values)."""
+    message = msgpack.unpackb(data, raw=False, strict_map_key=False)
     if not isinstance(message, dict) or message.get("v") != VERSION:
         return None
     lists = message.get("lists")

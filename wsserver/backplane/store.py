@@ -239,9 +239,8 @@ class RedisStore:
         if data[:1] != POSITIONED:
             return False
         try:
-            unpacker = _unpacker(data[1:])
-            epoch, seq, message = next(unpacker), next(unpacker), next(unpacker)
-            decoded = codec.from_message(message)
+            (epoch, seq), message, _ = _split(data[1:], 2, 0)
+            decoded = codec.decode(message)
         except Exception:
             log.failure("Redis store: dropped a positioned message that is not a publication")
             return True
@@ -310,9 +309,8 @@ class RedisStore:
         now = self._reactor.seconds()
         found = []
         for value in values:
-            unpacker = _unpacker(value)
-            epoch, seq, message, time = next(unpacker), next(unpacker), next(unpacker), next(unpacker)
-            decoded = codec.from_message(message)
+            (epoch, seq), message, (time,) = _split(value, 2, 1)
+            decoded = codec.decode(message)
             if decoded is None or (ttl is not None and time + ttl <= now):
                 continue
             publication = decoded[2]
@@ -325,9 +323,8 @@ class RedisStore:
         now = self._reactor.seconds()
         kept = []
         for entry in entries:
-            unpacker = _unpacker(entry)
-            seq, message, time = next(unpacker), next(unpacker), next(unpacker)
-            decoded = codec.from_message(message)
+            (seq,), message, (time,) = _split(entry, 1, 1)
+            decoded = codec.decode(message)
             if decoded is None or (ttl is not None and time + ttl <= now):
                 continue
             publication = decoded[2]
@@ -341,10 +338,16 @@ class RedisStore:
         return None
 
 
-def _unpacker(data: bytes) -> Any:
+def _split(data: bytes, before: int, after: int) -> tuple[list[Any], bytes, list[Any]]:
+    """``data`` as ``before`` msgpack values, one backplane message (its bytes, for codec.decode), ``after`` values."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(data)
-    return unpacker
+    head = [unpacker.unpack() for _ in range(before)]
+    start = unpacker.tell()
+    unpacker.skip()
+    end = unpacker.tell()
+    tail = [unpacker.unpack() for _ in range(after)]
+    return head, data[start:end], tail
 
 
 def _text(value: Any) -> str:
