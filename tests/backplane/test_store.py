@@ -137,3 +137,13 @@ def test_a_script_refused_by_a_live_redis_forgets_the_topics_history_at_once(pla
     assert answer(store.store("r1", publication(1), retain=False, history=Keeping(10, None))) is False
     assert [(script, args) for script, _, args in connection.evals[1:]] == [(FORGET, [b"com.t"])]
     assert store._broken == set() and store.unpositioned == 1  # forgotten already: nothing left for a reconnection
+
+
+def test_topics_stay_broken_until_redis_has_forgotten_them(plane: RedisBackplane) -> None:
+    store = store_on(plane, None)
+    store.store("r1", publication(1), retain=False, history=Keeping(10, None))
+    store.connected(Connection(ConnectionError("lost again")))
+    assert store._broken == {("r1", "com.t")}  # not forgotten: asked again on the next connection
+    again = Connection()
+    store.connected(again)
+    assert [args for script, _, args in again.evals if script == FORGET] == [[b"com.t"]] and store._broken == set()

@@ -210,19 +210,28 @@ class RedisStore:
         return False
 
     def connected(self, connection: Any) -> None:
-        """The publishing connection is (back) up: first forget the history of topics that lost publications."""
-        broken, self._broken = self._broken, set()
-        realms, self._broken_realms = self._broken_realms, set()
+        """
+        The publishing connection is (back) up: first forget the history of the topics that lost
+        publications (each stays on the list until Redis has forgotten it, in case the connection
+        is lost again first).
+        """
+        realms = set(self._broken_realms)
         for realm in realms:
-            connection.eval(FORGET_ALL, [self._key(realm, "topics")], [self._key(realm, "")]).addErrback(
-                lambda failure: log.failure("Redis store: could not forget the history of realm {realm}", failure,
-                                            realm=realm))
+            forgetting = connection.eval(FORGET_ALL, [self._key(realm, "topics")], [self._key(realm, "")])
+            forgetting.addCallback(lambda _, realm=realm: self._realm_forgotten(realm))
+            forgetting.addErrback(lambda failure: log.failure("Redis store: could not forget a realm's history",
+                                                              failure))
+        broken = [(realm, topic) for realm, topic in self._broken if realm not in realms]
         for realm, topic in broken:
-            if realm not in realms:
-                self._forget(connection, realm, topic)
+            self._forget(connection, realm, topic)
         if broken or realms:
             log.info("Redis store: {count} topic(s) that lost publications while Redis was unreachable begin a "
-                     "new epoch (resumes across the outage say recovered: false)", count=len(broken))
+                     "new epoch (resumes across the outage say recovered: false)",
+                     count=len(broken) if not realms else f"{len(broken)} and every topic of {sorted(realms)}")
+
+    def _realm_forgotten(self, realm: str) -> None:
+        self._broken_realms.discard(realm)
+        self._broken = {(r, topic) for r, topic in self._broken if r != realm}
 
     def _forget(self, connection: Any, realm: str, topic: str) -> None:
         """Delete ``topic``'s history in Redis (once it succeeds, its next event begins a new epoch)."""
