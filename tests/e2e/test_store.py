@@ -54,6 +54,14 @@ def attacker_among_others(node: ServerProcess) -> Iterator[tuple[ClientConnectio
             yield attacker, bystander, memory
 
 
+def kept_events(node: ServerProcess, topics: list[str], **options: Any) -> str:
+    """Publish one 200-byte event on each of ``topics``, in order, on ``node``; the first topic's epoch."""
+    with WampClient(node.ws_url) as publisher:
+        for n, topic in enumerate(topics):
+            publisher.publish(topic, "x" * 200, n, **options)
+        return str(publisher._call(publisher.session.call, SINCE, topics[0], "", 0).kwresults["epoch"])
+
+
 def publish_each(publisher: WampClient, topic: str, numbers: range) -> None:
     """Publish each of ``numbers`` on ``topic``, one event each, acknowledged."""
     for n in numbers:
@@ -252,10 +260,7 @@ def test_a_flood_of_history_reads_is_refused_past_the_calls_in_flight_and_harms_
 ) -> None:
     """Each read asks Redis on the connection that also stores publications: one session may not queue many."""
     a, _ = nodes
-    with WampClient(a.ws_url) as publisher:
-        for n in range(100):
-            publisher.publish(TOPIC, "x" * 100, n)
-        epoch = publisher._call(publisher.session.call, SINCE, TOPIC, "", 0).kwresults["epoch"]
+    epoch = kept_events(a, [TOPIC] * 100)
     with attacker_among_others(a) as (attacker, bystander, memory):
         calls = 2_000  # 100 events per answer, pipelined
         for n in range(calls):
@@ -279,11 +284,9 @@ def test_a_burst_of_subscribes_asking_for_retained_events_asks_redis_once_per_su
     nodes: tuple[ServerProcess, ServerProcess],
 ) -> None:
     a, _ = nodes
-    with WampClient(a.ws_url) as publisher:
-        for n in range(200):
-            publisher.publish(f"com.example.state.{n}", "x" * 200, retain=True)
+    kept_events(a, [f"com.example.state.{n}" for n in range(200)], retain=True)
     with attacker_among_others(a) as (attacker, bystander, memory):
-        subscribes = 1000
+        subscribes = 500
         for n in range(subscribes):  # the same wildcard again and again: 200 retained events each time
             attacker.send(json.dumps([32, n + 1, {"match": "wildcard", "get_retained": True}, "com.example.state."]))
         subscribed = retained = 0
