@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +27,7 @@ from tests.e2e.rawws import exchange, join
 from tests.e2e.redisserver import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.e2e.tcpproxy import CuttableProxy
 from tests.e2e.test_backplane import SUBSCRIBED_LINE, connected, start_node
-from tests.e2e.test_resume import Collected, resumed
+from tests.e2e.test_resume import Collected, resumed, sse_blocks
 from tests.e2e.test_resume_node import SCRIPT, events, lines_until
 from tests.e2e.test_reconnect import Subscriber
 from tests.e2e.wampclient import WampClient
@@ -350,3 +352,22 @@ def test_redis_out_of_memory_delivers_here_without_a_position_and_resumes_across
         state = resumed(subscriber, Collected(), position)
     assert state.recovered is False  # event 1 is not in Redis: never "recovered"
     assert state.position is not None and state.position.epoch != position.epoch and state.position.seq == 1
+
+
+def test_sse_on_a_redis_node_carries_the_redis_positions_and_announces_a_reset_rather_than_resume(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """SSE and /stream resume still read the node's memory (see the README): never a false resume."""
+    a, b = nodes
+    with WampClient(a.ws_url) as publisher:
+        publisher.publish(TOPIC, 0)
+        epoch = publisher._call(publisher.session.call, SINCE, TOPIC, "", 0).kwresults["epoch"]
+        live: list[list[dict[str, str]]] = []
+        reading = threading.Thread(target=lambda: live.append(sse_blocks(b.port, f"/sse?topic={TOPIC}", 2)))
+        reading.start()
+        time.sleep(0.5)  # the stream is subscribed
+        publisher.publish(TOPIC, 1)
+        reading.join(10)
+        (reset, _) = sse_blocks(b.port, f"/sse?topic={TOPIC}", 2, {"Last-Event-ID": f"{epoch}:1"})
+    assert live and live[0][1]["id"] == f"{epoch}:2"  # the position Redis gave, on the other node
+    assert reset["event"] == "reset" and json.loads(reset["data"])["topics"] == [TOPIC]
