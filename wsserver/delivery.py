@@ -11,6 +11,9 @@ A Compute (a login's check: PBKDF2 takes milliseconds) runs on the reactor's thr
 (``deferToThread``); what its ``then`` returns is carried out back on the reactor thread. The
 router lets each session have one check at a time and each client address only a few (see
 ``wsserver.core.logins``), so the pool's queue stays bounded by the connection limits.
+
+An Ask (a question to the store several nodes share: Redis) is asked on the reactor thread; its
+answer comes as a Deferred, and what ``then`` returns is carried out when it fires.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any, Protocol
 
 
 from autobahn.wamp import message as wamp
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from wsserver.core.actions import Ask
 from wsserver.core.router import Action, Close, CloseReason, Compute, Delay, Send
 
 log = Logger()
@@ -76,6 +80,10 @@ def carry_out(
         elif type(action) is Delay:
             assert call_later is not None, action
             call_later(action.seconds, carry_out, action.actions, call_later, in_thread)
+        elif type(action) is Ask:
+            asking = defer.maybeDeferred(action.ask)
+            asking.addCallback(_computed, action.then, call_later, in_thread)
+            asking.addErrback(lambda failure: log.failure("carrying out an answer of the shared store", failure))
         else:
             assert type(action) is Compute and call_later is not None, action
             running = (in_thread or threads.deferToThread)(action.work)
@@ -84,7 +92,7 @@ def carry_out(
 
 
 def _computed(
-    result: Any, then: Callable[[Any], Sequence[Action[Peer]]], call_later: CallLater, in_thread: InThread | None
+    result: Any, then: Callable[[Any], Sequence[Action[Peer]]], call_later: CallLater | None, in_thread: InThread | None
 ) -> None:
-    """A Compute's work is done: back on the reactor thread, carry out what follows from it."""
+    """A Compute's work is done (back on the reactor thread) or an Ask answered: carry out what follows from it."""
     carry_out(then(result), call_later, in_thread)

@@ -29,7 +29,7 @@ from wsserver.adminstats import Figures, StatsPublisher, live_figures
 from wsserver.backplane import Backplane
 from wsserver.core.admin import ADMIN_ROLE
 from wsserver.core.broker import Publication
-from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.eventstore import Position, StoreBudget, StoreLimits
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
@@ -180,6 +180,8 @@ class WampServer(MultiService):
     ``stats_source``: the figures it shows (see adminstats.py; None: :func:`~wsserver.adminstats.live_figures`).
     ``cluster``: the other nodes' sessions, registrations and calls (on the backplane's Redis; see
     wsserver/backplane/cluster.py); None: this process's only.
+    ``shared_store``: where retained events, history and positions live, shared with the other
+    nodes (see wsserver/core/shared.py and wsserver/backplane/store.py; None: in memory).
 
     On stop, every WAMP session gets GOODBYE ``wamp.close.system_shutdown`` and its WebSocket is
     closed with 1001; the service waits up to ``shutdown_timeout`` seconds for the clients to
@@ -210,6 +212,7 @@ class WampServer(MultiService):
         admin_role: str | None = ADMIN_ROLE,
         stats_source: Callable[[], Figures] | None = None,
         cluster: RedisCluster | None = None,
+        shared_store: Any = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -218,7 +221,7 @@ class WampServer(MultiService):
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
             login_limits=login_limits, history=history,
             forward=None if backplane is None else backplane.forward, admin_role=admin_role,
-            elsewhere=cluster, session_id=None if cluster is None else cluster.session_id,
+            elsewhere=cluster, session_id=None if cluster is None else cluster.session_id, shared_store=shared_store,
         )
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
@@ -279,6 +282,8 @@ class WampServer(MultiService):
             listener.setServiceParent(self)
         if backplane is not None:
             backplane.deliver = self.route_from_elsewhere
+        if shared_store is not None:
+            shared_store.deliver = self.route_stored
             backplane.setServiceParent(self)
         if cluster is not None:
             # After the backplane: stopped before it, so that it can still say goodbye.
@@ -321,6 +326,10 @@ class WampServer(MultiService):
     def route_from_elsewhere(self, realm: str, publication: Publication, retain: bool) -> None:
         """A publication from another node (the backplane's ``deliver``): route it to this node's subscribers."""
         carry_out(self.router.route_from_elsewhere(realm, publication, retain=retain))
+
+    def route_stored(self, realm: str, publication: Publication, position: Position | None) -> None:
+        """A publication the shared store hands every node (this one's too): route it to this node's subscribers."""
+        carry_out(self.router.route_stored(realm, publication, position))
 
     def startService(self) -> None:
         self.ws_factory.doStart()

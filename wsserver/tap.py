@@ -18,6 +18,7 @@ from twisted.python import usage
 from wsserver.backplane.cluster import PRESENCE_TTL, RedisCluster
 from wsserver.backplane.redis import ProbeSettings, RedisAddress, RedisBackplane
 from wsserver.core.admin import ADMIN_ROLE
+from wsserver.backplane.store import RedisStore
 from wsserver.config import FLAG, LIST, VALUE, Config, ConfigError
 from wsserver.config import load as load_config
 from wsserver.core.eventstore import StoreLimits
@@ -327,6 +328,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         backplane=backplane,
         admin_role=options["admin-role"] or None,
         cluster=cluster,
+        shared_store=None if backplane is None else RedisStore(backplane, reactor=reactor),
     )
     if worker is not None:
         serve_as_worker(server, worker, reactor)

@@ -292,6 +292,9 @@ class RedisBackplane(Service):
     """
 
     deliver: Deliver | None = None
+    #: The shared store on this Redis (wsserver/backplane/store.py), if any: it takes the
+    #: messages it published itself, and hears when the publishing connection is back.
+    store: Any = None
 
     def __init__(
         self, address: RedisAddress, *, realms: list[str], reactor: Any, node_id: str | None = None,
@@ -332,6 +335,11 @@ class RedisBackplane(Service):
         self.on_unsubscribed: list[Callable[[], None]] = []
         #: Called with the command connection whenever it is connected, and with None when it is lost.
         self.watchers: list[Callable[[Any], None]] = []
+
+    @property
+    def publisher_connection(self) -> Any:
+        """The connection that publishes (it may run other commands too); None while Redis is unreachable."""
+        return self._publisher
 
     def channel(self, realm: str) -> bytes:
         return (self._prefix + realm).encode("utf-8")
@@ -415,6 +423,8 @@ class RedisBackplane(Service):
 
     def message_received(self, data: bytes) -> None:
         """A message on one of our channels: route it here unless this node sent it."""
+        if self.store is not None and self.store.takes(data):
+            return
         try:
             decoded = codec.decode_numbered(data)
         except Exception:

@@ -16,6 +16,10 @@ in order (see :mod:`wsserver.delivery`):
   function of data the action holds, such as a password hash to check, and may take long), then,
   back on that thread, call ``then(result)`` and carry out the actions it returns. The router
   never waits: until then, the session waits in a state of its own.
+- :class:`Ask`: call ``ask()`` (a question to a store shared by several nodes, such as Redis,
+  built by an adapter the router was given), and when its answer comes, call ``then(answer)``
+  and carry out the actions it returns. The router goes on meanwhile; ``then`` checks that
+  what it answers (a session, a subscription) is still there.
 
 Every part of the core (router, broker, dealer, meta API) answers with these shapes, and a
 request that fails is answered with :func:`error_reply`, so there is one way to say "no".
@@ -77,7 +81,18 @@ class Compute(Generic[PeerT]):
     then: Callable[[Any], Sequence[Action[PeerT]]]
 
 
-Action = Send[PeerT] | Close[PeerT] | Delay[PeerT] | Compute[PeerT]
+@dataclass(frozen=True, slots=True)
+class Ask(Generic[PeerT]):
+    """
+    Call ``ask()`` on the router's thread: it returns the answer, or a Deferred of it (it asks a
+    shared store, and does not raise); then call ``then(answer)`` and carry out what it returns.
+    """
+
+    ask: Callable[[], Any]
+    then: Callable[[Any], Sequence[Action[PeerT]]]
+
+
+Action = Send[PeerT] | Close[PeerT] | Delay[PeerT] | Compute[PeerT] | Ask[PeerT]
 
 
 def error_reply(

@@ -52,13 +52,23 @@ Beyond one process: a broker given ``forward`` hands every publication a client 
 published to it (never a meta event: those describe this node's sessions) to ``forward`` after
 routing it locally; the adapter behind it (wsserver/backplane) carries it to the other nodes,
 where :meth:`Broker.route_from_elsewhere` routes it as if it had been published there, with the
-origin's publication id and audience. Retained events and history stay per node: each node
-keeps what it routes, local or not, under its own positions.
+origin's publication id and audience. Without a shared store, retained events and history stay
+per node: each node keeps what it routes, local or not, under its own positions.
+
+With a shared store (``shared``, see shared.py: Redis), retained events, history and positions
+live there instead: a publication on a topic with history (not aimed at session ids) is handed
+to the store, which gives it its position and hands it to every node, this one included, where
+:meth:`Broker.route_stored` routes it; the publisher's PUBLISHED follows the store's answer. A
+retained publication on a topic without history is routed here at once and stored (the store
+forwards it). Everything else takes the path above, without waiting. ``get_retained``,
+``wamp.subscription.get_events`` and ``wsserver.history.since`` ask the store (:meth:`ask_since`,
+:meth:`ask_latest`); the local stores stay empty, and meta events carry no position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
@@ -66,13 +76,14 @@ from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
 
 from wsserver.core import meta
-from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.authorization import Authorizer
 from wsserver.core.eventstore import EventStore, Kept, Position, Since, StoreBudget, estimated_size
 from wsserver.core.history import History, HistorySettings, TopicHistory
 from wsserver.core.matching import EXACT, check_pattern
 from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
+from wsserver.core.shared import Keeping, SharedStore, Turns
 from wsserver.core.subscriptions import Subscription, SubscriptionTable
 
 
@@ -208,6 +219,10 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
     return message
 
 
+def _nothing(answer: Any) -> list[Action[Any]]:
+    return []
+
+
 #: Hand a publication routed here to the other nodes: ``forward(publication, retain)``. It must
 #: copy what it needs before returning (the history keeps the object, and sets its position).
 Forward = Callable[[Publication, bool], None]
@@ -222,7 +237,9 @@ class Broker(Generic[PeerT]):
     how many (it wins). ``authorizer``: who may receive which topics (None: everyone
     everything). ``new_epoch()``: a random epoch for a topic whose history begins.
     ``forward``: called with each publication from a client or the server after local routing
-    (see "Beyond one process" above); None: nothing leaves this node.
+    (see "Beyond one process" above); None: nothing leaves this node. ``shared``: the store of
+    retained events, history and positions that several nodes share, and ``realm`` this
+    broker's realm there (None: this node keeps them in memory).
     """
 
     def __init__(
@@ -238,8 +255,16 @@ class Broker(Generic[PeerT]):
         history: HistorySettings | None = None,
         new_epoch: Callable[[], str] = lambda: "",
         forward: Forward | None = None,
+        shared: SharedStore | None = None,
+        realm: str = "",
     ) -> None:
         self._random_id = random_id
+        self.shared = shared
+        self._realm = realm
+        #: Publishers' publications to store: a few asked at once per publisher, the others wait, in order.
+        self._storing: Turns[PeerT] = Turns()
+        #: (session, subscription) whose retained events the shared store was asked for.
+        self._asking_retained: set[tuple[Session[PeerT], Subscription[PeerT]]] = set()
         self._forward = forward
         self._clock = clock
         self._authorizer = authorizer
@@ -252,10 +277,13 @@ class Broker(Generic[PeerT]):
         self.retained: EventStore[Publication] = EventStore(1, retain_ttl, clock, budget=store_budget, size=size)
         settings = history if history is not None else HistorySettings(size=history_size)
         self.max_resume_events = settings.max_resume_events
-        self.history: History[Publication] | None = (
+        topic_history = (
             TopicHistory(settings, clock, new_epoch=new_epoch, budget=store_budget, size=size)
             if settings.enabled else None
         )
+        #: With a shared store, only its rules are used: which topics keep how much.
+        self._rules: TopicHistory[Publication] | None = topic_history
+        self.history: History[Publication] | None = topic_history
 
     # -- client requests -------------------------------------------------------------------------
 
@@ -269,7 +297,15 @@ class Broker(Generic[PeerT]):
             session, request.topic, request.match, self._clock()
         )
         actions: list[Action[PeerT]] = [Send(wamp.Subscribed(request.request, subscription.id), (session,))]
-        if request.get_retained:
+        if request.get_retained and self.shared is not None:
+            # One question per (session, subscription) at a time: a SUBSCRIBE repeated before the
+            # answer came gets the retained events with that answer, and queues nothing on Redis.
+            if (session, subscription) not in self._asking_retained:
+                self._asking_retained.add((session, subscription))
+                ask = partial(self.shared.retained, self._realm, subscription.topic, subscription.match,
+                              ttl=self.retained.ttl)
+                actions.append(Ask(ask, partial(self._retained_to, session, subscription)))
+        elif request.get_retained:
             for kept in self.retained.latest(subscription.topic, subscription.match):
                 if kept.item.audience.admits(session) and self._may_receive(session, kept.item.topic):
                     actions.append(Send(event(subscription, kept.item, retained=True), (session,)))
@@ -311,6 +347,8 @@ class Broker(Generic[PeerT]):
         publication = Publication(
             self._random_id(), request.topic, request.args, request.kwargs, Audience.of(request, publisher), disclosed
         )
+        if self.shared is not None:
+            return self._publish_shared(self.shared, publisher, request, publication)
         if request.retain:
             self.retained.keep(publication.topic, publication)
         actions = self._route(publication)
@@ -327,9 +365,91 @@ class Broker(Generic[PeerT]):
         here too. It is not forwarded again.
         """
         publication.position = None  # the origin's position means nothing in this node's history
+        if self.shared is not None:  # the shared store keeps it, and positions only come from there
+            return self._send(publication)
         if retain:
             self.retained.keep(publication.topic, publication)
         return self._route(publication)
+
+    def route_stored(self, publication: Publication, position: Position | None) -> list[Action[PeerT]]:
+        """
+        Route ``publication`` as the shared store handed it to every node (this one too, when it
+        was published here), at ``position``: it is kept there already.
+        """
+        publication.position = position
+        return self._send(publication)
+
+    def _publish_shared(
+        self, shared: SharedStore, publisher: Session[PeerT] | None, request: wamp.Publish, publication: Publication
+    ) -> list[Action[PeerT]]:
+        """``publish`` with a shared store (see "Beyond one process" above)."""
+        ack: list[Action[PeerT]] = []
+        if request.acknowledge and publisher is not None:
+            ack.append(Send(wamp.Published(request.request, publication.id), (publisher,)))
+        retain = bool(request.retain)
+        keeping = self.keeping(publication.topic) if not publication.audience.names_sessions else None
+        if keeping is None and not retain:
+            actions = self._send(publication)
+            if self._forward is not None:
+                self._forward(publication, False)
+            return actions + ack
+        store = partial(shared.store, self._realm, publication, retain=retain, history=keeping)
+        if keeping is None:  # retained, no history: no position to wait for
+            return [*self._send(publication), *self._storing.ask(publisher, store, _nothing), *ack]
+
+        def stored(done: bool) -> Sequence[Action[PeerT]]:
+            # Stored: every node, this one too, routes it as the store hands it back.
+            return ack if done else self._send(publication) + ack
+
+        return self._storing.ask(publisher, store, stored)
+
+    def keeping(self, topic: str) -> Keeping | None:
+        """How ``topic`` keeps history; None: it keeps none."""
+        return None if self._rules is None else self._rules.keeping(topic)
+
+    def _retained_to(
+        self, session: Session[PeerT], subscription: Subscription[PeerT], retained: list[Publication] | None
+    ) -> list[Action[PeerT]]:
+        """The retained events the shared store answered, to ``session`` if still subscribed."""
+        self._asking_retained.discard((session, subscription))
+        if session not in subscription.subscribers:
+            return []
+        return [
+            Send(event(subscription, publication, retained=True), (session,))
+            for publication in retained or ()
+            if publication.audience.admits(session) and self._may_receive(session, publication.topic)
+        ]
+
+    def ask_since(self, topic: str, epoch: str, after: int) -> Callable[[], Any] | None:
+        """The question for :meth:`since` to the shared store (answer: a ``Since`` or None); None: ``topic`` keeps no history."""
+        keeping = self.keeping(topic)
+        if self.shared is None or keeping is None:
+            return None
+        return partial(self.shared.since, self._realm, topic, epoch, after, limit=self.max_resume_events, ttl=keeping.ttl)
+
+    def since_answered(self, answer: Since[Publication] | None, reader: Session[PeerT]) -> Since[Publication]:
+        """The shared store's answer to :meth:`ask_since`, for ``reader`` (as :meth:`since`)."""
+        if answer is None:  # the store could not say: never claim to have recovered
+            return Since(False, "", 0, [])
+        return self._for_reader(answer, reader)
+
+    def ask_latest(self, subscription: Subscription[PeerT], limit: int) -> Callable[[], Any]:
+        """The question for :meth:`history_of` to the shared store (answer: ``Kept`` list or None)."""
+        assert self.shared is not None
+        return partial(self.shared.latest, self._realm, subscription.topic, subscription.match, limit=limit)
+
+    def latest_answered(self, answer: list[Kept[Publication]] | None, reader: Session[PeerT]) -> list[Kept[Publication]]:
+        """The shared store's answer to :meth:`ask_latest`, for ``reader`` (as :meth:`history_of`), oldest first."""
+        now = self._clock()
+        kept = []
+        for k in answer or ():
+            keeping = self.keeping(k.item.topic)
+            if keeping is None or (keeping.ttl is not None and k.time + keeping.ttl <= now):
+                continue
+            if k.item.audience.admits_identity(reader) and self._may_receive(reader, k.item.topic):
+                kept.append(k)
+        kept.sort(key=lambda k: (k.time, k.item.topic, k.seq))
+        return kept
 
     # -- the router's own ------------------------------------------------------------------------
 
@@ -365,7 +485,9 @@ class Broker(Generic[PeerT]):
         history = self.history
         if history is None or not history.keeps(topic):
             return None
-        answer = history.since(topic, epoch, after, self.max_resume_events)
+        return self._for_reader(history.since(topic, epoch, after, self.max_resume_events), reader)
+
+    def _for_reader(self, answer: Since[Publication], reader: Session[PeerT]) -> Since[Publication]:
         if answer.items and self._has_lists(answer.items):
             # Events a whitelist kept from the reader are not its to recover: left out, as live.
             kept = [k for k in answer.items if k.item.audience.admits_identity(reader)]
@@ -381,8 +503,12 @@ class Broker(Generic[PeerT]):
     def _route(self, publication: Publication) -> list[Action[PeerT]]:
         """Keep ``publication`` in the history (its position) and send one EVENT per matching subscription."""
         history = self.history
-        if history is not None and not publication.audience.names_sessions:
+        if history is not None and self.shared is None and not publication.audience.names_sessions:
             publication.position = history.keep(publication.topic, publication)
+        return self._send(publication)
+
+    def _send(self, publication: Publication) -> list[Action[PeerT]]:
+        """One EVENT per matching subscription, to the subscribers that may receive it."""
         actions: list[Action[PeerT]] = []
         authorizer = self._authorizer
         for subscription in self.subscriptions.matching(publication.topic):

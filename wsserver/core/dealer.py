@@ -35,7 +35,11 @@ refused with ``wamp.error.procedure_already_exists``. (Two nodes that register t
 within the time an announcement takes both keep it; each node's callers then reach its own.)
 
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
-raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT.
+raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT. A
+procedure that must ask a store shared by several nodes returns :class:`Later` instead: the
+dealer answers with an ``Ask``, and the RESULT (or ERROR) follows the store's answer, if the
+caller is still there. Until then it counts as one of the caller's calls in flight: each asks
+Redis on the connection that also stores publications, so a session may not queue more.
 
 Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
 progressive results, call timeouts and canceling, caller identification.
@@ -52,10 +56,11 @@ from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError
 
 from wsserver.core import meta
-from wsserver.core.actions import Action, Send, error_reply
+from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.cluster import NODE_LOST, Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.matching import EXACT
-from wsserver.core.session import PeerT, Session
+from wsserver.core.session import PeerT, Session, State
+from wsserver.core.shared import Turns
 
 CALL = wamp.Call.MESSAGE_TYPE
 
@@ -69,8 +74,16 @@ class Reply(Generic[PeerT]):
     then: list[Action[PeerT]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Later(Generic[PeerT]):
+    """What a procedure returns whose answer needs a shared store: ``ask()`` it, then ``answer(result)`` (may raise ``ApplicationError``)."""
+
+    ask: Callable[[], Any]
+    answer: Callable[[Any], Reply[PeerT]]
+
+
 #: A procedure the router provides: (caller, args, kwargs) -> reply; raises ``ApplicationError``.
-Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], Reply[PeerT]]
+Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], "Reply[PeerT] | Later[PeerT]"]
 
 
 class Registration(Generic[PeerT]):
@@ -139,6 +152,8 @@ class Dealer(Generic[PeerT]):
         self._in_flight: dict[int, Invocation[PeerT]] = {}
         #: Caller -> how many of its calls are in flight (callers with none are not kept).
         self._calls_made: dict[Session[PeerT], int] = {}
+        #: Callers' reads of the shared store: a few asked at once per caller, the others wait.
+        self._turns: Turns[PeerT] = Turns()
 
     def __len__(self) -> int:
         """How many registrations, the router's own included."""
@@ -333,8 +348,18 @@ class Dealer(Generic[PeerT]):
         return None
 
     def _provide(self, provider: Provider[PeerT], caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
+        return self._reply(caller, request, lambda: provider(caller, list(request.args or ()), dict(request.kwargs or {})))
+
+    def _reply(
+        self, caller: Session[PeerT], request: wamp.Call, produce: Callable[[], Reply[PeerT] | Later[PeerT]]
+    ) -> list[Action[PeerT]]:
+        """RESULT or ERROR for ``caller``'s ``request``, from what ``produce()`` returns or raises."""
+        if caller.state is not State.OPEN:  # it left while the store was asked
+            return []
         try:
-            reply = provider(caller, list(request.args or ()), dict(request.kwargs or {}))
+            reply = produce()
+            if isinstance(reply, Later):
+                return self._ask(caller, request, reply)
         except ApplicationError as error:
             return [error_reply(caller, CALL, request.request, error.error, *error.args, **error.kwargs)]
         result = wamp.Result(request.request, args=reply.args, kwargs=reply.kwargs)
@@ -361,6 +386,23 @@ class Dealer(Generic[PeerT]):
             self._elsewhere.answer(node, RemoteAnswer(self._realm, origin_id, error, args, kwargs))
         return []
 
+    def _ask(self, caller: Session[PeerT], request: wamp.Call, later: Later[PeerT]) -> list[Action[PeerT]]:
+        """
+        Ask the shared store for ``later``, in ``caller``'s turn (see :class:`~wsserver.core.shared.Turns`);
+        the wait counts as one of ``caller``'s calls in flight.
+        """
+        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
+
+        def answered(answer: Any) -> list[Action[PeerT]]:
+            remaining = self._calls_made.pop(caller, 1) - 1
+            if caller.state is not State.OPEN:  # gone: forget what it still waits for
+                self._turns.forget(caller)
+                return []
+            if remaining:
+                self._calls_made[caller] = remaining
+            return self._reply(caller, request, lambda: later.answer(answer))
+
+        return self._turns.ask(caller, later.ask, answered)
 
     def _answered(self, callee: Session[PeerT], invocation_id: int) -> Invocation[PeerT] | None:
         """The invocation ``callee`` answers, now no longer in flight; None if it is not its to answer."""

@@ -42,6 +42,7 @@ from wsserver.core.authorization import specificity
 from wsserver.core.eventstore import EventStore, Kept, Position, Since, StoreBudget, StoreLimits
 from wsserver.core.matching import EXACT, PatternIndex
 from wsserver.core.policy import Permission
+from wsserver.core.shared import Keeping
 
 T = TypeVar("T")
 
@@ -152,6 +153,11 @@ class TopicHistory(Generic[T]):
 
     def keeps(self, topic: str) -> bool:
         return self._store(topic) is not None
+
+    def keeping(self, topic: str) -> Keeping | None:
+        """How ``topic`` keeps history (its rule); None: it keeps none."""
+        store = self._store(topic)
+        return None if store is None else Keeping(store.capacity, store.ttl)
 
     def latest(self, pattern: str, match: str) -> list[Kept[T]]:
         # A topic lives in one store only; the budget's sequence orders items across stores.

@@ -33,6 +33,10 @@ for a topic its role may subscribe to. Every answer is either every event after 
 in between, more than ``--max-resume-events``, a topic with nothing kept); malformed arguments,
 a position past the topic's top and a topic that keeps no history get
 ``wamp.error.invalid_argument`` with the reason.
+
+With a store shared by several nodes (``--redis``), both history procedures answer from it, on
+any node: they return a :class:`~wsserver.core.dealer.Later`, and the answer is built, exactly
+as above, from what the store says (a store that cannot answer: ``recovered: false``, no events).
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from autobahn.wamp.message import check_or_raise_uri
 from wsserver.core import admin, meta
 from wsserver.core.broker import Publication, event
 from wsserver.core.decoding import is_id
-from wsserver.core.dealer import Provider, Reply
+from wsserver.core.eventstore import Kept, Since
+from wsserver.core.dealer import Later, Provider, Reply
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
 from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session
@@ -90,7 +95,7 @@ class Invoked(Generic[PeerT]):
         return found
 
 
-Procedure = Callable[[Invoked[PeerT]], Reply[PeerT]]
+Procedure = Callable[[Invoked[PeerT]], "Reply[PeerT] | Later[PeerT]"]
 
 
 #: The admin page's list of topics with retained events or history (the admin role's only: admin.py).
@@ -229,14 +234,24 @@ def subscription_count_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
     return Reply([len(_subscription(call).subscribers)])
 
 
-def subscription_get_events(call: Invoked[PeerT]) -> Reply[PeerT]:
+def subscription_get_events(call: Invoked[PeerT]) -> Reply[PeerT] | Later[PeerT]:
     """The last ``limit`` events kept on the topics of one of the caller's subscriptions, oldest first."""
     subscription = _subscription(call)
     if call.caller not in subscription.subscribers:
         detail = f"subscription {subscription.id} is not this session's"
         raise ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION, detail)
     limit = call.argument(1, "limit", _is_limit, DEFAULT_EVENTS_LIMIT)
-    kept = call.realm.broker.history_of(subscription, call.caller)[-limit:]
+    broker = call.realm.broker
+    if broker.shared is not None:
+
+        def answer(latest: list[Kept[Publication]] | None) -> Reply[PeerT]:
+            return _events_reply(subscription, broker.latest_answered(latest, call.caller)[-limit:])
+
+        return Later(broker.ask_latest(subscription, limit), answer)
+    return _events_reply(subscription, broker.history_of(subscription, call.caller)[-limit:])
+
+
+def _events_reply(subscription: Subscription[PeerT], kept: list[Kept[Publication]]) -> Reply[PeerT]:
     return Reply([[_history_entry(subscription, k.time, k.item) for k in kept]])
 
 
@@ -288,7 +303,7 @@ def _is_position(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_POSITION
 
 
-def history_since(call: Invoked[PeerT]) -> Reply[PeerT]:
+def history_since(call: Invoked[PeerT]) -> Reply[PeerT] | Later[PeerT]:
     """
     Every event ``topic`` kept after position (``epoch``, ``after``), oldest first, with
     ``recovered: true``; or ``recovered: false`` and none. Kwargs: recovered, epoch, top, events.
@@ -303,10 +318,19 @@ def history_since(call: Invoked[PeerT]) -> Reply[PeerT]:
     refused = call.realm.forbids(call.caller, SUBSCRIBE, topic)
     if refused is not None:
         raise ApplicationError(*refused)
-    answer = call.realm.broker.since(topic, epoch, after, call.caller)
+    broker = call.realm.broker
+    ask = broker.ask_since(topic, epoch, after)
+    if ask is not None:
+        return Later(ask, lambda answer: _since_reply(topic, epoch, after, broker.since_answered(answer, call.caller)))
+    answer = broker.since(topic, epoch, after, call.caller)
     if answer is None:
         detail = f"topic {topic!r} keeps no history (see --history-size and history in --config)"
         raise ApplicationError(ApplicationError.INVALID_ARGUMENT, detail)
+    return _since_reply(topic, epoch, after, answer)
+
+
+def _since_reply(topic: str, epoch: str, after: int, answer: Since[Publication]) -> Reply[PeerT]:
+    """The RESULT of ``wsserver.history.since`` for ``answer``; raises for a position past the top."""
     if epoch == answer.epoch and after > answer.top:
         detail = f"after {after} is past the newest event of {topic!r} in this epoch ({answer.top})"
         raise ApplicationError(ApplicationError.INVALID_ARGUMENT, detail)

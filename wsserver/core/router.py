@@ -72,7 +72,8 @@ from wsserver.core.broker import Broker, Publication
 from wsserver.core.cluster import Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.dealer import Dealer
 from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
-from wsserver.core.eventstore import StoreBudget, StoreLimits
+from wsserver.core.eventstore import Position, StoreBudget, StoreLimits
+from wsserver.core.shared import SharedStore
 from wsserver.core.history import HistorySettings
 from wsserver.core.limits import (
     PUBLISH_RATE_EXCEEDED,
@@ -156,6 +157,9 @@ class Router(Generic[PeerT]):
     ``elsewhere``: the other nodes of a cluster, told of this node's sessions, registrations and
     calls across nodes (see :mod:`wsserver.core.cluster`). ``session_id``: draws session ids
     (default: ``random_id``), e.g. from a range this node holds in the cluster.
+    ``shared_store``: where retained events, history and positions live when several nodes
+    share them (see :mod:`wsserver.core.shared`); it hands stored publications to
+    :meth:`route_stored`. None: each realm keeps them in memory.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class Router(Generic[PeerT]):
         admin_role: str | None = ADMIN_ROLE,
         elsewhere: Elsewhere | None = None,
         session_id: Callable[[], int] | None = None,
+        shared_store: SharedStore | None = None,
     ) -> None:
         self._random_id = random_id
         self._session_id = session_id
@@ -197,6 +202,7 @@ class Router(Generic[PeerT]):
                 next_id, random_id, clock, retain_ttl, authorizer=authorizer, store_budget=self.store_budget,
                 history=settings, new_epoch=new_epoch,
                 forward=None if forward is None else functools.partial(forward, policy.name),
+                shared=shared_store, realm=policy.name,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
             dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere)
@@ -350,6 +356,17 @@ class Router(Generic[PeerT]):
         for realm in self.realms.values():
             actions += realm.dealer.calls_elsewhere_lost(why)
         return actions
+
+    def route_stored(self, realm: str, publication: Publication, position: Position | None) -> list[Action[PeerT]]:
+        """
+        Route ``publication``, as the shared store hands it to every node (published here or
+        elsewhere), at ``position``, to this node's subscribers. A realm this node does not
+        serve routes nothing.
+        """
+        target = self.realms.get(realm)
+        if target is None:
+            return []
+        return target.broker.route_stored(publication, position)
 
     def join_internal(self, session: Session[PeerT], realm: str, identity: Identity) -> list[Action[PeerT]]:
         """
