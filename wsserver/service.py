@@ -32,7 +32,7 @@ from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import Peer, carry_out_publication
 from wsserver.site import build_site
 from wsserver.transports.admission import Admission, ConnectionLimits
 from wsserver.transports.echo import ECHO_PATH, EchoServerFactory
@@ -280,11 +280,11 @@ class WampServer(MultiService):
         subscribers that ask for it. Raises ``KeyError`` for an unknown realm and
         ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
         """
-        carry_out(self.router.publish(realm, topic, args, kwargs, retain))
+        carry_out_publication(lambda: self.router.publish(realm, topic, args, kwargs, retain))
 
     def route_from_elsewhere(self, realm: str, publication: Publication, retain: bool) -> None:
         """A publication from another node (the backplane's ``deliver``): route it to this node's subscribers."""
-        carry_out(self.router.route_from_elsewhere(realm, publication, retain=retain))
+        carry_out_publication(lambda: self.router.route_from_elsewhere(realm, publication, retain=retain))
 
     def startService(self) -> None:
         self.ws_factory.doStart()

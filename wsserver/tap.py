@@ -24,6 +24,7 @@ from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
+from wsserver.metrics import MetricsService
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
@@ -83,6 +84,7 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["metrics-listen", None, None, "Serve Prometheus metrics at /metrics on this Twisted endpoint, apart from the site so that it stays private (e.g. tcp:9100:interface=127.0.0.1). [default: no metrics]"],
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS): a subscriber on any of them receives what is published on any. [default: this process only]"],
     ]
 
@@ -293,6 +295,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         longpoll=LongPollSettings(path=options["longpoll-path"], session_timeout=options["longpoll-timeout"]),
         backplane=backplane,
     )
+    if options["metrics-listen"]:
+        MetricsService(reactor, options["metrics-listen"], server, backplane=backplane).setServiceParent(server)
     if options["demo"]:
         realm = options["realm"][0]
         producer = DemoProducer(lambda topic, args: server.publish(realm, topic, args), reactor)

@@ -222,7 +222,8 @@ class Broker(Generic[PeerT]):
     how many (it wins). ``authorizer``: who may receive which topics (None: everyone
     everything). ``new_epoch()``: a random epoch for a topic whose history begins.
     ``forward``: called with each publication from a client or the server after local routing
-    (see "Beyond one process" above); None: nothing leaves this node.
+    (see "Beyond one process" above); None: nothing leaves this node. ``published`` counts the
+    publications from clients and the server that were routed (for metrics, read when asked).
     """
 
     def __init__(
@@ -241,6 +242,7 @@ class Broker(Generic[PeerT]):
     ) -> None:
         self._random_id = random_id
         self._forward = forward
+        self.published = 0
         self._clock = clock
         self._authorizer = authorizer
         self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
@@ -313,6 +315,7 @@ class Broker(Generic[PeerT]):
         )
         if request.retain:
             self.retained.keep(publication.topic, publication)
+        self.published += 1
         actions = self._route(publication)
         if self._forward is not None:
             self._forward(publication, bool(request.retain))

@@ -73,7 +73,7 @@ from wsserver.core.authentication import Identity
 from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
 from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import Peer, carry_out, carry_out_publication
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED
 from wsserver.transports.substream import StreamRefused
 
@@ -433,7 +433,10 @@ class HttpApi(Service):
             waiting.timer = self.reactor.callLater(self.settings.call_timeout, self._timed_out, peer, waiting)
             request.notifyFinish().addErrback(lambda _: self._gave_up(peer, waiting))
         try:
-            carry_out(self.router.receive(session, message), self.reactor.callLater)
+            if path == PUBLISH_PATH:
+                carry_out_publication(lambda: self.router.receive(session, message), self.reactor.callLater)
+            else:
+                carry_out(self.router.receive(session, message), self.reactor.callLater)
         except Exception:
             peer.waiting.pop(request_id, None)
             log.failure("internal error handling an HTTP API request")
