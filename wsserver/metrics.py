@@ -170,8 +170,6 @@ class MetricsResource(resource.Resource):
     prometheus_client's own Twisted resource, which collects on the thread pool).
     """
 
-    isLeaf = True
-
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
         self.registry = registry
