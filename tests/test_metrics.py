@@ -209,3 +209,13 @@ def test_metrics_are_off_by_default_and_on_with_the_option_or_the_config_file(tm
     path.write_text('[server]\nmetrics-listen = "tcp:9200"\n\n[realms.realm1]\n')
     [configured] = metrics_of(parse("--config", str(path)))
     assert configured.description == "tcp:9200"
+
+
+def test_refused_http_api_keys_count_as_auth_failures_beside_the_routers(tmp_path: Path) -> None:
+    wamp = server(tmp_path)
+    tally = Tally()
+    tally.auth_failures["http_key"] += 4
+    wamp.router.refused_logins["wampcra"] += 1
+    found = collected(wamp, tally=tally)
+    assert found[("wsserver_auth_failures_total", (("method", "http_key"),))] == 4
+    assert found[("wsserver_auth_failures_total", (("method", "wampcra"),))] == 1

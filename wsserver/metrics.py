@@ -42,6 +42,7 @@ from wsserver.tally import (
     CLOSE_REASONS,
     FRAME_RATE,
     HELLO_TIMEOUT,
+    HTTP_KEY,
     INTERNAL_ERROR,
     PING_TIMEOUT,
     SLOW_CONSUMER,
@@ -146,8 +147,9 @@ class ServerCollector(Collector):
                        "under --slow-consumer drop).", "reason", tally.dropped_events, DROP_REASONS)
         yield _counter("wsserver_disconnects_total", "Connections the server closed, by reason.", "reason",
                        tally.disconnects, DISCONNECT_REASONS)
-        yield _counter("wsserver_auth_failures_total", "Logins refused (ABORT), by the authentication method asked for.",
-                       "method", router.refused_logins, ())
+        yield _counter("wsserver_auth_failures_total", "Logins refused (ABORT; HTTP 401 for the HTTP API's keys), by "
+                       "the authentication method asked for.", "method",
+                       {**router.refused_logins, **tally.auth_failures}, (HTTP_KEY,))
         if self.backplane is not None:
             yield from self._backplane(self.backplane)
 

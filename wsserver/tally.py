@@ -17,11 +17,14 @@ count                 where                                        how often
                                                                    transports)
 ``dropped_events``    the send buffer (``--slow-consumer drop``)   per event dropped (the slow path)
 ``disconnects``       where the server closes a connection         per connection closed
+``auth_failures``     the HTTP API's keys (the router counts WAMP  per request refused 401
+                      logins: ``Router.refused_logins``)
 ====================  ===========================================  ==============================
 
 The labels are the constants below, never a client's words, so each count has few keys.
-:data:`TALLY` is the process's: Prometheus counters count from the process's start, and a
-process is one server. The time from a PUBLISH to its last EVENT written
+:data:`TALLY` is the process's, not handed to each transport: it is counted in a dozen places,
+reached from a free function (``carry_out``) and from per-connection objects, and Prometheus
+counters count per process anyway. Servers in one process (tests) share it: compare differences. The time from a PUBLISH to its last EVENT written
 (``publish_to_write_seconds``) is measured only while metrics are served: :meth:`Tally.published`
 does nothing until :mod:`wsserver.metrics` sets ``observe_publication``.
 """
@@ -50,6 +53,8 @@ FRAME_RATE = "frame_rate"
 TOO_MANY_FRAGMENTS = "too_many_fragments"
 #: An error of the server's while handling a client's message.
 INTERNAL_ERROR = "internal_error"
+#: The HTTP API's bearer keys and signatures (``auth_failures``), on /publish, /call, /sse and /stream.
+HTTP_KEY = "http_key"
 #: The router's Close actions, by CloseReason: a session's end after GOODBYE or ABORT ("normal"),
 #: a protocol violation, the server shutting down ("going_away"). See delivery.carry_out.
 CLOSE_REASONS = {
@@ -71,12 +76,13 @@ class Tally:
     written (None: nothing, and the clock is not read); ``clock``: seconds, for durations.
     """
 
-    __slots__ = ("deliveries", "dropped_events", "disconnects", "observe_publication", "clock")
+    __slots__ = ("deliveries", "dropped_events", "disconnects", "auth_failures", "observe_publication", "clock")
 
     def __init__(self) -> None:
         self.deliveries: defaultdict[str, int] = defaultdict(int)
         self.dropped_events: defaultdict[str, int] = defaultdict(int)
         self.disconnects: defaultdict[str, int] = defaultdict(int)
+        self.auth_failures: defaultdict[str, int] = defaultdict(int)
         self.observe_publication: Callable[[float], None] | None = None
         self.clock: Callable[[], float] = monotonic
 

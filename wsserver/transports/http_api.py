@@ -75,6 +75,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
 from wsserver.delivery import Peer, carry_out, carry_out_publication
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED
+from wsserver.tally import HTTP_KEY, TALLY
 from wsserver.transports.substream import StreamRefused
 
 log = Logger()
@@ -397,6 +398,8 @@ class HttpApi(Service):
         try:
             self._handle(path, request)
         except HttpRefusal as refusal:
+            if refusal.status == 401:
+                TALLY.auth_failures[HTTP_KEY] += 1
             respond(request, refusal.status, {"error": refusal.error, "args": [refusal.reason], "kwargs": {}})
         return server.NOT_DONE_YET
 
@@ -454,6 +457,7 @@ class HttpApi(Service):
         try:
             key = self.credentials.bearer(presented)
         except HttpRefusal as refusal:
+            TALLY.auth_failures[HTTP_KEY] += 1
             raise StreamRefused(refusal.status, refusal.reason) from None
         return key.realm, self._identity(key, key.realm)
 
