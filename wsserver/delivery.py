@@ -16,6 +16,7 @@ router lets each session have one check at a time and each client address only a
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -109,7 +110,7 @@ def carry_out_publication(route: Callable[[], Sequence[Action[Peer]]], call_late
     TALLY.published(started, actions)
 
 
-def _count_deliveries(deliveries: dict[str, int], kinds: list[str], recipients: Sequence[Any]) -> None:
+def _count_deliveries(deliveries: defaultdict[str, int], kinds: list[str], recipients: Sequence[Any]) -> None:
     """
     Count one EVENT's ``recipients`` by transport (``kinds``: those of its wire formats): in one
     addition when they share one transport, as they mostly do; else one by one.

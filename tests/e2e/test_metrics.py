@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,13 +18,14 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.conftest import wait_for
 from tests.e2e.hostile import Bystander, MemoryWatch
-from tests.e2e.rawws import HELLO, exchange, frame, join, open_raw, raw_session
+from tests.e2e.rawws import HELLO, exchange, frame, open_raw, raw_session
 from tests.e2e.test_longpoll import LongPoll
+from tests.e2e.test_slow_consumer import Reader
+from tests.e2e.test_streams import open_sse
 
 METRICS_ON = re.compile(r"metrics on (http://127\.0\.0\.1:\d+/metrics)")
 TOPIC = "com.example.metrics"
@@ -78,34 +78,6 @@ def status(url: str) -> int:
         return error.code
 
 
-class Reader(threading.Thread):
-    """Reads WAMP EVENTs from a raw WebSocket and counts them."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        super().__init__(daemon=True)
-        self.ws = ws
-        self.events = 0
-
-    def run(self) -> None:
-        try:
-            while True:
-                if json.loads(self.ws.recv())[0] == 36:
-                    self.events += 1
-        except Exception:
-            pass
-
-
-def open_sse(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(f"GET /sse?topic={TOPIC} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    head = b""
-    while b"subscribed" not in head:
-        chunk = sock.recv(1)
-        assert chunk, head
-        head += chunk
-    return sock
-
-
 def stuck_subscriber(port: int) -> socket.socket:
     """A WAMP subscriber to FLOOD_TOPIC that reads nothing once subscribed."""
     sock = socket.socket()
@@ -136,14 +108,11 @@ def metered(start_server: Any, tmp_path: Path) -> Iterator[Any]:
 
 def test_a_scrape_counts_every_transport_the_slow_consumer_and_the_failed_login(metered: Any) -> None:
     server, url = metered
-    readers = []
-    for _ in range(2):
-        ws = ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=5)
-        join(ws, TOPIC)
-        readers.append(Reader(ws))
+    readers = [Reader(ws_connect(server.ws_url, subprotocols=["wamp.2.json"], open_timeout=5), TOPIC)
+               for _ in range(2)]
     for reader in readers:
         reader.start()
-    sse = open_sse(server.port)
+    sse = open_sse(server.port, socket.create_connection(("127.0.0.1", server.port), timeout=10), TOPIC)
     stream = ws_connect(f"ws://127.0.0.1:{server.port}/stream?topic={TOPIC}", open_timeout=5)
     longpoll = LongPoll(server.port)
     assert longpoll.exchange(HELLO)[0] == 2
