@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from autobahn.wamp import message as wamp
@@ -10,6 +11,7 @@ from twisted.internet import defer, task
 from wsserver.core.actions import Close, CloseReason, Compute, Delay, Send
 from wsserver.core.session import Session
 from wsserver.delivery import carry_out
+from wsserver.tally import TALLY
 
 
 class Written:
@@ -48,3 +50,40 @@ def test_a_compute_runs_in_a_thread_then_its_actions_with_their_delay() -> None:
     assert peer.received == []
     clock.advance(0.5)
     assert peer.received == [abort.marshal(), ("close", CloseReason.NORMAL)]
+
+
+class Kind(Written):
+    """A Peer of a named transport, with a wire format of its own choosing."""
+
+    def __init__(self, transport_kind: str, wire_format: str = "list") -> None:
+        super().__init__()
+        self.transport_kind = transport_kind
+        self.wire_format = wire_format
+
+
+def sessions_of(*peers: Any) -> tuple[Session[Any], ...]:
+    return tuple(Session(peer) for peer in peers)
+
+
+def test_deliveries_are_counted_by_transport_once_per_event_and_its_recipients() -> None:
+    before = Counter(TALLY.deliveries)
+    websockets = sessions_of(Kind("websocket", "json"), Kind("websocket", "msgpack"), Kind("websocket", "json"))
+    mixed = sessions_of(Kind("websocket"), Kind("sse", "sse"), Kind("longpoll", "lp"), Kind("sse", "sse"))
+    event = wamp.Event(1, 2, args=[3])
+    carry_out([
+        Send(event, websockets),                      # one transport, two wire formats: one addition
+        Send(event, mixed),                           # transports mixed: counted one by one
+        Send(event, sessions_of(Kind("stream"))),     # one recipient
+        Send(event, sessions_of(Written())),          # a peer that names no transport
+        Send(wamp.Published(1, 2), sessions_of(Kind("websocket"))),  # not an EVENT
+    ])
+    assert all(len(peer.received) == 1 for peer in [s.peer for s in websockets + mixed])
+    assert Counter(TALLY.deliveries) - before == Counter(websocket=4, sse=2, longpoll=1, stream=1, other=1)
+
+
+def test_the_routers_closes_are_counted_by_reason() -> None:
+    before = Counter(TALLY.disconnects)
+    closed = sessions_of(Written(), Written(), Written())
+    carry_out([Close(closed[0], CloseReason.PROTOCOL_VIOLATION, "bad"), Close(closed[1], CloseReason.NORMAL, "bye"),
+               Close(closed[2], CloseReason.GOING_AWAY, "shutdown")])
+    assert Counter(TALLY.disconnects) - before == Counter(protocol_violation=1, normal=1, going_away=1)

@@ -5,7 +5,8 @@ This is the fan-out fast path: an EVENT is encoded once per wire format (seriali
 and the same bytes are written to every recipient with that format. Per recipient there is one
 dict lookup and one buffered write, nothing else: no logging, no statistics. Twisted's
 ``transport.write`` only appends to a buffer, so everything written to a connection in one reactor
-turn leaves in one ``send()``.
+turn leaves in one ``send()``. Deliveries are counted for the metrics once per EVENT and batch of
+recipients, by the peers' ``transport_kind`` (see wsserver/tally.py).
 
 A Compute (a login's check: PBKDF2 takes milliseconds) runs on the reactor's thread pool
 (``deferToThread``); what its ``then`` returns is carried out back on the reactor thread. The
@@ -18,6 +19,7 @@ answer comes as a Deferred, and what ``then`` returns is carried out when it fir
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -29,14 +31,19 @@ from twisted.logger import Logger
 
 from wsserver.core.actions import Ask
 from wsserver.core.router import Action, Close, CloseReason, Compute, Delay, Send
+from wsserver.tally import CLOSE_REASONS, TALLY
 
 log = Logger()
+#: What a peer that names no ``transport_kind`` is counted as.
+OTHER_TRANSPORT = "other"
 
 
 class Peer(Protocol):
     """What a transport connection offers the delivery loop (see :mod:`wsserver.transports`)."""
 
     wire_format: object
+    #: The transport's name in the metrics (``wsserver_deliveries_total{transport}``).
+    transport_kind: str
 
     def encode(self, message: wamp.Message) -> Any: ...
 
@@ -60,6 +67,7 @@ def carry_out(
     and what follows from it after. ``call_later`` is required where the router may answer with a
     Delay or a Compute: a client's messages.
     """
+    deliveries = TALLY.deliveries
     for action in actions:
         if type(action) is Send:
             recipients = action.recipients
@@ -67,15 +75,22 @@ def carry_out(
             if len(recipients) == 1:
                 peer = recipients[0].peer
                 peer.write_encoded(peer.encode(message))
+                if isinstance(message, wamp.Event):
+                    deliveries[getattr(peer, "transport_kind", OTHER_TRANSPORT)] += 1
                 continue
             encoded: dict[object, Any] = {}
+            kinds: list[str] = []
             for session in recipients:
                 peer = session.peer
                 data = encoded.get(peer.wire_format)
                 if data is None:
                     data = encoded[peer.wire_format] = peer.encode(message)
+                    kinds.append(getattr(peer, "transport_kind", OTHER_TRANSPORT))
                 peer.write_encoded(data)
+            if isinstance(message, wamp.Event):
+                _count_deliveries(deliveries, kinds, recipients)
         elif type(action) is Close:
+            TALLY.disconnects[CLOSE_REASONS[action.reason]] += 1
             action.session.peer.close_transport(action.reason, action.detail)
         elif type(action) is Delay:
             assert call_later is not None, action
@@ -89,6 +104,31 @@ def carry_out(
             running = (in_thread or threads.deferToThread)(action.work)
             running.addCallback(_computed, action.then, call_later, in_thread)
             running.addErrback(lambda failure: log.failure("carrying out a computation", failure))
+
+
+def carry_out_publication(route: Callable[[], Sequence[Action[Peer]]], call_later: CallLater | None = None) -> None:
+    """
+    :func:`carry_out` what ``route()`` returns: the router's answer to a publication (e.g.
+    ``lambda: router.receive(session, publish)``), timed from before the routing to the last
+    EVENT written, for ``wsserver_publish_to_write_seconds`` while metrics are served.
+    """
+    started = TALLY.started()
+    actions = route()
+    carry_out(actions, call_later)
+    TALLY.published(started, actions)
+
+
+def _count_deliveries(deliveries: defaultdict[str, int], kinds: list[str], recipients: Sequence[Any]) -> None:
+    """
+    Count one EVENT's ``recipients`` by transport (``kinds``: those of its wire formats): in one
+    addition when they share one transport, as they mostly do; else one by one.
+    """
+    first = kinds[0]
+    if kinds.count(first) == len(kinds):
+        deliveries[first] += len(recipients)
+        return
+    for session in recipients:
+        deliveries[getattr(session.peer, "transport_kind", OTHER_TRANSPORT)] += 1
 
 
 def _computed(

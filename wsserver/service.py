@@ -35,7 +35,7 @@ from wsserver.core.limits import SessionLimits
 from wsserver.core.logins import LoginLimits
 from wsserver.core.policy import RealmPolicy
 from wsserver.core.router import Router
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import Peer, carry_out, carry_out_publication
 from wsserver.health import HEALTH_PATH, READY_PATH, Healthz, Readyz
 from wsserver.site import build_site
 from wsserver.transports.admission import Admission, ConnectionLimits
@@ -290,11 +290,16 @@ class WampServer(MultiService):
             cluster.router = self.router
             cluster.setServiceParent(self)
         # For load balancers and orchestrators: alive, and ready to take traffic (see health.py).
-        readiness: dict[str, Any] = {"listening": self.not_listening}
+        #: What /readyz checks: name -> a callable saying what is not ready (None: ready).
+        self.readiness: dict[str, Any] = {"listening": self.not_listening}
         if backplane is not None:
-            readiness["backplane"] = backplane.not_ready
-        self.site.resource.putChild(HEALTH_PATH.encode("ascii"), Healthz())
-        self.site.resource.putChild(READY_PATH.encode("ascii"), Readyz(readiness))
+            self.readiness["backplane"] = backplane.not_ready
+        self.mount_health(self.site.resource)
+
+    def mount_health(self, root: Any) -> None:
+        """Answer ``/healthz`` and ``/readyz`` for this server under ``root`` (the site's, the metrics port's)."""
+        root.putChild(HEALTH_PATH.encode("ascii"), Healthz())
+        root.putChild(READY_PATH.encode("ascii"), Readyz(self.readiness))
 
     def not_listening(self) -> str | None:
         """The endpoints not bound (yet), for /readyz; None when every one is."""
@@ -321,11 +326,11 @@ class WampServer(MultiService):
         subscribers that ask for it. Raises ``KeyError`` for an unknown realm and
         ``autobahn.wamp.exception.InvalidUriError`` for an invalid topic.
         """
-        carry_out(self.router.publish(realm, topic, args, kwargs, retain))
+        carry_out_publication(lambda: self.router.publish(realm, topic, args, kwargs, retain))
 
     def route_from_elsewhere(self, realm: str, publication: Publication, retain: bool) -> None:
         """A publication from another node (the backplane's ``deliver``): route it to this node's subscribers."""
-        carry_out(self.router.route_from_elsewhere(realm, publication, retain=retain))
+        carry_out_publication(lambda: self.router.route_from_elsewhere(realm, publication, retain=retain))
 
     def route_stored(self, realm: str, publication: Publication, position: Position | None) -> None:
         """A publication the shared store hands every node (this one's too): route it to this node's subscribers."""

@@ -29,6 +29,7 @@ from wsserver.delivery import carry_out
 from wsserver.demo import HISTORY as DEMO_HISTORY
 from wsserver.demo import DemoProducer
 from wsserver.health import HEALTH_PATH, READY_PATH
+from wsserver.metrics import MetricsService
 from wsserver.service import WampServer
 from wsserver.site import default_web_dir
 from wsserver.transports.echo import ECHO_PATH
@@ -90,6 +91,7 @@ class Options(usage.Options):
         ["max-login-failures-per-authid", None, LoginLimits().per_authid, "Failed logins one authid may make per --login-failure-window, from any address; past that its logins are refused without a check, the right secret too, until the window has passed. 0 turns the limit off.", int],
         ["login-failure-window", None, LoginLimits().window, "Seconds in which failed logins are forgiven (gradually: one per window / limit).", float],
         ["http-call-timeout", None, HttpApiSettings.call_timeout, "Seconds a POST /call of the HTTP API waits for its result; then HTTP 504.", float],
+        ["metrics-listen", None, None, "Serve Prometheus metrics at /metrics on this Twisted endpoint, apart from the site so that it stays private (e.g. tcp:9100:interface=127.0.0.1). [default: no metrics]"],
         ["workers", None, DEFAULT_WORKERS, "Run this many worker processes that share the listening ports (bound first, port 843 too, before --uid/--gid drop root) and publications (through --redis, which more than one needs); a worker that dies is started again. Linux.", int],
         ["admin-role", None, ADMIN_ROLE, "The role (of --config's principals) that may use the admin page /admin.html: its live figures on wsserver.stats, wsserver.admin.topics, and client addresses in wamp.session.get; others get wamp.error.not_authorized. An empty value turns the admin page off."],
         ["redis", None, None, "Share publications with every other wsserver on this Redis (redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; through Sentinel: redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]): a subscriber on any of them receives what is published on any. [default: this process only]"],
@@ -332,6 +334,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     if worker is not None:
         serve_as_worker(server, worker, reactor)
+    if options["metrics-listen"]:
+        MetricsService(reactor, options["metrics-listen"], server, backplane=backplane).setServiceParent(server)
     if options["demo"] and (worker is None or worker.index == 0):  # one demo producer, not one per worker
         realm = options["realm"][0]
         producer = DemoProducer(lambda topic, args: server.publish(realm, topic, args), reactor)

@@ -308,3 +308,18 @@ def test_a_shutdown_closes_a_session_whose_login_is_being_checked(h: Harness) ->
     hello(h, "a", "ticket", authid="alice")
     h.router.receive(h.sessions["a"], decode([[5, "alice-ticket", {}]])[0])
     assert outbox(h.router.goodbye(h.sessions["a"]))["a"] == [("close", CloseReason.GOING_AWAY)]
+
+
+# -- counted for the metrics --------------------------------------------------------------------
+
+
+def test_refused_logins_are_counted_by_the_method_asked_for(h: Harness) -> None:
+    hello(h, "anonymous")                                   # no anonymous role here
+    hello(h, "no-authid", "ticket")                         # refused at HELLO
+    hello(h, "alice", "ticket", authid="alice")
+    authenticate(h, "alice", "wrong")                       # refused after the check
+    hello(h, "bob", "wampcra", authid="bob")
+    authenticate(h, "bob", "not-a-signature")
+    hello(h, "scram", "scram", "unknown-method")            # no method the router knows
+    welcomed(login(h, "welcomed", "1.2.3.4", "alice", "alice-ticket"))
+    assert h.router.refused_logins == {"anonymous": 1, "ticket": 2, "wampcra": 1, "cryptosign": 0, "other": 1}

@@ -324,3 +324,17 @@ def test_no_meta_events_about_subscriptions_to_meta_topics(h: Harness) -> None:
     h.join("watch"), h.join("a")
     h.subscribe("watch", "wamp.subscription.", match="prefix")
     assert outbox(h.send("a", [32, 1, {}, "wamp.session.on_join"])).get("watch") is None
+
+
+def test_publications_are_counted_once_each_but_not_the_routers_meta_events() -> None:
+    h = Harness()
+    h.join("subscriber")
+    h.subscribe("subscriber", "com.example.counted")
+    h.join("publisher")
+    broker = h.router.realms["realm1"].broker
+    before = broker.published
+    h.send("publisher", [16, 1, {}, "com.example.counted", [1]])
+    h.send("publisher", [16, 2, {}, "com.example.nobody", [2]])  # no subscriber: counted too
+    h.router.publish("realm1", "com.example.counted", [3])
+    h.send("publisher", [16, 3, {"acknowledge": True}, "wamp.session.on_join", []])  # refused: not counted
+    assert broker.published - before == 3

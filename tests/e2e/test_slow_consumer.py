@@ -26,12 +26,12 @@ RSS_BOUND = 64 * 1024 * 1024  # what the server may grow by meanwhile
 
 
 class Reader(threading.Thread):
-    """A subscriber that reads and counts every event as fast as it can."""
+    """A subscriber (to ``topic``) that reads and counts every event as fast as it can."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, topic: str = "com.example.flood") -> None:
         super().__init__(daemon=True)
         self.ws = ws
-        join(self.ws, "com.example.flood")
+        join(self.ws, topic)
         self.events = 0
 
     def run(self) -> None:

@@ -228,8 +228,8 @@ def stuck_socket(port: int) -> socket.socket:
     return sock
 
 
-def open_sse(port: int, sock: socket.socket) -> socket.socket:
-    sock.sendall(f"GET /sse?topic={FLOOD_TOPIC} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+def open_sse(port: int, sock: socket.socket, topic: str = FLOOD_TOPIC) -> socket.socket:
+    sock.sendall(f"GET /sse?topic={topic} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = b""
     while b"subscribed" not in head:
         chunk = sock.recv(1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 
 from tests.transports.test_websocket import Client, limited_factory, router  # noqa: F401 (router: a fixture)
 from wsserver.core.router import Router
+from wsserver.tally import TALLY
 
 
 def fragment(opcode: int, payload: bytes, fin: bool) -> bytes:
@@ -60,3 +62,16 @@ def test_pongs_to_a_client_that_does_not_read_fill_its_send_buffer_then_close_10
     code, reason = close_code(client)
     assert code == 1008 and b"not reading" in reason
     assert not client.protocol.send_buffer.waiting  # freed at once
+
+
+def test_what_closes_a_websocket_below_its_messages_is_counted_by_reason(router: Router[Any]) -> None:  # noqa: F811
+    before = Counter(TALLY.disconnects)
+    flooder = Client(limited_factory(router, MemoryReactorClock(), max_frame_rate=1, frame_burst=1))
+    flooder.protocol.dataReceived(fragment(0x9, b"p", True) * 2)
+    fragmenter = Client(limited_factory(router, MemoryReactorClock(), max_fragments=1))
+    fragmenter.protocol.dataReceived(fragment(0x1, b"[", False) + fragment(0x0, b"]", True))
+    silent = Client(limited_factory(router, MemoryReactorClock()))
+    silent.protocol.onAutoPingTimeout()  # what Autobahn calls when its ping's pong is late
+    assert (close_code(flooder)[0], close_code(fragmenter)[0]) == (1008, 1009)
+    assert silent.transport.disconnecting or silent.transport.disconnected
+    assert Counter(TALLY.disconnects) - before == Counter(frame_rate=1, too_many_fragments=1, ping_timeout=1)

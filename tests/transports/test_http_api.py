@@ -24,6 +24,8 @@ from wsserver.core.decoding import decode_one
 from wsserver.core.router import CloseReason
 from wsserver.delivery import carry_out
 from wsserver.service import WampServer
+from wsserver.tally import HTTP_KEY, TALLY
+from wsserver.transports.substream import StreamRefused
 from wsserver.transports.http_api import (
     Credentials,
     HttpApiSettings,
@@ -414,12 +416,16 @@ def test_with_keys_a_request_needs_one_and_gets_the_keys_role(tmp_path: Path) ->
     api.server.site.timeOut = None
     api.router = api.server.router
     body = json.dumps({"topic": "com.example.x"}).encode()
+    refused_before = TALLY.auth_failures[HTTP_KEY]
     response = api.answer("/publish", raw=body)
     assert (response.status, response.headers["www-authenticate"]) == (401, 'Bearer realm="wsserver"')
     assert api.answer("/publish", raw=body, headers={k.title(): v for k, v in signature_headers(body).items()}).status == 200
     response = api.answer("/publish", raw=body, headers={"Authorization": f"Bearer {BEARER}"})
     assert (response.status, response.json["error"]) == (403, "wamp.error.not_authorized")
     assert api.answer("/publish", raw=body, headers={"Authorization": "Bearer nope"}).status == 401
+    with pytest.raises(StreamRefused):
+        api.server.http_api.bearer_identity("nope")  # an event stream's key
+    assert TALLY.auth_failures[HTTP_KEY] - refused_before == 3  # for the metrics (403 is not a failed login)
     sessions = api.router.realms["realm1"].sessions.values()
     assert sorted((s.authid, s.authrole, s.authmethod) for s in sessions) == [
         ("backend", "reader", "http-api"), ("signer", "writer", "http-api")]

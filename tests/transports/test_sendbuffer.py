@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from twisted.internet.testing import StringTransport
 
 from wsserver.transports.admission import DISCONNECT, DROP, ConnectionLimits
+from wsserver.tally import TALLY
 from wsserver.transports.sendbuffer import CONTROL, EVENT, PUSH, REPLY, SendBuffer
 
 
@@ -120,3 +123,17 @@ def test_a_reply_waits_as_its_message_and_is_framed_as_it_leaves() -> None:
     assert framed == ["now"] and transport.producerState == "paused"
     buffer.resumeProducing()
     assert framed == ["now", "later"] and transport.value() == b"nowlater"
+
+
+def test_drops_and_overflows_are_counted_for_the_process_beyond_the_connection() -> None:
+    before = (Counter(TALLY.dropped_events), Counter(TALLY.disconnects))
+    dropping, _, _ = buffer_for(DROP, limit=1024)
+    dropping.pauseProducing()
+    for _ in range(5):
+        dropping.write(b"e" * 600, EVENT)  # the first fits, four are dropped
+    overflowing, _, overflows = buffer_for(DISCONNECT, limit=1024)
+    overflowing.pauseProducing()
+    overflowing.write(b"p" * 2000, PUSH)
+    assert dropping.dropped == 4 and overflows == [1024]
+    assert Counter(TALLY.dropped_events) - before[0] == Counter(slow_consumer=4)
+    assert Counter(TALLY.disconnects) - before[1] == Counter(slow_consumer=1)

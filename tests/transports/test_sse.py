@@ -21,6 +21,7 @@ from wsserver.core.history import HistoryRule, HistorySettings
 from wsserver.core.policy import Permission, RealmPolicy
 from wsserver.core.router import Router
 from wsserver.delivery import carry_out
+from wsserver.tally import PING_TIMEOUT, TALLY
 from wsserver.transports import sse as sse_module
 from wsserver.transports.admission import DROP, Admission, ConnectionLimits
 from wsserver.transports.sse import HEARTBEAT_INTERVAL, SseResource
@@ -251,6 +252,7 @@ def test_close_all_ends_every_stream(endpoint: Endpoint) -> None:
 
 def test_a_client_that_takes_nothing_for_the_ping_interval_and_timeout_is_dropped() -> None:
     endpoint = Endpoint(max_send_buffer=4096, slow_consumer_policy=DROP, ping_interval=30.0, ping_timeout=10.0)
+    before = TALLY.disconnects[PING_TIMEOUT]
     reading, stalled = endpoint.get("/sse?topic=com.example.a"), endpoint.get("/sse?topic=com.example.a")
     stalled.transport.producer.pauseProducing()
     for _ in range(4):  # 60 s: the reading client is paused and resumed all along, the stalled one never
@@ -260,6 +262,7 @@ def test_a_client_that_takes_nothing_for_the_ping_interval_and_timeout_is_droppe
         endpoint.clock.advance(HEARTBEAT_INTERVAL / 2)
     assert stalled.transport.disconnected and not reading.transport.disconnected
     assert len(endpoint.router.realms["realm1"].sessions) == 1
+    assert TALLY.disconnects[PING_TIMEOUT] - before == 1  # as a WebSocket whose pong is late
 
 
 # -- positions and resume --------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from typing import Any
 
+import pytest
 from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.task import Clock
@@ -15,6 +17,7 @@ from wsserver.transports.admission import ConnectionLimits
 from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
 from wsserver.core.broker import PositionedEvent
 from wsserver.core.eventstore import Position
+from wsserver.tally import TALLY
 from wsserver.transports.wampsession import WampSession, send_kind
 
 HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]).encode()
@@ -105,3 +108,32 @@ def test_send_kinds_answers_are_paced_events_droppable_the_unasked_pushed() -> N
     assert send_kind(wamp.Subscribed(1, 2)) == REPLY
     assert send_kind(wamp.Invocation(1, 2)) == PUSH
     assert send_kind(wamp.Goodbye()) == PUSH
+
+
+def test_silence_and_errors_of_ours_are_counted_and_publications_timed_to_their_last_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before, observed = Counter(TALLY.disconnects), []
+    monkeypatch.setattr(TALLY, "observe_publication", observed.append)
+    monkeypatch.setattr(TALLY, "clock", iter([1.0, 1.5, 2.0, 2.25]).__next__)
+    silent, clock = Wire(), Clock()
+    session_for(silent, clock).start()
+    clock.advance(10)
+    subscriber, publisher = Wire(), Wire()
+    router: Router[Any] = Router(["realm1"], itertools.count(1).__next__)
+    sessions = [WampSession(wire, router=router, clock=clock, limits=ConnectionLimits(), name="test",
+                            close_for_silence=wire.closed.append,
+                            close_for_internal_error=lambda: subscriber.closed.append("error"))
+                for wire in (subscriber, publisher)]
+    for session, subscribe in zip(sessions, (True, False)):
+        session.start()
+        session.message_received(HELLO, False, JsonObjectSerializer())
+        if subscribe:
+            session.message_received(b'[32, 1, {}, "com.example.t"]', False, JsonObjectSerializer())
+    sessions[1].message_received(b'[16, 1, {}, "com.example.t", [1]]', False, JsonObjectSerializer())  # 1.0 -> 1.5
+    sessions[1].message_received(b'[16, 2, {}, "com.example.nobody", [2]]', False, JsonObjectSerializer())  # none
+    assert type(subscriber.sent[-1]) is wamp.Event and observed == [0.5]
+    monkeypatch.setattr(router, "receive", lambda *_: 1 / 0)
+    sessions[0].message_received(b'[34, 2, 1]', False, JsonObjectSerializer())
+    assert subscriber.closed == ["error"]
+    assert Counter(TALLY.disconnects) - before == Counter(hello_timeout=1, internal_error=1)

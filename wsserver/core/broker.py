@@ -239,7 +239,8 @@ class Broker(Generic[PeerT]):
     ``forward``: called with each publication from a client or the server after local routing
     (see "Beyond one process" above); None: nothing leaves this node. ``shared``: the store of
     retained events, history and positions that several nodes share, and ``realm`` this
-    broker's realm there (None: this node keeps them in memory).
+    broker's realm there (None: this node keeps them in memory). ``published`` counts the
+    publications from clients and the server that were routed (for metrics, read when asked).
     """
 
     def __init__(
@@ -266,6 +267,7 @@ class Broker(Generic[PeerT]):
         #: (session, subscription) whose retained events the shared store was asked for.
         self._asking_retained: set[tuple[Session[PeerT], Subscription[PeerT]]] = set()
         self._forward = forward
+        self.published = 0
         self._clock = clock
         self._authorizer = authorizer
         self.subscriptions: SubscriptionTable[PeerT] = SubscriptionTable(next_id)
@@ -351,6 +353,7 @@ class Broker(Generic[PeerT]):
             return self._publish_shared(self.shared, publisher, request, publication)
         if request.retain:
             self.retained.keep(publication.topic, publication)
+        self.published += 1
         actions = self._route(publication)
         if self._forward is not None:
             self._forward(publication, bool(request.retain))

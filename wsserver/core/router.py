@@ -84,7 +84,17 @@ from wsserver.core.limits import (
     SessionLimits,
 )
 from wsserver.core.logins import FailedLogins, LoginLimits
-from wsserver.core.policy import CALL, DISCLOSE, PUBLISH, REGISTER, SUBSCRIBE, RealmPolicy, open_realm
+from wsserver.core.policy import (
+    ANONYMOUS,
+    AUTHMETHODS,
+    CALL,
+    DISCLOSE,
+    PUBLISH,
+    REGISTER,
+    SUBSCRIBE,
+    RealmPolicy,
+    open_realm,
+)
 from wsserver.core.realm import Realm
 from wsserver.core.session import TRANSITIONS, PeerT, Session, State, TransportInfo
 from wsserver.core.values import has_utf8, unrepresentable
@@ -111,6 +121,8 @@ ERROR_PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 OPTION_DISALLOWED_DISCLOSE_ME = "wamp.error.option_disallowed.disclose_me"
 CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
+#: How ``Router.refused_logins`` counts a login that asked for no method the router knows.
+OTHER_METHOD = "other"
 #: Seconds between a failed login and its ABORT.
 REFUSAL_DELAY = 0.5
 
@@ -147,7 +159,8 @@ class Router(Generic[PeerT]):
     between a failed login and its ABORT. ``store_limits``: what the retained events and history
     of all realms may hold together (``store_budget`` counts what they hold and what was evicted).
     ``login_limits``: failed logins allowed per client address and per authid (``failed_logins``
-    counts those refused unchecked). ``history``: which topics keep history and how much one
+    counts those refused unchecked; ``refused_logins`` counts every refused login by the
+    authentication method it asked for, ``other`` when it asked for none we know). ``history``: which topics keep history and how much one
     resume returns (it wins over ``history_size``); each topic's epoch is drawn from
     ``random_bytes`` (or, without it, ``random_id``). ``forward(realm, publication, retain)``:
     hands each publication from a client or the server to the other nodes after local routing
@@ -193,6 +206,7 @@ class Router(Generic[PeerT]):
         self.realms: dict[str, Realm[PeerT]] = {}
         self.store_budget = StoreBudget(store_limits)
         self.failed_logins = FailedLogins(login_limits)
+        self.refused_logins: dict[str, int] = dict.fromkeys((*AUTHMETHODS, OTHER_METHOD), 0)
         settings = history if history is not None else HistorySettings(size=history_size)
         new_epoch = _epochs(random_bytes, random_id)
         for given in realms:
@@ -403,14 +417,15 @@ class Router(Generic[PeerT]):
             abort = wamp.Abort(error, message=f"no realm {name!r} on this server")
             return [Send(abort, (session,)), Close(session, CloseReason.NORMAL, error)]
         assert isinstance(hello, wamp.Hello)
-        return self._authenticated(session, realm, realm.authenticator.hello(hello))
+        asked = next((method for method in hello.authmethods or [ANONYMOUS] if method in AUTHMETHODS), OTHER_METHOD)
+        return self._authenticated(session, realm, realm.authenticator.hello(hello), asked)
 
     def _on_authenticate(self, session: Session[PeerT], answer: wamp.Authenticate) -> list[Action[PeerT]]:
         pending, session.pending = session.pending, None
         assert pending is not None, "only AUTHENTICATING sessions have a challenge pending"
         realm = self.realms[pending.realm]
         if not self.failed_logins.attempt(session.address, realm.name, pending.authid, self._clock()):
-            return self._authenticated(session, realm, Refusal(ApplicationError.NOT_AUTHORIZED, FAILED))
+            return self._authenticated(session, realm, Refusal(ApplicationError.NOT_AUTHORIZED, FAILED), pending.method)
         session.state = State.VERIFYING
         check = realm.authenticator.check(pending, answer)
         return [Compute(check, lambda proven: self._verified(session, pending, proven))]
@@ -423,13 +438,19 @@ class Router(Generic[PeerT]):
         outcome = realm.authenticator.outcome(pending, proven)
         if isinstance(outcome, Identity):
             self.failed_logins.succeeded(session.address, realm.name, pending.authid, self._clock())
-        return self._authenticated(session, realm, outcome)
+        return self._authenticated(session, realm, outcome, pending.method)
 
-    def _authenticated(self, session: Session[PeerT], realm: Realm[PeerT], outcome: Outcome) -> list[Action[PeerT]]:
-        """Carry on with what authentication said: WELCOME, CHALLENGE, or ABORT after the refusal delay."""
+    def _authenticated(
+        self, session: Session[PeerT], realm: Realm[PeerT], outcome: Outcome, method: str
+    ) -> list[Action[PeerT]]:
+        """
+        Carry on with what authentication said: WELCOME, CHALLENGE, or ABORT after the refusal
+        delay (counted in ``refused_logins`` under ``method``, the one the login asked for).
+        """
         if isinstance(outcome, Identity):
             return self._welcome(session, realm, outcome)
         if isinstance(outcome, Refusal):
+            self.refused_logins[method] += 1
             session.state = State.CLOSED
             abort = wamp.Abort(outcome.error, message=outcome.message)
             return [Delay(self.refusal_delay, [Send(abort, (session,)), Close(session, CloseReason.NORMAL, outcome.error)])]

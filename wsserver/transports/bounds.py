@@ -28,6 +28,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.logger import Logger
 
 from wsserver.core.limits import TokenBucket
+from wsserver.tally import FRAME_RATE, PING_TIMEOUT, TALLY, TOO_MANY_FRAGMENTS
 from wsserver.transports.admission import ConnectionLimits
 from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
 
@@ -98,21 +99,26 @@ class BoundedWebSocket:
             truncate(f"not reading: more than {limit} bytes unread"),
         )
 
+    def onAutoPingTimeout(self) -> None:
+        TALLY.disconnects[PING_TIMEOUT] += 1
+        super().onAutoPingTimeout()  # type: ignore[misc]
+
     def onFrameBegin(self) -> None:
         limits: ConnectionLimits = self.factory.limits
         opcode = self.current_frame.opcode
         refusal = None
         if self._frames is not None and not self._frames.take(self.factory.clock.seconds()):
             refusal = (WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
-                       f"more than {limits.max_frame_rate:g} frames a second")
+                       f"more than {limits.max_frame_rate:g} frames a second", FRAME_RATE)
         elif opcode <= 0x2 and limits.max_fragments:
             self._fragments = self._fragments + 1 if opcode == 0x0 else 1
             if self._fragments > limits.max_fragments:
                 refusal = (WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG,
-                           f"a message in more than {limits.max_fragments} fragments")
+                           f"a message in more than {limits.max_fragments} fragments", TOO_MANY_FRAGMENTS)
         super().onFrameBegin()  # type: ignore[misc]
         if refusal is not None:
-            code, reason = refusal
+            code, reason, counted_as = refusal
+            TALLY.disconnects[counted_as] += 1
             log.info("closing WebSocket from {peer} ({code}): {reason}", peer=self.peer, code=code, reason=reason)
             self._deaf = True
             self.data = b""

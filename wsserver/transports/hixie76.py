@@ -460,6 +460,7 @@ class Hixie76Wamp(Hixie76Connection):
 
     required_protocol = WAMP_JSON
     wire_format: object = ("hixie76", "json")
+    transport_kind = "hixie76"
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:
         """The message as one text frame, and its kind for the send buffer (a REPLY: framed as it leaves)."""

@@ -73,8 +73,9 @@ from wsserver.core.authentication import Identity
 from wsserver.core.decoding import InvalidRequest, ProtocolViolation, decode_one
 from wsserver.core.router import CloseReason, Router
 from wsserver.core.session import Session
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import Peer, carry_out, carry_out_publication
 from wsserver.core.limits import PUBLISH_RATE_EXCEEDED
+from wsserver.tally import HTTP_KEY, TALLY
 from wsserver.transports.substream import StreamRefused
 
 log = Logger()
@@ -397,6 +398,8 @@ class HttpApi(Service):
         try:
             self._handle(path, request)
         except HttpRefusal as refusal:
+            if refusal.status == 401:
+                TALLY.auth_failures[HTTP_KEY] += 1
             respond(request, refusal.status, {"error": refusal.error, "args": [refusal.reason], "kwargs": {}})
         return server.NOT_DONE_YET
 
@@ -433,7 +436,10 @@ class HttpApi(Service):
             waiting.timer = self.reactor.callLater(self.settings.call_timeout, self._timed_out, peer, waiting)
             request.notifyFinish().addErrback(lambda _: self._gave_up(peer, waiting))
         try:
-            carry_out(self.router.receive(session, message), self.reactor.callLater)
+            if path == PUBLISH_PATH:
+                carry_out_publication(lambda: self.router.receive(session, message), self.reactor.callLater)
+            else:
+                carry_out(self.router.receive(session, message), self.reactor.callLater)
         except Exception:
             peer.waiting.pop(request_id, None)
             log.failure("internal error handling an HTTP API request")
@@ -451,6 +457,7 @@ class HttpApi(Service):
         try:
             key = self.credentials.bearer(presented)
         except HttpRefusal as refusal:
+            TALLY.auth_failures[HTTP_KEY] += 1
             raise StreamRefused(refusal.status, refusal.reason) from None
         return key.realm, self._identity(key, key.realm)
 

@@ -203,6 +203,8 @@ class LongPollSession:
     :meth:`forget` for the requests on its id.
     """
 
+    transport_kind = "longpoll"
+
     def __init__(self, endpoint: LongPollEndpoint, *, transport_id: str, protocol: str, client_ip: str,
                  name: str) -> None:
         self.endpoint = endpoint

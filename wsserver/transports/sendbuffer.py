@@ -49,6 +49,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from wsserver.tally import SLOW_CONSUMER, TALLY
 from wsserver.transports.admission import DROP, ConnectionLimits
 
 log = Logger()
@@ -64,7 +65,8 @@ class SendBuffer:
     The send side of one connection. Register it with ``transport.registerProducer(buffer, True)``
     and :meth:`write` every frame through it; ``overflow(limit)`` is called once, when the client
     leaves more than ``limit`` bytes unread: close the connection then (write its close frame as
-    CONTROL). ``dropped`` counts the events dropped for this client under the drop policy.
+    CONTROL). ``dropped`` counts the events dropped for this client under the drop policy (the
+    process's ``TALLY`` counts them too, and the overflows).
     """
 
     # An idle connection should cost little (thousands sit open): slots, and no deque until needed.
@@ -103,6 +105,7 @@ class SendBuffer:
             self._wait((frame, len(frame)))
         elif kind is EVENT and self.drop_events:
             self.dropped += 1
+            TALLY.dropped_events[SLOW_CONSUMER] += 1
             if not self._dropping:
                 self._dropping = True
                 log.info("{peer} is not reading: dropping its events (over {limit} bytes buffered)",
@@ -111,6 +114,7 @@ class SendBuffer:
             log.info("{peer} is not reading: disconnecting it (over {limit} bytes buffered)",
                      peer=self.peer, limit=self.limit)
             self.discard()
+            TALLY.disconnects[SLOW_CONSUMER] += 1
             self.overflow(self.limit)
 
     def write_reply(self, message: Any, frame: Callable[[Any], bytes]) -> None:

@@ -51,6 +51,7 @@ from twisted.web import http, resource, server
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
+from wsserver.tally import PING_TIMEOUT, TALLY
 from wsserver.transports.admission import Admission, OpenConnections, Refused
 from wsserver.transports.sendbuffer import CONTROL, EVENT, SendBuffer
 from wsserver.transports.substream import (
@@ -132,6 +133,7 @@ class SseStream:
     """One open event stream: the router's Peer for its session, writing to one HTTP response."""
 
     wire_format: object = SSE_WIRE
+    transport_kind = "sse"
     #: Whether events leave as chunks of the chunked body (HTTP/1.1), written to the connection.
     chunked = False
 
@@ -299,6 +301,7 @@ class SseStream:
                 # comes, and it is dropped (under --slow-consumer drop it would hold its slot forever).
                 log.info("{peer} read nothing of its event stream for {seconds:g} s: dropping it",
                          peer=self.client_ip, seconds=limits.ping_interval + limits.ping_timeout)
+                TALLY.disconnects[PING_TIMEOUT] += 1
                 self._overflowed(0)
                 return
         if not buffer.paused and not buffer.waiting:  # nothing waits: the comment goes out now

@@ -70,6 +70,7 @@ class StreamServerProtocol(EchoServerProtocol):
 
     factory: StreamServerFactory
     wire_format = STREAM_WIRE
+    transport_kind = "stream"
     stream: StreamSession | None = None
 
     # -- Peer ----------------------------------------------------------------------------------

@@ -34,10 +34,11 @@ from autobahn.wamp.serializer import JsonObjectSerializer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from wsserver.core.decoding import ProtocolViolation, decode
+from wsserver.core.decoding import ProtocolViolation, PublishRequest, decode
 from wsserver.core.router import Router
 from wsserver.core.session import Session, State, TransportInfo
-from wsserver.delivery import Peer, carry_out
+from wsserver.delivery import Peer, carry_out, carry_out_publication
+from wsserver.tally import HELLO_TIMEOUT, INTERNAL_ERROR, TALLY
 from wsserver.transports import cbor
 from wsserver.transports.admission import ConnectionLimits
 from wsserver.transports.sendbuffer import EVENT, PUSH, REPLY
@@ -140,7 +141,10 @@ class WampSession:
             return self.violation(str(violation))
         try:
             for message in messages:
-                carry_out(router.receive(session, message), self.clock.callLater)
+                if type(message) is PublishRequest:
+                    carry_out_publication(lambda: router.receive(session, message), self.clock.callLater)
+                else:
+                    carry_out(router.receive(session, message), self.clock.callLater)
             if session.state is State.AUTHENTICATING and self._hello_deadline is None:
                 # A CHALLENGE went out: its AUTHENTICATE has the HELLO timeout to arrive.
                 self._start_hello_timer()
@@ -148,6 +152,7 @@ class WampSession:
             log.failure("internal error handling a message from {peer}", peer=self.name)
             self.session = None
             carry_out(router.detach(session))
+            TALLY.disconnects[INTERNAL_ERROR] += 1
             self.close_for_internal_error()
         return None
 
@@ -188,4 +193,5 @@ class WampSession:
         if session is not None and session.state in (State.ESTABLISHING, State.AUTHENTICATING):
             seconds = self.limits.hello_timeout
             log.info("{peer} sent no HELLO within {seconds} s", peer=self.name, seconds=seconds)
+            TALLY.disconnects[HELLO_TIMEOUT] += 1
             self.close_for_silence(f"no WAMP HELLO within {seconds:g} s")

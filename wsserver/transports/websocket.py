@@ -72,6 +72,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     # -- Peer (what wsserver.delivery needs) -----------------------------------------------------
 
     wire_format: object = None
+    transport_kind = "websocket"
     _object_serializer: Any = None
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:

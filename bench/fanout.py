@@ -1,0 +1,203 @@
+"""
+What one publication to N WebSocket subscribers costs the server, in process, with and without
+the metrics' counting: a benchmark, not a test.
+
+    python bench/fanout.py --quick                         # 1000 subscribers, best of 40 runs of 50
+    git show main:wsserver/delivery.py > /tmp/delivery_main.py
+    python bench/fanout.py --baseline /tmp/delivery_main.py  # also main's fan-out, without counting
+
+What is measured: a PUBLISH frame handed to the publisher's connection (``dataReceived``) until
+its EVENT is written to every subscriber's transport: Autobahn's frame parsing, the core router,
+``delivery.carry_out`` (one serialization per wire format), each connection's send buffer and
+``transport.write``. The transports are Twisted's ``StringTransport`` (emptied between runs), so
+there are no sockets and no reactor; half the subscribers speak JSON, half msgpack. The variants
+(with ``--baseline``: another ``carry_out`` wired into the sessions, e.g. main's, which counts
+nothing, twice, to show the noise floor; this one with metrics off; this one with the
+publish-to-write histogram on) run interleaved in one process, taking turns at going first, so
+that a shared machine's noise hits all alike, and each keeps the best of its runs: compare the
+best, not one run. With ``--baseline`` it then times the delivery loop alone, ``carry_out`` of
+one EVENT to recipients whose writes cost nothing: the counting's share at its largest.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsserver.core.actions import Send  # noqa: E402
+from wsserver.core.limits import SessionLimits  # noqa: E402
+from wsserver.core.router import Router  # noqa: E402
+from wsserver.core.session import Session  # noqa: E402
+from wsserver.metrics import MetricsService  # noqa: E402
+from wsserver.service import WampServer  # noqa: E402
+from wsserver.tally import TALLY  # noqa: E402
+from wsserver.transports import wampsession  # noqa: E402
+from wsserver.transports.admission import ConnectionLimits  # noqa: E402
+from wsserver.transports.flashpolicy import FlashPolicy  # noqa: E402
+from wsserver.transports.websocket import WampServerFactory  # noqa: E402 (chooses Twisted for txaio)
+
+from autobahn.wamp import message as wamp  # noqa: E402
+from autobahn.wamp.serializer import MsgPackObjectSerializer  # noqa: E402
+
+TOPIC = "com.example.bench.fanout"
+HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
+
+
+class Transport(StringTransport):
+    """StringTransport that, like a TCP transport, does not mind unregistering no producer."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
+
+
+def frame(payload: bytes, binary: bool) -> bytes:
+    """A masked client frame (zero key) carrying ``payload``."""
+    head = bytes([0x82 if binary else 0x81])
+    length = len(payload)
+    head += bytes([0x80 | length]) if length < 126 else bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def connect(factory: WampServerFactory, port: int, subprotocol: str) -> tuple[Any, Transport]:
+    # One address each: the per-address connection limit stays out of the way.
+    transport = Transport(peerAddress=IPv4Address("TCP", f"10.{port >> 16 & 255}.{port >> 8 & 255}.{port & 255}", 4000))
+    protocol = factory.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    key = base64.b64encode(os.urandom(16)).decode()
+    protocol.dataReceived(
+        f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n\r\n".encode()
+    )
+    assert transport.value().startswith(b"HTTP/1.1 101"), transport.value()[:200]
+    binary = subprotocol.endswith("msgpack")
+    encode = (lambda m: MsgPackObjectSerializer().serialize(m)) if binary else (lambda m: json.dumps(m).encode())
+    protocol.dataReceived(frame(encode(HELLO), binary))
+    protocol.dataReceived(frame(encode([32, 1, {}, TOPIC]), binary))
+    transport.clear()
+    return protocol, transport
+
+
+def baseline_wiring(path: str) -> Any:
+    """
+    The ``carry_out`` of another ``delivery.py`` (e.g. ``git show main:wsserver/delivery.py``),
+    to wire into the WAMP sessions in place of this one: the fan-out without counting.
+    """
+    spec = importlib.util.spec_from_file_location("baseline_delivery", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.carry_out
+
+
+class NullPeer:
+    """A connection that costs nothing to write to: the delivery loop alone (the counting's worst case)."""
+
+    transport_kind = "websocket"
+
+    def __init__(self, wire_format: object) -> None:
+        self.wire_format = wire_format
+
+    def encode(self, message: Any) -> bytes:
+        return b""
+
+    def write_encoded(self, data: Any) -> None:
+        pass
+
+
+def loop_alone(subscribers: int, variants: dict[str, Any], runs: int) -> None:
+    """Time each ``carry_out`` on one EVENT to ``subscribers`` NullPeers (two wire formats), interleaved."""
+    sessions = tuple(Session(NullPeer(("websocket", n % 2))) for n in range(subscribers))
+    actions = [Send(wamp.Event(1, 2, args=[1]), sessions)]
+    best = dict.fromkeys(variants, float("inf"))
+    order = list(variants.items())
+    for run in range(runs):
+        for name, carry_out in order[run % len(order):] + order[:run % len(order)]:
+            started = time.perf_counter()
+            for _ in range(20):
+                carry_out(actions)
+            best[name] = min(best[name], (time.perf_counter() - started) / 20)
+    print(f"the delivery loop alone ({subscribers} recipients that cost nothing), best of {runs} x 20:")
+    report(best, subscribers)
+
+
+def report(best: dict[str, float], subscribers: int) -> None:
+    reference = next(iter(best.values()))
+    for name, seconds in best.items():
+        print(f"  {name:<24} {seconds * 1e6:8.1f} µs per publication  {seconds / subscribers * 1e9:6.1f} ns "
+              f"per delivery  {(seconds / reference - 1) * 100:+6.1f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="fewer publications and runs")
+    parser.add_argument("--baseline", metavar="DELIVERY_PY",
+                        help="also time the fan-out with this delivery.py's carry_out (e.g. main's), interleaved")
+    options = parser.parse_args()
+    publications, runs = (50, 40) if options.quick else (200, 100)
+    reactor = MemoryReactorClock()
+    # No publish rate and no frame rate: the clock stands still, so their bursts would run out.
+    router: Router[Any] = Router(["realm1"], itertools.count(1).__next__, clock=reactor.seconds,
+                                 limits=SessionLimits(publish_rate=0))
+    factory = WampServerFactory(router, reactor=reactor, limits=ConnectionLimits(max_frame_rate=0))
+    subscribers = [connect(factory, 10_000 + n, "wamp.2.msgpack" if n % 2 else "wamp.2.json")[1]
+                   for n in range(options.subscribers)]
+    publisher, publisher_transport = connect(factory, 9999, "wamp.2.json")
+    # The histogram as the metrics service observes it (the service is not started: no port).
+    server = WampServer(reactor, listen=[], web_dir=Path.cwd(), flash_policy=FlashPolicy(port=0))
+    histogram = MetricsService(reactor, "tcp:0", server).publish_to_write.observe
+    counted = (wampsession.carry_out, wampsession.carry_out_publication)
+
+    def wire(carry_out: Any, carry_out_publication: Any, observe: Any) -> None:
+        wampsession.carry_out, wampsession.carry_out_publication = carry_out, carry_out_publication
+        TALLY.observe_publication = observe
+
+    variants = {"counted, metrics off": lambda: wire(*counted, None),
+                "counted, metrics on": lambda: wire(*counted, histogram)}
+    if options.baseline:
+        uncounted = baseline_wiring(options.baseline)
+
+        def baseline() -> None:
+            wire(uncounted, lambda route, call_later=None: uncounted(route(), call_later), None)
+
+        # Twice: how far two runs of the same code differ is the noise floor of the comparison.
+        variants = {"baseline (no counting)": baseline, "baseline again": baseline, **variants}
+    frames = [frame(json.dumps([16, n, {}, TOPIC, [n, "x" * 40]]).encode(), False) for n in range(publications)]
+    best = dict.fromkeys(variants, float("inf"))
+    order = list(variants.items())
+    for run in range(runs):  # interleaved, in turns: machine noise hits every variant alike
+        for name, apply in order[run % len(order):] + order[:run % len(order)]:
+            apply()
+            started = time.perf_counter()
+            for data in frames:
+                publisher.dataReceived(data)
+            best[name] = min(best[name], (time.perf_counter() - started) / publications)
+            for transport in subscribers:
+                assert transport.value(), "every subscriber got the events"
+                transport.clear()
+            publisher_transport.clear()
+    print(f"{options.subscribers} subscribers (half JSON, half msgpack), best of {runs} runs x {publications} "
+          f"publications each:")
+    report(best, options.subscribers)
+    if options.baseline:
+        loop_alone(options.subscribers, {"baseline (no counting)": uncounted, "baseline again": uncounted,
+                                         "counted": counted[0]}, runs * 3)
+
+
+if __name__ == "__main__":
+    main()
