@@ -20,11 +20,10 @@ every realm, on this process only (see wsserver/core/admin.py). The page keeps 3
 last 5 minutes. A counter that went down (a restart of whatever counts it) gives a rate of 0.
 
 The source is a seam: any callable that returns :class:`Figures`, read on the reactor thread.
-:func:`live_figures` is what the server knows without a metrics registry: it walks the joined
-sessions and reads what each connection tells about itself (its send buffer: bytes waiting,
-events dropped), so ``dropped`` counts only the connections still open. Publications and
-deliveries are counted nowhere on the routing path (delivery.py keeps the fan-out free of
-statistics), so it leaves them unknown.
+:func:`live_figures` reads the counts the metrics read too (one count per idea): the brokers'
+``published``, and the tally the transports keep (wsserver/tally.py: deliveries, events dropped
+for slow consumers, closed connections included), and it walks the joined sessions for their
+number and the bytes waiting in their send buffers. It needs no ``--metrics-listen``.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from twisted.logger import Logger
 from wsserver.core.admin import STATS_TOPIC
 from wsserver.core.router import Router
 from wsserver.delivery import Peer, carry_out
+from wsserver.tally import TALLY, Tally
 
 log = Logger()
 
@@ -64,17 +64,18 @@ class Figures:
     dropped: int | None = None
 
 
-def live_figures(router: Router[Any]) -> Figures:
-    """The figures the router and the open connections know (see the module docstring)."""
-    sessions = buffered = dropped = 0
+def live_figures(router: Router[Any], tally: Tally = TALLY) -> Figures:
+    """The figures the router, the open connections and the tally know (see the module docstring)."""
+    sessions = buffered = published = 0
     for realm in router.realms.values():
         sessions += len(realm.sessions)
+        published += realm.broker.published
         for session in realm.sessions.values():
             transport = session.transport
             if transport is not None:
                 buffered += transport.buffered_bytes()
-                dropped += transport.dropped_events()
-    return Figures(sessions=sessions, send_buffer_bytes=buffered, dropped=dropped)
+    return Figures(sessions=sessions, send_buffer_bytes=buffered, publications=published,
+                   deliveries=sum(tally.deliveries.values()), dropped=sum(tally.dropped_events.values()))
 
 
 def _rate(now: int | None, before: int | None, seconds: float) -> float | None:

@@ -118,8 +118,6 @@ class Connection:
     def buffered_bytes(self) -> int:
         return 4096
 
-    def dropped_events(self) -> int:
-        return 0
 
 
 def test_session_get_tells_the_connection_and_the_address_to_the_admin_only(h: Harness) -> None:

@@ -131,9 +131,6 @@ class TransportInfo(Protocol):
     def buffered_bytes(self) -> int:
         """Bytes waiting for the client in the connection's send buffer now."""
 
-    def dropped_events(self) -> int:
-        """Events dropped for this client so far (``--slow-consumer drop``)."""
-
 
 class Session(Generic[PeerT]):
     """

@@ -198,6 +198,3 @@ class ConnectionInfo:
 
     def buffered_bytes(self) -> int:
         return self.send_buffer.counted
-
-    def dropped_events(self) -> int:
-        return self.send_buffer.dropped

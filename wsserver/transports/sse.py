@@ -156,9 +156,6 @@ class SseStream:
     def buffered_bytes(self) -> int:
         return 0 if self.send_buffer is None else self.send_buffer.counted
 
-    def dropped_events(self) -> int:
-        return 0 if self.send_buffer is None else self.send_buffer.dropped
-
     # -- Peer ----------------------------------------------------------------------------------
 
     def encode(self, message: wamp.Message) -> Any:
