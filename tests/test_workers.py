@@ -30,6 +30,7 @@ from wsserver.workers import (
     WorkerIdentity,
     WorkerProtocol,
     bind_endpoint,
+    own_port,
     worker_arguments,
     worker_log_observer,
 )
@@ -313,3 +314,14 @@ def test_a_long_poll_transport_id_names_its_worker() -> None:
     assert LongPollRelay.owner(transport_id) == 3
     assert LongPollRelay.owner("abc") is None and LongPollRelay.owner("x.abc") is None
     assert relay(transport_id, object()) is None  # its own: not relayed
+
+
+@pytest.mark.parametrize("given, index, expected", [
+    ("tcp:9100:interface=127.0.0.1", 2, "tcp:9102:interface=127.0.0.1"),
+    ("tcp:port=9100", 1, "tcp:port=9101"),
+    ("tcp6:9100", 0, "tcp6:9100"),
+    ("tcp:0:interface=127.0.0.1", 3, "tcp:0:interface=127.0.0.1"),
+    ("unix:/run/metrics.sock", 1, "unix:/run/metrics.sock"),
+])
+def test_each_worker_serves_its_metrics_on_a_port_of_its_own(given: str, index: int, expected: str) -> None:
+    assert own_port(given, index) == expected

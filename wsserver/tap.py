@@ -40,7 +40,7 @@ from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy, FlashPo
 from wsserver.transports.longpoll import LongPollSettings
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
 from wsserver.transports.http_api import HttpApiSettings
-from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Supervisor, WorkerIdentity,
+from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Supervisor, WorkerIdentity, own_port,
                               serve_as_worker)
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -335,7 +335,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if worker is not None:
         serve_as_worker(server, worker, reactor)
     if options["metrics-listen"]:
-        MetricsService(reactor, options["metrics-listen"], server, backplane=backplane).setServiceParent(server)
+        metrics = options["metrics-listen"] if worker is None else own_port(options["metrics-listen"], worker.index)
+        MetricsService(reactor, metrics, server, backplane=backplane).setServiceParent(server)
     if options["demo"] and (worker is None or worker.index == 0):  # one demo producer, not one per worker
         realm = options["realm"][0]
         producer = DemoProducer(lambda topic, args: server.publish(realm, topic, args), reactor)

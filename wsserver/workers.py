@@ -38,6 +38,7 @@ a request that reaches another worker gets there.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -80,6 +81,21 @@ LISTEN_FDS_ENV = "WSSERVER_LISTEN_FDS"
 FLASH_FD_ENV = "WSSERVER_FLASH_POLICY_FD"
 #: The supervisor's name for this group of workers (their long-poll relay sockets are named after it).
 GROUP_ENV = "WSSERVER_WORKER_GROUP"
+
+
+_ENDPOINT_PORT = re.compile(r"^(?P<kind>tcp6?|ssl):(?P<key>port=)?(?P<port>\d+)(?P<rest>(:.*)?)$")
+
+
+def own_port(description: str, index: int) -> str:
+    """
+    The endpoint ``description`` with its port moved up by ``index``: each worker serves its own
+    metrics (``--metrics-listen tcp:9100`` gives workers 9100, 9101, ...), since counts are per
+    process and a scrape of a shared port would reach one worker at random. Port 0 stays 0.
+    """
+    found = _ENDPOINT_PORT.match(description)
+    if found is None or found["port"] == "0":
+        return description
+    return f"{found['kind']}:{found['key'] or ''}{int(found['port']) + index}{found['rest']}"
 
 
 @dataclass(frozen=True)
