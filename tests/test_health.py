@@ -45,10 +45,11 @@ def test_healthz_is_200_while_the_process_serves(tmp_path: Path) -> None:
 
 def test_readyz_waits_for_the_ports_and_says_why_it_is_not_ready(tmp_path: Path) -> None:
     unstarted = server(tmp_path)
-    assert get(unstarted, b"readyz") == (503, {"status": "not ready", "checks": {"listening": "not listening on tcp:0"}})
+    assert get(unstarted, b"readyz") == (503, {"status": "not ready", "checks": {"listening": "not listening on tcp:0",
+                                                                         "stopping": "ok"}})
     started = server(tmp_path)
     started.startService()
-    assert get(started, b"readyz") == (200, {"status": "ready", "checks": {"listening": "ok"}})
+    assert get(started, b"readyz") == (200, {"status": "ready", "checks": {"listening": "ok", "stopping": "ok"}})
 
 
 def test_readyz_is_503_with_the_backplanes_reason_until_it_is_ready(tmp_path: Path) -> None:
@@ -56,9 +57,18 @@ def test_readyz_is_503_with_the_backplanes_reason_until_it_is_ready(tmp_path: Pa
     with_redis = server(tmp_path, backplane)
     with_redis.startService()
     assert get(with_redis, b"readyz") == (503, {"status": "not ready", "checks": {
-        "listening": "ok", "backplane": "redis://127.0.0.1:6379/0: unreachable (Connection refused)"}})
+        "listening": "ok", "stopping": "ok",
+        "backplane": "redis://127.0.0.1:6379/0: unreachable (Connection refused)"}})
     backplane.reason = None
     assert get(with_redis, b"readyz")[0] == 200
+
+
+def test_readyz_is_503_from_the_moment_the_server_begins_to_stop(tmp_path: Path) -> None:
+    stopping = server(tmp_path)
+    stopping.startService()
+    stopping.stopService()  # its clients' GOODBYEs are awaited on the reactor: it is still stopping
+    status, body = get(stopping, b"readyz")
+    assert status == 503 and body["checks"]["stopping"] == "shutting down: saying goodbye to its clients"
 
 
 def test_the_polls_stay_out_of_the_access_log(tmp_path: Path) -> None:

@@ -216,6 +216,8 @@ class WampServer(MultiService):
     ) -> None:
         super().__init__()
         self.reactor = reactor
+        #: True once stopService began: /readyz says so while clients are told goodbye.
+        self.stopping = False
         self.router: Router[Peer] = Router(
             realms, random_wamp_id, clock=reactor.seconds, retain_ttl=retain_ttl, history_size=history_size,
             random_bytes=os.urandom, limits=session_limits, store_limits=store_limits,
@@ -291,7 +293,7 @@ class WampServer(MultiService):
             cluster.setServiceParent(self)
         # For load balancers and orchestrators: alive, and ready to take traffic (see health.py).
         #: What /readyz checks: name -> a callable saying what is not ready (None: ready).
-        self.readiness: dict[str, Any] = {"listening": self.not_listening}
+        self.readiness: dict[str, Any] = {"listening": self.not_listening, "stopping": self.not_stopping}
         if backplane is not None:
             self.readiness["backplane"] = backplane.not_ready
         self.mount_health(self.site.resource)
@@ -300,6 +302,10 @@ class WampServer(MultiService):
         """Answer ``/healthz`` and ``/readyz`` for this server under ``root`` (the site's, the metrics port's)."""
         root.putChild(HEALTH_PATH.encode("ascii"), Healthz())
         root.putChild(READY_PATH.encode("ascii"), Readyz(self.readiness))
+
+    def not_stopping(self) -> str | None:
+        """For /readyz: what a stopping server says, while it waits for its clients' GOODBYEs (None: not stopping)."""
+        return "shutting down: saying goodbye to its clients" if self.stopping else None
 
     def not_listening(self) -> str | None:
         """The endpoints not bound (yet), for /readyz; None when every one is."""
@@ -363,7 +369,9 @@ class WampServer(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        # Stop accepting first, then say goodbye to everyone connected.
+        # Not ready from now on (the metrics port's /readyz answers until the end), stop accepting,
+        # then say goodbye to everyone connected.
+        self.stopping = True
         for listener in self.listeners:
             yield listener.stopService()
         yield defer.gatherResults([

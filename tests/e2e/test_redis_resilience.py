@@ -301,7 +301,7 @@ def test_readyz_says_503_and_why_while_redis_is_down_at_start_then_200(
         assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}  # alive all the same
     redis_server.start()
     wait_for(lambda: readyz(a)[0] == 200, timeout=15)
-    assert readyz(a)[1] == {"status": "ready", "checks": {"listening": "ok", "backplane": "ok"}}
+    assert readyz(a)[1] == {"status": "ready", "checks": {"listening": "ok", "stopping": "ok", "backplane": "ok"}}
     urllib.request.urlopen(f"{a.http_url}/index.html", timeout=5).close()
     wait_for(lambda: "GET /index.html" in a.log)  # the access log is on...
     assert "/readyz" not in a.log and "/healthz" not in a.log  # ...and the polls stay out of it
