@@ -51,7 +51,7 @@ class Backplane:
 
     def __init__(self, *, reason: str | None) -> None:
         self.reason = reason
-        self.forwarded, self.unforwarded, self.received = 5, 2, 7
+        self.forwarded, self.unforwarded, self.received, self.lost, self.rebuilt = 5, 2, 7, 3, 1
 
     def not_ready(self) -> str | None:
         return self.reason
@@ -140,19 +140,8 @@ def test_the_backplanes_connection_and_counters_are_read_from_it(tmp_path: Path,
     assert found[("wsserver_backplane_forwarded_total", ())] == 5
     assert found[("wsserver_backplane_unforwarded_total", ())] == 2
     assert found[("wsserver_backplane_received_total", ())] == 7
-
-
-def test_a_backplane_without_a_readiness_check_is_connected_while_it_has_a_publisher(tmp_path: Path) -> None:
-    class Connecting:
-        """A RedisBackplane before --redis had readiness (not_ready): its publishing connection says it."""
-
-        forwarded = unforwarded = received = 0
-        _publisher: object | None = None
-
-    backplane = Connecting()
-    assert collected(server(tmp_path), backplane=backplane)[("wsserver_backplane_connected", ())] == 0
-    backplane._publisher = object()
-    assert collected(server(tmp_path), backplane=backplane)[("wsserver_backplane_connected", ())] == 1
+    assert found[("wsserver_backplane_lost_total", ())] == 3
+    assert found[("wsserver_backplane_rebuilt_total", ())] == 1
 
 
 def test_the_resource_answers_in_the_text_format_or_openmetrics_when_asked(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ when Prometheus scrapes, on the reactor thread, by :class:`ServerCollector`:
   logins by method (``Router.refused_logins``): the core stays free of I/O and of this module;
 - what the transports have done, from the process's :data:`wsserver.tally.TALLY`: deliveries
   (counted once per EVENT and batch of recipients), events dropped, connections closed by reason;
-  and the backplane's counters (``forwarded``, ``unforwarded``, ``received``).
+  and the backplane's counters (``forwarded``, ``unforwarded``, ``received``, ``lost``, ``rebuilt``).
 
 One metric is a prometheus_client object: the ``wsserver_publish_to_write_seconds`` histogram,
 observed once per publication (not per recipient) while the metrics service runs.
@@ -78,14 +78,6 @@ def open_connections(server: WampServer) -> dict[str, Any]:
         "hixie76": server.hixie76.connections,
         "echo": server.echo_factory.connections,
     }
-
-
-def backplane_connected(backplane: Any) -> bool:
-    """Whether ``backplane`` reaches the other nodes now."""
-    not_ready = getattr(backplane, "not_ready", None)
-    if not_ready is not None:
-        return not_ready() is None
-    return getattr(backplane, "_publisher", None) is not None
 
 
 def _counter(name: str, documentation: str, label: str, counts: dict[str, int], known: Iterable[str]) -> Metric:
@@ -156,13 +148,17 @@ class ServerCollector(Collector):
     @staticmethod
     def _backplane(backplane: Any) -> Iterator[Metric]:
         yield GaugeMetricFamily("wsserver_backplane_connected", "1 while the backplane (--redis) reaches the other "
-                                "nodes, else 0.", value=int(backplane_connected(backplane)))
+                                "nodes, else 0.", value=int(backplane.not_ready() is None))
         yield CounterMetricFamily("wsserver_backplane_forwarded_total", "Publications sent to the other nodes.",
                                   value=backplane.forwarded)
         yield CounterMetricFamily("wsserver_backplane_unforwarded_total", "Publications delivered on this node only: "
                                   "the backplane was unreachable.", value=backplane.unforwarded)
         yield CounterMetricFamily("wsserver_backplane_received_total", "Publications received from the other nodes.",
                                   value=backplane.received)
+        yield CounterMetricFamily("wsserver_backplane_lost_total", "Publications of other nodes that never arrived "
+                                  "here (counted from the gaps in each node's numbers).", value=backplane.lost)
+        yield CounterMetricFamily("wsserver_backplane_rebuilt_total", "Times both Redis connections were made again "
+                                  "because a probe through the subscription did not come back.", value=backplane.rebuilt)
 
 
 class MetricsResource(resource.Resource):
