@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import cbor2
+import msgpack
 import pytest
 from autobahn.wamp import message as wamp
 from autobahn.wamp.serializer import Serializer
 
-from wsserver.core.decoding import MESSAGE_CLASSES, InvalidRequest, ProtocolViolation, PublishRequest, decode
+from wsserver.core.decoding import (
+    MESSAGE_CLASSES,
+    InvalidRequest,
+    ProtocolViolation,
+    PublishRequest,
+    decode,
+    without_absent_options,
+)
 
 
 def test_message_classes_are_autobahns_own_map() -> None:
@@ -100,3 +109,79 @@ def test_a_complaint_quoting_the_client_is_short_and_has_utf8(raw: list[object])
     assert isinstance(invalid, InvalidRequest)
     assert len(invalid.reason) <= 300
     invalid.reason.encode("utf-8")  # the ERROR that carries it can be encoded
+
+
+#: What msgpack (msgpackr's undefined: extension 0, one zero byte) and CBOR (simple value 23)
+#: decode an option to when wampy.js leaves it out, and nil.
+MSGPACK_UNDEFINED = msgpack.ExtType(0, b"\x00")
+ABSENT = [None, cbor2.undefined, MSGPACK_UNDEFINED]
+
+
+@pytest.mark.parametrize("absent", ABSENT, ids=["nil", "cbor-undefined", "msgpack-undefined"])
+@pytest.mark.parametrize(
+    "raw, check",
+    [
+        # Every message a client sends that has options (or details), each option a router reads.
+        ([1, "realm1", {"roles": {"subscriber": {"features": {"x": "@"}}}, "authid": "@", "authmethods": "@"}],
+         lambda m: m.realm == "realm1" and m.authid is None and m.authmethods is None and "subscriber" in m.roles),
+        ([5, "sig", {"extra": "@"}], lambda m: m.signature == "sig" and m.extra == {}),
+        ([6, {"message": "@"}, "wamp.close.normal"], lambda m: m.reason == "wamp.close.normal" and m.message is None),
+        ([3, {"message": "@"}, "wamp.error.x"], lambda m: m.reason == "wamp.error.x" and m.message is None),
+        ([32, 5, {"match": "@", "get_retained": "@", "unknown": "@"}, "com.t"],
+         lambda m: m.match == "exact" and not m.get_retained),
+        ([32, 5, {"match": "prefix", "get_retained": "@"}, "com.t"], lambda m: m.match == "prefix"),
+        ([16, 5, {"acknowledge": "@", "exclude_me": "@", "exclude": "@", "eligible": "@", "retain": "@",
+                  "disclose_me": "@"}, "com.t", [1]],
+         lambda m: not m.message.acknowledge and m.message.exclude_me is None and m.message.exclude is None
+         and not m.disclose_me),
+        ([64, 5, {"match": "@", "invoke": "@", "concurrency": "@"}, "com.p"],
+         lambda m: m.match == "exact" and m.invoke == "single"),
+        ([48, 5, {"timeout": "@", "receive_progress": "@", "disclose_me": "@"}, "com.p", [1]],
+         lambda m: m.procedure == "com.p" and not m.timeout and not m.receive_progress),
+        ([49, 5, {"mode": "@"}], lambda m: m.request == 5 and m.mode is None),
+        ([70, 5, {"progress": "@"}, [1]], lambda m: m.args == [1] and not m.progress),
+        ([8, 68, 5, {"x": "@"}, "com.error", ["why"]], lambda m: m.error == "com.error" and m.args == ["why"]),
+    ],
+)
+def test_an_absent_option_value_means_the_option_is_not_given(raw: list[object], check: object, absent: object) -> None:
+    """Nil, CBOR undefined and msgpackr's undefined read as "not given" wherever "@" stands, at any depth."""
+
+    def put(value: object) -> object:
+        if value == "@":
+            return absent
+        return {key: put(item) for key, item in value.items()} if type(value) is dict else value
+
+    (message,) = decode([[put(part) if type(part) is dict else part for part in raw]])
+    assert callable(check) and check(message), message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [32, 5, {"match": msgpack.ExtType(0, b"\x01")}, "com.t"],  # an extension that is not undefined
+        [32, 5, {"match": msgpack.ExtType(5, b"\x00")}, "com.t"],
+        [32, 5, {"get_retained": cbor2.CBORSimpleValue(0)}, "com.t"],
+        [48, 5, {"timeout": "soon"}, "com.p"],
+        [16, 5, {"disclose_me": msgpack.ExtType(1, b"")}, "com.t"],
+    ],
+)
+def test_any_other_value_of_the_wrong_type_is_refused_naming_the_option(raw: list[object]) -> None:
+    with pytest.raises(ProtocolViolation) as refusal:
+        decode([raw])
+    (option,) = (key for key in raw[2] if isinstance(key, str))  # type: ignore[union-attr]
+    assert f"'{option}'" in str(refusal.value)
+
+
+def test_undefined_in_a_payload_is_kept_for_the_payload_check() -> None:
+    """A payload is not options: its undefined reaches the router, which refuses it with its path."""
+    (publish,) = decode([[16, 5, {"acknowledge": True}, "com.t", [cbor2.undefined], {"k": None}]])
+    assert isinstance(publish, PublishRequest)
+    assert publish.message.args == [cbor2.undefined] and publish.message.kwargs == {"k": None}
+
+
+def test_a_message_without_absent_options_is_passed_on_as_it_is() -> None:
+    raw = [32, 5, {"match": "prefix"}, "com.t"]
+    assert without_absent_options(raw) is raw
+    nested = [1, "realm1", {"roles": {"caller": {"features": {"progressive_call_results": cbor2.undefined}}}}]
+    assert without_absent_options(nested) == [1, "realm1", {"roles": {"caller": {"features": {}}}}]
+    assert nested[2]["roles"]["caller"]["features"] == {"progressive_call_results": cbor2.undefined}  # type: ignore[index]

@@ -35,10 +35,10 @@ TOPIC = "com.example.values"
 class Wire:
     """A raw WAMP session in one wire format; ``send`` takes bytes or str as is, lists serialized."""
 
-    def __init__(self, ws_url: str, wire_format: str) -> None:
+    def __init__(self, ws_url: str, wire_format: str, hello: list[Any] = HELLO) -> None:
         self.serializer = OBJECT_SERIALIZERS[wire_format]
         self.ws = ws_connect(ws_url, subprotocols=[f"wamp.2.{wire_format}"], open_timeout=5, max_size=None)
-        welcome = self.exchange(HELLO)
+        welcome = self.exchange(hello)
         assert welcome[0] == 2, welcome
 
     def send(self, message: Any) -> None:

@@ -19,6 +19,17 @@ only sort its complaints:
   calls that a ``ProtocolError``, but the message is well formed and the client only asked for
   something that does not exist, so it is answered with ERROR ``wamp.error.invalid_argument``.
 
+Options are read liberally, before autobahn sees them (:func:`without_absent_options`): in the
+options or details dict of every message, a value that says "nothing" is the same as no value: a
+nil (``None``, from JSON ``null`` too), CBOR ``undefined``, or msgpack's extension 0 holding one
+zero byte (msgpackr's ``undefined``). wampy.js sends every option the application left out that
+way, and autobahn would refuse the whole session over it ("invalid type ExtType for 'match'").
+The same holds in dicts nested in options (HELLO ``roles``, ``authextra``). Options the router
+does not know are ignored, as the spec says (autobahn's parse reads only the ones it knows). Any
+other value of the wrong type is still refused, naming the option. A *payload* (``args``,
+``kwargs``) is not options: an ``undefined`` there is a value that other wire formats cannot
+carry, and is refused with the path to it (see :mod:`wsserver.core.values`).
+
 One option the spec defines is lost in autobahn's parse: PUBLISH ``disclose_me`` (publisher
 identification; AutobahnJS sends it, autobahn-python 26 no longer reads or sends it). So a
 PUBLISH decodes to a :class:`PublishRequest`: autobahn's message and that option beside it.
@@ -27,7 +38,7 @@ PUBLISH decodes to a :class:`PublishRequest`: autobahn's message and that option
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError, InvalidUriError, ProtocolError
@@ -50,6 +61,26 @@ _REQUESTS_WITH_ID = {
     wamp.Publish.MESSAGE_TYPE,
     wamp.Register.MESSAGE_TYPE,
     wamp.Call.MESSAGE_TYPE,
+}
+#: Message type code -> index of its options (or details) dict, for every message that has one.
+OPTIONS_INDEX: dict[int, int] = {
+    wamp.Hello.MESSAGE_TYPE: 2,
+    wamp.Welcome.MESSAGE_TYPE: 2,
+    wamp.Abort.MESSAGE_TYPE: 1,
+    wamp.Challenge.MESSAGE_TYPE: 2,
+    wamp.Authenticate.MESSAGE_TYPE: 2,
+    wamp.Goodbye.MESSAGE_TYPE: 1,
+    wamp.Error.MESSAGE_TYPE: 3,
+    wamp.Publish.MESSAGE_TYPE: 2,
+    wamp.Subscribe.MESSAGE_TYPE: 2,
+    wamp.Event.MESSAGE_TYPE: 3,
+    wamp.Call.MESSAGE_TYPE: 2,
+    wamp.Cancel.MESSAGE_TYPE: 2,
+    wamp.Result.MESSAGE_TYPE: 2,
+    wamp.Register.MESSAGE_TYPE: 2,
+    wamp.Invocation.MESSAGE_TYPE: 3,
+    wamp.Interrupt.MESSAGE_TYPE: 2,
+    wamp.Yield.MESSAGE_TYPE: 2,
 }
 #: Requests with a ``match`` option: [type, request, options, uri].
 _REQUESTS_WITH_MATCH = {wamp.Subscribe.MESSAGE_TYPE, wamp.Register.MESSAGE_TYPE}
@@ -111,6 +142,7 @@ def decode_one(raw: object) -> Decoded:
     message_class = MESSAGE_CLASSES.get(message_type)
     if message_class is None:
         raise ProtocolViolation(f"unknown WAMP message type {message_type}")
+    raw = without_absent_options(raw)
     try:
         parsed: wamp.Message = message_class.parse(raw)
     except InvalidUriError as error:
@@ -133,6 +165,65 @@ def decode_one(raw: object) -> Decoded:
             raise ProtocolViolation(f"invalid type {type(disclose_me).__name__} for 'disclose_me' option in PUBLISH")
         return PublishRequest(parsed, disclose_me)
     return parsed
+
+
+def without_absent_options(raw: list[Any]) -> list[Any]:
+    """
+    ``raw`` with every absent value (see :func:`is_absent`) left out of its options dict and the
+    dicts nested in it; ``raw`` itself when there is none (the usual case costs one pass over the
+    options' values). The caller parses the result instead of ``raw``.
+    """
+    index = OPTIONS_INDEX.get(raw[0])
+    if index is None or len(raw) <= index or type(raw[index]) is not dict:
+        return raw
+    options = raw[index]
+    if not _has_absent(options):
+        return raw
+    return [*raw[:index], _present(options), *raw[index + 1 :]]
+
+
+def _has_absent(options: dict[object, object]) -> bool:
+    pending = [options]
+    while pending:
+        for value in pending.pop().values():
+            if is_absent(value):
+                return True
+            if type(value) is dict:
+                pending.append(value)
+    return False
+
+
+def _present(options: dict[object, object]) -> dict[object, object]:
+    """A copy of ``options`` without absent values, at any depth of nested dicts."""
+    top: dict[object, object] = {}
+    pending = [(options, top)]
+    while pending:  # a loop, not recursion: the decoders allow deeper nesting than Python's stack
+        source, copy = pending.pop()
+        for key, value in source.items():
+            if is_absent(value):
+                continue
+            if type(value) is dict:
+                nested: dict[object, object] = {}
+                pending.append((value, nested))
+                value = nested
+            copy[key] = value
+    return top
+
+
+def is_absent(value: object) -> bool:
+    """
+    Whether an option's ``value`` means "not given": nil, CBOR undefined (cbor2's ``undefined``),
+    or msgpackr's undefined (msgpack extension 0 with the single byte 0). Recognized by type
+    name, as :mod:`wsserver.core.values` does, so that the core imports no decoder.
+    """
+    if value is None:
+        return True
+    kind = type(value)
+    if kind.__name__ == "UndefinedType":
+        return kind.__module__.startswith("cbor2")
+    if kind.__name__ == "ExtType" and kind.__module__.startswith("msgpack"):
+        return getattr(value, "code", None) == 0 and getattr(value, "data", None) == b"\x00"
+    return False
 
 
 def _names_an_unknown_policy(raw: list[object]) -> bool:

@@ -24,6 +24,9 @@ What all three carry (with autobahn's serializers), and nothing else::
 Anything else a decoder produced is refused: a CBOR tag (the transport decodes every tag to a
 :class:`Foreign` marker without running its conversion: datetimes, bignums, decimals, sets...),
 CBOR undefined and simple values, msgpack extension types and timestamps.
+An ``undefined`` is refused in a payload, where it would be a value, and
+only there: in a message's options it means the option is not given (see
+:mod:`wsserver.core.decoding`), which is how wampy.js leaves an option out.
 
 The check is a walk over the decoded payload, which the decoders bound (message size, nesting
 depth; the transport refuses CBOR's shared values, which would make a small message a large
