@@ -72,6 +72,7 @@ class Handling(enum.Enum):
     REGISTER = "_on_register"
     UNREGISTER = "_on_unregister"
     CALL = "_on_call"
+    CANCEL = "_on_cancel"
     YIELD = "_on_yield"
     ERROR = "_on_error"
     INVALID_REQUEST = "_on_invalid_request"
@@ -87,6 +88,7 @@ REQUESTS: dict[str, Handling] = {
     "Register": Handling.REGISTER,
     "Unregister": Handling.UNREGISTER,
     "Call": Handling.CALL,
+    "Cancel": Handling.CANCEL,
     "Yield": Handling.YIELD,
     "Error": Handling.ERROR,
     "InvalidRequest": Handling.INVALID_REQUEST,
