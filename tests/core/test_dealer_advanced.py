@@ -12,12 +12,14 @@ from wsserver.core.session import State
 
 ABORT, ERROR, CALL, CANCEL, RESULT, INVOCATION, INTERRUPT, YIELD = 3, 8, 48, 49, 50, 68, 69, 70
 CANCELED = "wamp.error.canceled"
+#: HELLO roles of a callee that understands INTERRUPT (autobahn-python's; AutobahnJS does not announce it).
+CANCELING_CALLEE = {"callee": {"features": {"call_canceling": True, "progressive_call_results": True}}}
 
 
 @pytest.fixture
 def h() -> Harness:
     h = Harness()
-    h.join("caller"), h.join("callee")
+    h.join("caller"), h.join("callee", roles=CANCELING_CALLEE)
     h.register("callee", "com.work")
     return h
 
@@ -165,3 +167,17 @@ def test_the_callee_leaving_answers_every_call_in_flight_at_once(h: Harness) -> 
     assert h.sessions["caller"].state is State.OPEN and in_flight(h) == 0
     h.clock.now += 60
     assert h.router.expire_calls() == []
+
+
+@pytest.mark.parametrize("mode", ["kill", "killnowait", "skip"])
+def test_a_callee_that_did_not_announce_call_canceling_gets_no_interrupt(mode: str) -> None:
+    h = Harness()
+    h.join("caller"), h.join("callee")  # no call_canceling among its features, as AutobahnJS
+    h.register("callee", "com.work")
+    invocation = invoke(h, {})
+    received = wire(h.send("caller", [CANCEL, 7, {"mode": mode}]))
+    assert received == {"caller": [[ERROR, CALL, 7, {}, CANCELED, ["the caller canceled the call (mode skip)"]]]}
+    assert h.send("callee", [YIELD, invocation[1], {}, ["late"]]) == []
+    invoke(h, {"timeout": 10}, request=8)
+    h.clock.now += 1
+    assert list(wire(h.router.expire_calls())) == ["caller"]

@@ -17,8 +17,14 @@ from wsserver.core.session import State
 
 PEERS = ("p0", "p1", "p2")
 PROCEDURES = ("com.a", "com.b")
-CALL, CANCEL, YIELD, ERROR, REGISTER, INVOCATION = 48, 49, 70, 8, 64, 68
+CALL, CANCEL, YIELD, ERROR, REGISTER, INVOCATION, INTERRUPT = 48, 49, 70, 8, 64, 68, 69
 
+#: p2 did not announce call_canceling (it is never sent INTERRUPT), the others did.
+JOIN: dict[str, dict[str, Any]] = {
+    "p0": {"roles": {"caller": {}, "callee": {"features": {"call_canceling": True}}}},
+    "p1": {"roles": {"caller": {}, "callee": {"features": {"call_canceling": True}}}},
+    "p2": {},
+}
 peers = st.sampled_from(PEERS)
 call_options = st.fixed_dictionaries(
     {},
@@ -43,13 +49,14 @@ class World:
     def __init__(self) -> None:
         self.h = Harness()
         for peer in PEERS:
-            self.h.join(peer)
+            self.h.join(peer, **JOIN[peer])
         self.dealer = self.h.router.realms["realm1"].dealer
         #: Invocation ids each peer was sent, to answer (rightly or not).
         self.invocations: dict[str, list[int]] = {peer: [] for peer in PEERS}
 
     def note(self, actions: list[Any]) -> None:
         for peer, messages in outbox(actions).items():
+            assert peer != "p2" or not any(getattr(m, "MESSAGE_TYPE", 0) == INTERRUPT for m in messages)
             self.invocations[peer] += [m.request for m in messages if getattr(m, "MESSAGE_TYPE", 0) == INVOCATION]
 
     def step(self, kind: str, peer: str, arg: Any) -> None:
@@ -57,7 +64,7 @@ class World:
         open_ = h.sessions[peer].state is State.OPEN
         if kind == "rejoin":
             if not open_:
-                h.join(peer)
+                h.join(peer, **JOIN[peer])
             return
         if kind == "tick":
             h.clock.now += arg

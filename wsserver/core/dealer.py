@@ -51,10 +51,13 @@ What the caller may ask of a call to a session callee (the Advanced Profile):
                   the callee sends first; progressive results after the CANCEL are dropped.
 
   A CANCEL for a call that is not the sender's or not in flight (it raced its RESULT) is
-  dropped: WAMP has no reply to CANCEL.
+  dropped: WAMP has no reply to CANCEL. Only a callee whose HELLO announced the callee feature
+  ``call_canceling`` is sent INTERRUPT (AutobahnJS, for one, does not and would abort on it):
+  for the others, every mode is ``skip``.
 - ``timeout`` (ms, 0: none): when it passes before the final answer, the caller gets ERROR
   ``wamp.error.canceled`` (the spec's "the call is canceled", as Crossbar answers; the detail
-  says it timed out) and the callee INTERRUPT ``killnowait`` with reason ``wamp.error.timeout``.
+  says it timed out) and the callee INTERRUPT ``killnowait`` with reason ``wamp.error.timeout``
+  (if it announced ``call_canceling``).
   The dealer reads the injected clock only: whoever drives it calls :meth:`Dealer.expire`
   (the router's :meth:`~wsserver.core.router.Router.expire_calls`, on a timer of the adapter).
   Deadlines are a heap of (deadline, invocation id) whose stale entries are dropped lazily, and
@@ -278,15 +281,16 @@ class Dealer(Generic[PeerT]):
         if invocation is None:
             return []
         mode = request.mode or KILL
-        if mode == KILL and invocation.callee is not None:
+        callee = invocation.callee
+        if callee is None or not callee.interruptible:
+            mode = SKIP  # nobody to tell: a callee elsewhere, or one that did not announce call_canceling
+        if mode == KILL:
             if invocation.killed:
                 return []
             invocation.killed = True
-            return [Send(wamp.Interrupt(invocation.id, mode=KILL), (invocation.callee,))]
+            return self._interrupt(invocation, KILL)
         self._forget(invocation)
-        actions: list[Action[PeerT]] = []
-        if mode != SKIP and invocation.callee is not None:
-            actions.append(Send(wamp.Interrupt(invocation.id, mode=KILL_NO_WAIT), (invocation.callee,)))
+        actions = self._interrupt(invocation, KILL_NO_WAIT) if mode == KILL_NO_WAIT else []
         detail = f"the caller canceled the call (mode {mode})"
         actions.append(error_reply(caller, CALL, invocation.request, ApplicationError.CANCELED, detail))
         return actions
@@ -301,9 +305,7 @@ class Dealer(Generic[PeerT]):
             if invocation is None or invocation.deadline != deadline:
                 continue
             self._forget(invocation)
-            if invocation.callee is not None:
-                interrupt = wamp.Interrupt(invocation.id, mode=KILL_NO_WAIT, reason=TIMEOUT)
-                actions.append(Send(interrupt, (invocation.callee,)))
+            actions += self._interrupt(invocation, KILL_NO_WAIT, TIMEOUT)
             # Only calls made here have a deadline (a call from elsewhere is timed by its caller's node).
             assert invocation.caller is not None
             detail = "the call's timeout passed before the callee answered"
@@ -538,6 +540,13 @@ class Dealer(Generic[PeerT]):
             return None
         self._forget(invocation)
         return invocation
+
+    def _interrupt(self, invocation: Invocation[PeerT], mode: str, reason: str | None = None) -> list[Action[PeerT]]:
+        """INTERRUPT to the callee of ``invocation``, if it is here and announced call canceling."""
+        callee = invocation.callee
+        if callee is None or not callee.interruptible:
+            return []
+        return [Send(wamp.Interrupt(invocation.id, mode=mode, reason=reason), (callee,))]
 
     def _track(self, invocation: Invocation[PeerT], timeout: int | None) -> None:
         """A call from ``invocation.caller`` goes in flight, until ``timeout`` ms pass (None or 0: no timeout)."""

@@ -430,6 +430,8 @@ class Router(Generic[PeerT]):
             abort = wamp.Abort(error, message=f"no realm {name!r} on this server")
             return [Send(abort, (session,)), Close(session, CloseReason.NORMAL, error)]
         assert isinstance(hello, wamp.Hello)
+        # Only a callee that announced call canceling understands INTERRUPT (AutobahnJS does not).
+        session.interruptible = getattr(hello.roles.get("callee"), "call_canceling", None) is True
         asked = next((method for method in hello.authmethods or [ANONYMOUS] if method in AUTHMETHODS), OTHER_METHOD)
         return self._authenticated(session, realm, realm.authenticator.hello(hello), asked)
 

@@ -145,7 +145,7 @@ class Session(Generic[PeerT]):
     __slots__ = (
         "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
         "subscriptions", "registrations", "invocations", "pending", "publish_bucket", "address",
-        "transport",
+        "transport", "interruptible",
     )
 
     def __init__(self, peer: PeerT, address: str | None = None, transport: TransportInfo | None = None) -> None:
@@ -170,6 +170,8 @@ class Session(Generic[PeerT]):
         self.pending: Pending | None = None
         #: Its publish rate limit (None: not limited).
         self.publish_bucket: TokenBucket | None = None
+        #: Its HELLO announced the callee feature ``call_canceling``: it may be sent INTERRUPT.
+        self.interruptible = False
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value} realm={self.realm!r}>"
