@@ -19,6 +19,8 @@ from tests.e2e.rawws import exchange, raw_session
 
 ABORT, ERROR, CALL, CANCEL, RESULT, REGISTER, INVOCATION, INTERRUPT, YIELD = 3, 8, 48, 49, 50, 64, 68, 69, 70
 MEMORY_BOUND = 64 * 2**20
+#: A callee that understands INTERRUPT (only such callees are sent one).
+CANCELING_CALLEE_HELLO = [1, "realm1", {"roles": {"callee": {"features": {"call_canceling": True}}}}]
 
 
 class Drain:
@@ -122,7 +124,8 @@ def test_a_progress_flood_for_a_call_not_asking_for_progress_aborts_the_callee(s
 
 def test_a_flood_of_calls_with_tiny_timeouts_is_answered_and_leaves_nothing_in_flight(server: Any) -> None:
     calls = 3_000
-    with raw_session(server.ws_url) as callee, raw_session(server.ws_url) as attacker:
+    with raw_session(server.ws_url, hello=False) as callee, raw_session(server.ws_url) as attacker:
+        assert exchange(callee, CANCELING_CALLEE_HELLO)[0] == 2
         register(callee, "com.example.never")
         callee_drain = Drain(callee)  # a callee that reads everything and never answers
         drain = Drain(attacker)
