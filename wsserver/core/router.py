@@ -21,12 +21,14 @@ to the session's realm: its broker (:mod:`~wsserver.core.broker`) or its dealer
                must be one every wire format carries (values.py)
     SUBSCRIBE  the pattern's length, its role's permission to subscribe to the pattern, and its
                number of subscriptions
-    CALL       the procedure's length, its role's permission to call the procedure, its number
-               of calls in flight, and its payload
+    CALL       the procedure's length, its role's permission to call the procedure, and, with
+               disclose_me, to disclose itself on it; its number of calls in flight, and its payload
+    CANCEL     nothing: only the caller's own calls in flight are found (see dealer.py)
     REGISTER   the procedure's length, its role's permission to register the procedure, and its
                number of registrations
     YIELD, ERROR (a callee's answer): its error URI's length and its payload; an answer that
-               fails gets its caller ERROR ``wamp.error.invalid_argument`` instead
+               fails gets its caller ERROR ``wamp.error.invalid_argument`` instead. A YIELD
+               with ``progress`` for a call that did not ask for it is a protocol violation
 
 The checks that cost nothing come first, and a URI's length before anything looks it up or keeps
 it. A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
