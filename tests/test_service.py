@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, globalLogPublisher
 
 from wsserver.core.eventstore import EventStore, StoreBudget, StoreLimits
-from wsserver.service import EndpointService, EvictionReport, WampServer
+from wsserver.service import CALL_TIMEOUT_TICK, EndpointService, EvictionReport, WampServer
 from wsserver.transports.flashpolicy import FlashPolicy
 
 
@@ -112,3 +112,17 @@ def test_evictions_are_logged_once_per_report_with_their_count() -> None:
         globalLogPublisher.removeObserver(logged.append)
     (line,) = [event for event in logged if "forgotten" in event.get("log_format", "")]
     assert (line["count"], line["total"], line["topics"], line["max_topics"]) == (3, 3, 2, 2)
+
+
+def test_calls_past_their_timeout_are_ended_on_the_reactors_clock(tmp_path: Path) -> None:
+    reactor = MemoryReactorClock()
+    wamp = WampServer(reactor, listen=[], web_dir=tmp_path, flash_policy=FlashPolicy(port=0))
+    checks: list[float] = []
+    wamp.router.expire_calls = lambda: checks.append(reactor.seconds()) or []  # type: ignore[method-assign]
+    wamp.startService()
+    try:
+        for _ in range(4):
+            reactor.advance(CALL_TIMEOUT_TICK)
+        assert len(checks) == 5  # at start, then once a tick
+    finally:
+        wamp.stopService()

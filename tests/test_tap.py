@@ -84,7 +84,7 @@ def test_make_service_builds_one_listener_per_endpoint_and_the_demo() -> None:
     assert isinstance(server, WampServer)
     children = list(server)
     assert [type(c) for c in children] == [
-        TimerService, StatsPublisher, FlashPolicyService, EndpointService, EndpointService, DemoProducer
+        TimerService, TimerService, StatsPublisher, FlashPolicyService, EndpointService, EndpointService, DemoProducer
     ]
     assert list(server.router.realms) == ["realm1"]
 

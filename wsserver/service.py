@@ -63,6 +63,8 @@ log = Logger()
 
 #: Seconds between two log lines about events evicted from the event store.
 EVICTION_REPORT_INTERVAL = 60.0
+#: Seconds between two checks for calls whose ``timeout`` passed: a timeout ends this late at most.
+CALL_TIMEOUT_TICK = 0.05
 
 
 class EndpointService(Service):
@@ -228,6 +230,10 @@ class WampServer(MultiService):
         evictions = TimerService(EVICTION_REPORT_INTERVAL, EvictionReport(self.router.store_budget))
         evictions.clock = reactor
         evictions.setServiceParent(self)
+        # The router reads the clock only: this ends the calls whose timeout passed.
+        call_timeouts = TimerService(CALL_TIMEOUT_TICK, lambda: carry_out(self.router.expire_calls(), reactor.callLater))
+        call_timeouts.clock = reactor
+        call_timeouts.setServiceParent(self)
         # The admin page's figures, once a second on wsserver.stats.
         source = stats_source if stats_source is not None else functools.partial(live_figures, self.router)
         StatsPublisher(self.router, reactor, source).setServiceParent(self)

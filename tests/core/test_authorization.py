@@ -263,3 +263,12 @@ def test_matrix_no_event_reaches_a_role_that_may_not_subscribe_to_its_topic(subs
         for role in roles:
             expected = matches(PATTERNS[subscription_match], subscription_match, topic) and authorizer.allows(role, "subscribe", topic)
             assert (role in received) == expected, (role, topic)
+
+
+def test_caller_disclose_me_needs_the_disclose_permission(h: Harness) -> None:
+    join(h, "callee", "service"), join(h, "s", "service"), join(h, "a", "admin")
+    h.register("callee", "com.api.who")
+    request_type, error, _ = error_of(outbox(h.send("s", [48, 1, {"disclose_me": True}, "com.api.who"]))["s"])
+    assert (request_type, error) == (48, "wamp.error.option_disallowed.disclose_me")
+    (invocation,) = outbox(h.send("a", [48, 2, {"disclose_me": True}, "com.api.who"]))["callee"]
+    assert invocation.caller == h.sessions["a"].id and invocation.caller_authrole == "admin"

@@ -232,3 +232,22 @@ def test_when_the_way_to_the_other_nodes_is_cut_calls_across_end_and_registratio
     assert error[4] == NODE_LOST and error[5] == ["Redis is gone"]
     assert cluster.b.router.calls_elsewhere_lost("again") == []
     assert cluster.b.call("caller", "com.slow") is None  # still registered on A: called again
+
+
+def test_a_call_across_nodes_is_not_offered_progress_and_cancel_or_timeout_end_it_for_the_caller(cluster: Cluster) -> None:
+    cluster.a.join("callee"), cluster.b.join("caller")
+    cluster.a.register("callee", "com.slow")
+    cluster.carry()
+    assert wire(cluster.b.send("caller", [48, 1, {"receive_progress": True, "timeout": 1000}, "com.slow"])) == {}
+    (invocation,) = cluster.carry()["callee"]
+    assert invocation[3] == {}  # the callee answers with its final result only
+    (error,) = wire(cluster.b.send("caller", [49, 1, {"mode": "kill"}]))["caller"]
+    assert error[:5] == [ERROR, 48, 1, {}, "wamp.error.canceled"]
+    cluster.a.send("callee", [70, invocation[1], {}, ["late"]])
+    assert cluster.carry() == {}
+    cluster.b.send("caller", [48, 2, {"timeout": 1000}, "com.slow"])
+    cluster.carry()
+    cluster.b.clock.now += 1
+    (error,) = wire(cluster.b.router.expire_calls())["caller"]
+    assert error[:5] == [ERROR, 48, 2, {}, "wamp.error.canceled"]
+    assert cluster.b.router.realms["realm1"].dealer.calls_in_flight(cluster.b.sessions["caller"]) == 0

@@ -137,7 +137,8 @@ ABSENT = [None, cbor2.undefined, MSGPACK_UNDEFINED]
         ([64, 5, {"match": "@", "invoke": "@", "concurrency": "@"}, "com.p"],
          lambda m: m.match == "exact" and m.invoke == "single"),
         ([48, 5, {"timeout": "@", "receive_progress": "@", "disclose_me": "@"}, "com.p", [1]],
-         lambda m: m.procedure == "com.p" and not m.timeout and not m.receive_progress),
+         lambda m: m.message.procedure == "com.p" and not m.message.timeout and not m.message.receive_progress
+         and not m.disclose_me),
         ([49, 5, {"mode": "@"}], lambda m: m.request == 5 and m.mode is None),
         ([70, 5, {"progress": "@"}, [1]], lambda m: m.args == [1] and not m.progress),
         ([8, 68, 5, {"x": "@"}, "com.error", ["why"]], lambda m: m.error == "com.error" and m.args == ["why"]),

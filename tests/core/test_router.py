@@ -29,7 +29,10 @@ def test_hello_gets_welcome_with_broker_role_and_anonymous_identity(h: Harness) 
     marshalled = welcome.marshal()[2]
     assert marshalled["roles"] == {
         "broker": {"features": BROKER_FEATURES},
-        "dealer": {"features": {"session_meta_api": True}},
+        "dealer": {"features": {
+            "progressive_call_results": True, "call_canceling": True, "call_timeout": True,
+            "caller_identification": True, "session_meta_api": True,
+        }},
     }
     assert h.sessions["a"].state is State.OPEN
 

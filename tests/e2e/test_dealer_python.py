@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallResult
+from autobahn.wamp.types import CallOptions, CallResult, RegisterOptions
 from twisted.internet import defer
 
 from tests.e2e.broker_clients import Client
+from tests.e2e.rawws import exchange, join, raw_session
 
 
 def test_call_register_yield_and_callee_errors(server: Any) -> None:
@@ -86,3 +87,71 @@ def test_the_meta_api_is_served_by_the_dealer(server: Any) -> None:
             caller.call("wamp.session.get", "not an id")
         assert bad.value.error == "wamp.error.invalid_argument"
         assert caller.call("wamp.session.get", caller.session_id)["session"] == caller.session_id
+
+
+def test_progressive_results_reach_on_progress_before_the_final_result(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        asked: list[bool] = []
+
+        def count_to(n: int, details: Any) -> str:
+            asked.append(details.progress is not None)
+            if details.progress is not None:
+                for step in range(1, n + 1):
+                    details.progress(step, of=n)
+            return "done"
+
+        callee._call(callee.session.register, count_to, "com.example.count", options=RegisterOptions(details_arg="details"))
+        progress: list[tuple[Any, ...]] = []
+        options = CallOptions(on_progress=lambda *args, **kwargs: progress.append((*args, kwargs)))
+        assert caller._call(caller.session.call, "com.example.count", 3, options=options) == "done"
+        assert progress == [(1, {"of": 3}), (2, {"of": 3}), (3, {"of": 3})]
+        assert caller.call("com.example.count", 2) == "done"  # no on_progress: the final result only
+        assert asked == [True, False]
+
+
+def test_canceling_a_call_interrupts_the_callee_and_the_caller_goes_on(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        invoked, interrupted = threading.Event(), threading.Event()
+
+        def never_answers() -> defer.Deferred[None]:
+            invoked.set()
+            return defer.Deferred(lambda _: interrupted.set())
+
+        callee.register("com.example.slow", never_answers)
+        calls: list[defer.Deferred[Any]] = []
+
+        def start() -> None:
+            call = caller.session.call("com.example.slow")
+            call.addErrback(lambda failure: failure.trap(defer.CancelledError))
+            calls.append(call)
+
+        caller._call(start)
+        assert invoked.wait(5)
+        caller._call(lambda: calls[0].cancel())  # autobahn sends CANCEL (mode absent: kill)
+        assert interrupted.wait(5), "the callee got no INTERRUPT"
+        callee.register("com.example.add", lambda a, b: a + b)
+        assert caller.call("com.example.add", 1, 2) == 3  # the session goes on
+
+
+def test_a_call_timeout_ends_the_call_with_canceled(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        interrupted = threading.Event()
+        callee.register("com.example.slow", lambda: defer.Deferred(lambda _: interrupted.set()))
+        with pytest.raises(ApplicationError) as timed_out:
+            caller._call(caller.session.call, "com.example.slow", options=CallOptions(timeout=200))
+        assert timed_out.value.error == "wamp.error.canceled"
+        assert interrupted.wait(5), "the callee got no INTERRUPT"
+
+
+def test_caller_disclosure_reaches_the_callee(server: Any) -> None:
+    # autobahn-python 26 no longer sends disclose_me (AutobahnJS does): a raw caller sends it.
+    with Client(server.ws_url) as callee, raw_session(server.ws_url, hello=False) as caller:
+        welcome = join(caller)
+        callee._call(
+            callee.session.register, lambda details: [details.caller, details.caller_authrole], "com.example.who",
+            options=RegisterOptions(details_arg="details"),
+        )
+        result = exchange(caller, [48, 2, {"disclose_me": True}, "com.example.who"])
+        assert result[:4] == [50, 2, {}, [[welcome[1], "anonymous"]]]
+        result = exchange(caller, [48, 3, {}, "com.example.who"])
+        assert result[:4] == [50, 3, {}, [[None, None]]]

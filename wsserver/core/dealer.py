@@ -1,5 +1,6 @@
 """
-The dealer of one realm: remote procedure calls (WAMP Basic Profile).
+The dealer of one realm: remote procedure calls (WAMP Basic Profile, and of the Advanced Profile
+progressive call results, call canceling, call timeouts and caller identification).
 
 Theory of operation
 -------------------
@@ -34,6 +35,41 @@ procedure is registered once in the whole cluster: a REGISTER of a procedure ano
 refused with ``wamp.error.procedure_already_exists``. (Two nodes that register the same procedure
 within the time an announcement takes both keep it; each node's callers then reach its own.)
 
+What the caller may ask of a call to a session callee (the Advanced Profile):
+
+- ``receive_progress``: the callee sees it in INVOCATION details, and each of its YIELDs with
+  ``progress: true`` is a RESULT with ``progress: true``; the call stays in flight until the
+  final YIELD (or ERROR). A progressive YIELD for a call that did not ask for it is a protocol
+  violation of the callee (the router ABORTs it): nothing else would stop a flood of them.
+- CANCEL, by its CALL's request id, ``mode``:
+
+  ``skip``        the caller gets ERROR ``wamp.error.canceled`` at once; the callee is not told,
+                  and its answer is dropped;
+  ``killnowait``  the same, and the callee gets INTERRUPT;
+  ``kill``        (the default, as in Crossbar) the callee gets INTERRUPT and the call stays in
+                  flight: the caller gets the callee's answer, RESULT or (usually) ERROR, whichever
+                  the callee sends first; progressive results after the CANCEL are dropped.
+
+  A CANCEL for a call that is not the sender's or not in flight (it raced its RESULT) is
+  dropped: WAMP has no reply to CANCEL. Only a callee whose HELLO announced the callee feature
+  ``call_canceling`` is sent INTERRUPT (AutobahnJS, for one, does not and would abort on it):
+  for the others, every mode is ``skip``.
+- ``timeout`` (ms, 0: none): when it passes before the final answer, the caller gets ERROR
+  ``wamp.error.canceled`` (the spec's "the call is canceled", as Crossbar answers; the detail
+  says it timed out) and the callee INTERRUPT ``killnowait`` with reason ``wamp.error.timeout``
+  (if it announced ``call_canceling``).
+  The dealer reads the injected clock only: whoever drives it calls :meth:`Dealer.expire`
+  (the router's :meth:`~wsserver.core.router.Router.expire_calls`, on a timer of the adapter).
+  Deadlines are a heap of (deadline, invocation id) whose stale entries are dropped lazily, and
+  the heap is rebuilt once it holds more than twice the calls that have one, so calls answered
+  long before their timeout leave nothing behind.
+- ``disclose_me``: the callee sees ``caller``, ``caller_authid`` and ``caller_authrole`` in
+  INVOCATION details (the router checks the caller's role may ``disclose`` on the procedure).
+
+Across nodes, a call keeps the Basic Profile: the remote callee is not offered progress (the
+caller gets the final result only), and a CANCEL or timeout ends the call for its caller as
+``skip`` does (no INTERRUPT reaches the other node; its callee's answer is dropped).
+
 A call to the router's own procedure runs at once: the function returns a :class:`Reply` (or
 raises autobahn's ``ApplicationError``, which becomes the ERROR), and the caller gets RESULT. A
 procedure that must ask a store shared by several nodes returns :class:`Later` instead: the
@@ -42,15 +78,16 @@ caller is still there. Until then it counts as one of the caller's calls in flig
 Redis on the connection that also stores publications, so a session may not queue more.
 
 Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
-progressive results, call timeouts and canceling, caller identification.
+progressive call invocations.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from autobahn.wamp import message as wamp
 from autobahn.wamp.exception import ApplicationError
@@ -63,6 +100,12 @@ from wsserver.core.session import PeerT, Session, State
 from wsserver.core.shared import Turns
 
 CALL = wamp.Call.MESSAGE_TYPE
+#: CANCEL modes (the spec's).
+SKIP, KILL, KILL_NO_WAIT = "skip", "kill", "killnowait"
+#: The INTERRUPT reason when a call's timeout passed (the caller gets ``wamp.error.canceled``).
+TIMEOUT = "wamp.error.timeout"
+#: Stale deadlines the heap may hold beyond twice the live ones before it is rebuilt.
+DEADLINE_SLACK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +157,7 @@ class Invocation(Generic[PeerT]):
     ``origin``, (caller's node, its invocation id).
     """
 
-    __slots__ = ("id", "caller", "request", "callee", "node", "origin")
+    __slots__ = ("id", "caller", "request", "callee", "node", "origin", "progress", "deadline", "killed")
 
     def __init__(
         self,
@@ -132,17 +175,31 @@ class Invocation(Generic[PeerT]):
         self.callee = callee
         self.node = node
         self.origin = origin
+        #: The caller asked for progressive results (and the callee was told).
+        self.progress = False
+        #: When the call's timeout passes (clock seconds), or None.
+        self.deadline: float | None = None
+        #: The caller canceled it with mode ``kill``: INTERRUPT was sent, the final answer still goes to the caller.
+        self.killed = False
 
 
 class Dealer(Generic[PeerT]):
     """
     The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope).
     ``elsewhere``: the other nodes of a cluster, told of this realm's (``realm``) registrations
-    and calls across nodes (None: this node only).
+    and calls across nodes (None: this node only). ``clock``: seconds, for call timeouts.
     """
 
-    def __init__(self, next_id: Callable[[], int], *, realm: str = "", elsewhere: Elsewhere | None = None) -> None:
+    def __init__(
+        self,
+        next_id: Callable[[], int],
+        *,
+        realm: str = "",
+        elsewhere: Elsewhere | None = None,
+        clock: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._next_id = next_id
+        self._clock = clock
         self._realm = realm
         self._elsewhere = elsewhere
         #: Procedures registered on other nodes: procedure -> (node, its registration id).
@@ -150,6 +207,12 @@ class Dealer(Generic[PeerT]):
         self._by_procedure: dict[str, Registration[PeerT]] = {}
         self._by_id: dict[int, Registration[PeerT]] = {}
         self._in_flight: dict[int, Invocation[PeerT]] = {}
+        #: (caller, CALL request id) -> its invocation, for CANCEL.
+        self._by_request: dict[tuple[Session[PeerT], int], Invocation[PeerT]] = {}
+        #: (deadline, invocation id) of calls with a timeout; entries of calls no longer in flight stay until popped.
+        self._deadlines: list[tuple[float, int]] = []
+        #: How many calls in flight have a deadline.
+        self._timed = 0
         #: Caller -> how many of its calls are in flight (callers with none are not kept).
         self._calls_made: dict[Session[PeerT], int] = {}
         #: Callers' reads of the shared store: a few asked at once per caller, the others wait.
@@ -186,7 +249,8 @@ class Dealer(Generic[PeerT]):
         self._remove(registration)
         return [Send(wamp.Unregistered(request.request), (session,))]
 
-    def call(self, caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
+    def call(self, caller: Session[PeerT], request: wamp.Call, *, disclose_me: bool = False) -> list[Action[PeerT]]:
+        """``caller``'s CALL (already allowed by the router, ``disclose_me`` included)."""
         registration = self._by_procedure.get(request.procedure)
         if registration is None:
             owner = self.elsewhere.get(request.procedure)
@@ -199,20 +263,86 @@ class Dealer(Generic[PeerT]):
             return self._provide(registration.provider, caller, request)
         callee = registration.callee
         invocation = Invocation(self._next_id(), caller, request.request, callee)
-        self._in_flight[invocation.id] = invocation
-        caller.invocations.add(invocation)
+        invocation.progress = bool(request.receive_progress)
+        self._track(invocation, request.timeout)
         callee.invocations.add(invocation)
-        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
-        message = wamp.Invocation(invocation.id, registration.id, args=request.args, kwargs=request.kwargs)
+        disclosed: dict[str, Any] = (
+            {"caller": caller.id, "caller_authid": caller.authid, "caller_authrole": caller.authrole} if disclose_me else {}
+        )
+        message = wamp.Invocation(
+            invocation.id, registration.id, args=request.args, kwargs=request.kwargs,
+            receive_progress=invocation.progress or None, **disclosed,
+        )
         return [Send(message, (callee,))]
 
+    def cancel(self, caller: Session[PeerT], request: wamp.Cancel) -> list[Action[PeerT]]:
+        """``caller``'s CANCEL of its CALL ``request.request`` (see the modes above)."""
+        invocation = self._by_request.get((caller, request.request))
+        if invocation is None:
+            return []
+        mode = request.mode or KILL
+        callee = invocation.callee
+        if callee is None or not callee.interruptible:
+            mode = SKIP  # nobody to tell: a callee elsewhere, or one that did not announce call_canceling
+        if mode == KILL:
+            if invocation.killed:
+                return []
+            invocation.killed = True
+            return self._interrupt(invocation, KILL)
+        self._forget(invocation)
+        actions = self._interrupt(invocation, KILL_NO_WAIT) if mode == KILL_NO_WAIT else []
+        detail = f"the caller canceled the call (mode {mode})"
+        actions.append(error_reply(caller, CALL, invocation.request, ApplicationError.CANCELED, detail))
+        return actions
+
+    def expire(self) -> list[Action[PeerT]]:
+        """End the calls whose timeout passed (by the clock): ERROR to their callers, INTERRUPT to their callees."""
+        now = self._clock()
+        actions: list[Action[PeerT]] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, invocation_id = heapq.heappop(self._deadlines)
+            invocation = self._in_flight.get(invocation_id)
+            if invocation is None or invocation.deadline != deadline:
+                continue
+            self._forget(invocation)
+            actions += self._interrupt(invocation, KILL_NO_WAIT, TIMEOUT)
+            # Only calls made here have a deadline (a call from elsewhere is timed by its caller's node).
+            assert invocation.caller is not None
+            detail = "the call's timeout passed before the callee answered"
+            actions.append(error_reply(invocation.caller, CALL, invocation.request, ApplicationError.CANCELED, detail))
+        return actions
+
+    def timers(self) -> int:
+        """How many deadlines the dealer keeps (live and stale): what the property tests bound."""
+        return len(self._deadlines)
+
+    def progress_refusal(self, callee: Session[PeerT], invocation_id: int) -> str | None:
+        """Why ``callee`` may not send a progressive YIELD for ``invocation_id`` (a protocol violation), or None."""
+        invocation = self._in_flight.get(invocation_id)
+        if invocation is None or invocation.callee is not callee or invocation.progress:
+            return None  # not in flight (late, canceled): dropped as any late answer is
+        return f"YIELD with progress for invocation {invocation_id}, whose caller did not ask for progressive results"
+
     def yield_result(self, callee: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
+        """A YIELD; the router has refused a progressive one the caller did not ask for (:meth:`progress_refusal`)."""
+        if answer.progress:
+            return self._progress(callee, answer)
         invocation = self._answered(callee, answer.request)
         if invocation is None:
             return []
         if invocation.caller is None:
             return self._answer_elsewhere(invocation, None, answer.args, answer.kwargs)
         result = wamp.Result(invocation.request, args=answer.args, kwargs=answer.kwargs)
+        return [Send(result, (invocation.caller,))]
+
+    def _progress(self, callee: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
+        """A progressive result: RESULT with ``progress`` to the caller; the call stays in flight."""
+        invocation = self._in_flight.get(answer.request)
+        if invocation is None or invocation.callee is not callee or invocation.caller is None or invocation.killed:
+            return []
+        if not invocation.progress:
+            return []
+        result = wamp.Result(invocation.request, args=answer.args, kwargs=answer.kwargs, progress=True)
         return [Send(result, (invocation.caller,))]
 
     def callee_error(self, callee: Session[PeerT], answer: wamp.Error) -> list[Action[PeerT]]:
@@ -259,7 +389,8 @@ class Dealer(Generic[PeerT]):
 
     def forget_call(self, caller: Session[PeerT], request: int) -> None:
         """``caller`` no longer waits for its CALL ``request``: forget it, as if the caller had left."""
-        for invocation in [i for i in caller.invocations if i.caller is caller and i.request == request]:
+        invocation = self._by_request.get((caller, request))
+        if invocation is not None:
             self._forget(invocation)
 
     # -- what the other nodes of a cluster tell -----------------------------------------------------
@@ -370,9 +501,7 @@ class Dealer(Generic[PeerT]):
     ) -> list[Action[PeerT]]:
         """Hand ``request`` to ``node``, whose callee has the procedure; its answer comes back later."""
         invocation: Invocation[PeerT] = Invocation(self._next_id(), caller, request.request, None, node=node)
-        self._in_flight[invocation.id] = invocation
-        caller.invocations.add(invocation)
-        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
+        self._track(invocation, request.timeout)
         elsewhere.invoke(node, RemoteCall(self._realm, invocation.id, request.procedure, request.args, request.kwargs))
         return []
 
@@ -412,10 +541,39 @@ class Dealer(Generic[PeerT]):
         self._forget(invocation)
         return invocation
 
+    def _interrupt(self, invocation: Invocation[PeerT], mode: str, reason: str | None = None) -> list[Action[PeerT]]:
+        """INTERRUPT to the callee of ``invocation``, if it is here and announced call canceling."""
+        callee = invocation.callee
+        if callee is None or not callee.interruptible:
+            return []
+        return [Send(wamp.Interrupt(invocation.id, mode=mode, reason=reason), (callee,))]
+
+    def _track(self, invocation: Invocation[PeerT], timeout: int | None) -> None:
+        """A call from ``invocation.caller`` goes in flight, until ``timeout`` ms pass (None or 0: no timeout)."""
+        caller = invocation.caller
+        assert caller is not None
+        self._in_flight[invocation.id] = invocation
+        self._by_request[caller, invocation.request] = invocation
+        caller.invocations.add(invocation)
+        self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
+        if timeout:
+            invocation.deadline = self._clock() + timeout / 1000
+            heapq.heappush(self._deadlines, (invocation.deadline, invocation.id))
+            self._timed += 1
+
     def _forget(self, invocation: Invocation[PeerT]) -> None:
         del self._in_flight[invocation.id]
+        if invocation.deadline is not None:
+            self._timed -= 1
+            if len(self._deadlines) > 2 * self._timed + DEADLINE_SLACK:
+                # Most entries are of calls answered before their timeout: keep the live ones only.
+                live = (i for i in self._in_flight.values() if i.deadline is not None)
+                self._deadlines = [(cast(float, i.deadline), i.id) for i in live]
+                heapq.heapify(self._deadlines)
         caller = invocation.caller
         if caller is not None:
+            if self._by_request.get((caller, invocation.request)) is invocation:
+                del self._by_request[caller, invocation.request]
             remaining = self._calls_made.pop(caller) - 1
             if remaining:
                 self._calls_made[caller] = remaining

@@ -30,9 +30,10 @@ other value of the wrong type is still refused, naming the option. A *payload* (
 ``kwargs``) is not options: an ``undefined`` there is a value that other wire formats cannot
 carry, and is refused with the path to it (see :mod:`wsserver.core.values`).
 
-One option the spec defines is lost in autobahn's parse: PUBLISH ``disclose_me`` (publisher
-identification; AutobahnJS sends it, autobahn-python 26 no longer reads or sends it). So a
-PUBLISH decodes to a :class:`PublishRequest`: autobahn's message and that option beside it.
+One option the spec defines is lost in autobahn's parse: ``disclose_me`` on PUBLISH (publisher
+identification) and CALL (caller identification); AutobahnJS sends it, autobahn-python 26 no
+longer reads or sends it. So a PUBLISH decodes to a :class:`PublishRequest` and a CALL to a
+:class:`CallRequest`: autobahn's message and that option beside it.
 """
 
 from __future__ import annotations
@@ -118,7 +119,16 @@ class PublishRequest:
     kind: ClassVar[str] = "Publish"
 
 
-Decoded = wamp.Message | InvalidRequest | PublishRequest
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """A CALL: autobahn's message, and the ``disclose_me`` option (caller identification) that autobahn does not parse."""
+
+    message: wamp.Call
+    disclose_me: bool
+    kind: ClassVar[str] = "Call"
+
+
+Decoded = wamp.Message | InvalidRequest | PublishRequest | CallRequest
 
 
 def decode(raw_messages: list[object]) -> list[Decoded]:
@@ -160,11 +170,20 @@ def decode_one(raw: object) -> Decoded:
     except Exception as error:  # autobahn's parse also raises plain errors for odd shapes
         raise ProtocolViolation(f"malformed {message_class.__name__.upper()}: {_quoted(error)}") from error
     if isinstance(parsed, wamp.Publish):
-        disclose_me = raw[2].get("disclose_me", False)
-        if type(disclose_me) is not bool:
-            raise ProtocolViolation(f"invalid type {type(disclose_me).__name__} for 'disclose_me' option in PUBLISH")
-        return PublishRequest(parsed, disclose_me)
+        return PublishRequest(parsed, _disclose_me(raw, "PUBLISH"))
+    if isinstance(parsed, wamp.Call):
+        return CallRequest(parsed, _disclose_me(raw, "CALL"))
     return parsed
+
+
+def _disclose_me(raw: list[object], name: str) -> bool:
+    """The ``disclose_me`` option of a PUBLISH or CALL (options at index 2, a dict once parsed)."""
+    options = raw[2]
+    assert type(options) is dict
+    disclose_me = options.get("disclose_me", False)
+    if type(disclose_me) is not bool:
+        raise ProtocolViolation(f"invalid type {type(disclose_me).__name__} for 'disclose_me' option in {name}")
+    return disclose_me
 
 
 def without_absent_options(raw: list[Any]) -> list[Any]:

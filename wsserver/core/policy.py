@@ -14,7 +14,8 @@ subscribe   SUBSCRIBE to the topic (or pattern), and receive its events: an even
             session only if its role may subscribe to the event's concrete topic
 call        CALL the procedure (the router's ``wamp.`` meta procedures too)
 register    REGISTER the procedure
-disclose    have its identity disclosed to subscribers when it asks (PUBLISH ``disclose_me``)
+disclose    have its identity disclosed to subscribers when it asks (PUBLISH ``disclose_me``), or
+           to the callee (CALL ``disclose_me``)
 ==========  ==================================================================================
 
 For one concrete URI, the most specific pattern that matches it decides, alone (see

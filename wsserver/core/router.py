@@ -21,12 +21,14 @@ to the session's realm: its broker (:mod:`~wsserver.core.broker`) or its dealer
                must be one every wire format carries (values.py)
     SUBSCRIBE  the pattern's length, its role's permission to subscribe to the pattern, and its
                number of subscriptions
-    CALL       the procedure's length, its role's permission to call the procedure, its number
-               of calls in flight, and its payload
+    CALL       the procedure's length, its role's permission to call the procedure, and, with
+               disclose_me, to disclose itself on it; its number of calls in flight, and its payload
+    CANCEL     nothing: only the caller's own calls in flight are found (see dealer.py)
     REGISTER   the procedure's length, its role's permission to register the procedure, and its
                number of registrations
     YIELD, ERROR (a callee's answer): its error URI's length and its payload; an answer that
-               fails gets its caller ERROR ``wamp.error.invalid_argument`` instead
+               fails gets its caller ERROR ``wamp.error.invalid_argument`` instead. A YIELD
+               with ``progress`` for a call that did not ask for it is a protocol violation
 
 The checks that cost nothing come first, and a URI's length before anything looks it up or keeps
 it. A refused request gets an ERROR (a PUBLISH only with ``acknowledge``) and the session stays open.
@@ -71,7 +73,7 @@ from wsserver.core.authorization import Authorizer
 from wsserver.core.broker import Broker, Publication
 from wsserver.core.cluster import Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.dealer import Dealer
-from wsserver.core.decoding import Decoded, InvalidRequest, PublishRequest
+from wsserver.core.decoding import CallRequest, Decoded, InvalidRequest, PublishRequest
 from wsserver.core.eventstore import Position, StoreBudget, StoreLimits
 from wsserver.core.shared import SharedStore
 from wsserver.core.history import HistorySettings
@@ -113,7 +115,13 @@ BROKER_FEATURES: dict[str, bool] = {
     "session_meta_api": True,
 }
 #: The dealer features WELCOME announces (the session meta API needs both roles, says the spec).
-DEALER_FEATURES: dict[str, bool] = {"session_meta_api": True}
+DEALER_FEATURES: dict[str, bool] = {
+    "progressive_call_results": True,
+    "call_canceling": True,
+    "call_timeout": True,
+    "caller_identification": True,
+    "session_meta_api": True,
+}
 
 #: Not among autobahn's ApplicationError constants.
 ERROR_PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
@@ -219,7 +227,7 @@ class Router(Generic[PeerT]):
                 shared=shared_store, realm=policy.name,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
-            dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere)
+            dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere, clock=clock)
             self.realms[policy.name] = Realm(
                 policy.name, broker, dealer, authenticator, authorizer, admin_role=admin_role, elsewhere=elsewhere
             )
@@ -406,6 +414,13 @@ class Router(Generic[PeerT]):
         if session.realm is not None:
             self._realm_of(session).dealer.forget_call(session, request)
 
+    def expire_calls(self) -> list[Action[PeerT]]:
+        """
+        End the calls whose ``timeout`` passed (by ``clock``): the adapter must call this often
+        (its granularity is that of call timeouts) and carry out what it returns.
+        """
+        return [action for realm in self.realms.values() for action in realm.dealer.expire()]
+
     # -- message handlers (named in session.Handling) --------------------------------------------
 
     def _on_hello(self, session: Session[PeerT], hello: wamp.Hello | InvalidRequest) -> list[Action[PeerT]]:
@@ -417,6 +432,8 @@ class Router(Generic[PeerT]):
             abort = wamp.Abort(error, message=f"no realm {name!r} on this server")
             return [Send(abort, (session,)), Close(session, CloseReason.NORMAL, error)]
         assert isinstance(hello, wamp.Hello)
+        # Only a callee that announced call canceling understands INTERRUPT (AutobahnJS does not).
+        session.interruptible = getattr(hello.roles.get("callee"), "call_canceling", None) is True
         asked = next((method for method in hello.authmethods or [ANONYMOUS] if method in AUTHMETHODS), OTHER_METHOD)
         return self._authenticated(session, realm, realm.authenticator.hello(hello), asked)
 
@@ -542,20 +559,30 @@ class Router(Generic[PeerT]):
     def _on_unregister(self, session: Session[PeerT], unregister: wamp.Unregister) -> list[Action[PeerT]]:
         return self._realm_of(session).dealer.unregister(session, unregister)
 
-    def _on_call(self, session: Session[PeerT], call: wamp.Call) -> list[Action[PeerT]]:
+    def _on_call(self, session: Session[PeerT], request: CallRequest | wamp.Call) -> list[Action[PeerT]]:
+        # A CALL built inside the server (the HTTP API) is autobahn's message, without disclose_me.
+        call, disclose_me = (request.message, request.disclose_me) if isinstance(request, CallRequest) else (request, False)
         realm = self._realm_of(session)
         refused = (
             self._uri_refusal(call.procedure)
             or realm.forbids(session, CALL, call.procedure)
+            or (realm.forbids(session, DISCLOSE, call.procedure, OPTION_DISALLOWED_DISCLOSE_ME) if disclose_me else None)
             or self._calls_full(session, realm)
             or payload_refusal(call.args, call.kwargs)
         )
         if refused is not None:
             return [error_reply(session, call.MESSAGE_TYPE, call.request, *refused)]
-        return realm.dealer.call(session, call)
+        return realm.dealer.call(session, call, disclose_me=disclose_me)
+
+    def _on_cancel(self, session: Session[PeerT], cancel: wamp.Cancel) -> list[Action[PeerT]]:
+        return self._realm_of(session).dealer.cancel(session, cancel)
 
     def _on_yield(self, session: Session[PeerT], answer: wamp.Yield) -> list[Action[PeerT]]:
         dealer = self._realm_of(session).dealer
+        if answer.progress:
+            violation = dealer.progress_refusal(session, answer.request)
+            if violation is not None:
+                return self.violation(session, violation)
         reason = unrepresentable(answer.args, answer.kwargs)
         if reason is not None:
             return dealer.undeliverable(session, answer.request, reason)

@@ -72,6 +72,7 @@ class Handling(enum.Enum):
     REGISTER = "_on_register"
     UNREGISTER = "_on_unregister"
     CALL = "_on_call"
+    CANCEL = "_on_cancel"
     YIELD = "_on_yield"
     ERROR = "_on_error"
     INVALID_REQUEST = "_on_invalid_request"
@@ -87,6 +88,7 @@ REQUESTS: dict[str, Handling] = {
     "Register": Handling.REGISTER,
     "Unregister": Handling.UNREGISTER,
     "Call": Handling.CALL,
+    "Cancel": Handling.CANCEL,
     "Yield": Handling.YIELD,
     "Error": Handling.ERROR,
     "InvalidRequest": Handling.INVALID_REQUEST,
@@ -143,7 +145,7 @@ class Session(Generic[PeerT]):
     __slots__ = (
         "peer", "state", "id", "realm", "authid", "authrole", "authmethod", "authprovider",
         "subscriptions", "registrations", "invocations", "pending", "publish_bucket", "address",
-        "transport",
+        "transport", "interruptible",
     )
 
     def __init__(self, peer: PeerT, address: str | None = None, transport: TransportInfo | None = None) -> None:
@@ -168,6 +170,8 @@ class Session(Generic[PeerT]):
         self.pending: Pending | None = None
         #: Its publish rate limit (None: not limited).
         self.publish_bucket: TokenBucket | None = None
+        #: Its HELLO announced the callee feature ``call_canceling``: it may be sent INTERRUPT.
+        self.interruptible = False
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value} realm={self.realm!r}>"
