@@ -45,7 +45,9 @@ def test_welcome_announces_exactly_the_features_implemented(start_server: Any, h
         assert set(roles) == {"broker", "dealer"}
         expected = BROKER_FEATURES | ({"event_history"} if history else set())
         assert roles["broker"]["features"] == {feature: True for feature in expected}
-        assert roles["dealer"]["features"] == {"session_meta_api": True}
+        dealer = {"session_meta_api", "progressive_call_results", "call_canceling", "call_timeout",
+                  "caller_identification"}
+        assert roles["dealer"]["features"] == {feature: True for feature in dealer}
 
 
 def test_pattern_subscriptions_get_the_concrete_topic_once_per_subscription(clients: Any) -> None:
