@@ -8,6 +8,7 @@ import pytest
 
 from tests.core.harness import Harness, moderated_realm, wire
 from wsserver.core.meta import iso8601
+from wsserver.core.procedures import ON_OTHER_SESSIONS
 from wsserver.core.session import State
 
 ERROR, GOODBYE = 8, 6
@@ -60,7 +61,7 @@ def test_in_a_realm_open_to_anyone_an_anonymous_session_may_not_kill_others() ->
     h = Harness()
     h.join("a"), h.join("b")
     (b,) = ids(h, "b")
-    for procedure in ("wamp.session.kill", "wamp.session.kill_all"):
+    for procedure in sorted(ON_OTHER_SESSIONS):
         received = wire(h.send("a", [48, 1, {}, procedure, [b]]))
         assert list(received) == ["a"], "nobody else is told anything"
         ((kind, _, _, _, error, (reason,)),) = received["a"]
@@ -78,6 +79,30 @@ def test_kill_without_a_reason_is_close_normal(h: Harness) -> None:
     assert wire(h.send("a", [48, 1, {}, "wamp.session.kill", [c]]))["c"] == [[GOODBYE, {}, "wamp.close.normal"]]
 
 
+def test_kill_by_authid_authrole_and_all_end_the_others_never_the_caller_and_answer_how_many() -> None:
+    h = Harness(realms=(moderated_realm(),))
+    for name in "abcd":
+        h.join(name)
+    h.sessions["c"].authid = h.sessions["b"].authid = "shared-id"
+    h.sessions["a"].authid = "shared-id"  # the caller shares it, and is still not killed
+    h.sessions["d"].authrole = "other"
+    received = wire(h.send("a", [48, 1, {}, "wamp.session.kill_by_authid", ["shared-id"], {"reason": "com.app.out"}]))
+    assert received["a"] == [[50, 1, {}, [2]]]
+    assert received["b"] == received["c"] == [[GOODBYE, {}, "com.app.out"]]
+    assert "d" not in received and h.sessions["a"].state is State.OPEN
+    assert h.result("a", "wamp.session.kill_by_authid", "shared-id") == 0, "the closing ones are not killed twice"
+    assert h.result("a", "wamp.session.kill_by_authrole", "anonymous") == 0
+    received = wire(h.send("a", [48, 2, {}, "wamp.session.kill_by_authrole", ["other", "com.app.role", "bye"]]))
+    assert received["d"] == [[GOODBYE, {"message": "bye"}, "com.app.role"]] and received["a"] == [[50, 2, {}, [1]]]
+    for name in "bcd":
+        wire(h.send(name, [GOODBYE, {}, "wamp.close.goodbye_and_out"]))
+    h.join("e"), h.join("f")
+    received = wire(h.send("a", [48, 3, {}, "wamp.session.kill_all", [], {"message": "maintenance"}]))
+    assert received["a"] == [[50, 3, {}, [2]]]
+    assert received["e"] == received["f"] == [[GOODBYE, {"message": "maintenance"}, "wamp.close.normal"]]
+    assert h.sessions["a"].state is State.OPEN
+
+
 @pytest.mark.parametrize(
     "procedure, args, kwargs, error",
     [
@@ -85,6 +110,11 @@ def test_kill_without_a_reason_is_close_normal(h: Harness) -> None:
         ("wamp.session.kill", ["self"], {}, "wamp.error.no_such_session"),
         ("wamp.session.kill", ["b"], {"reason": "not a uri!"}, "wamp.error.invalid_uri"),
         ("wamp.session.kill", [], {}, "wamp.error.invalid_argument"),
+        ("wamp.session.kill_all", ["not a uri!"], {}, "wamp.error.invalid_uri"),
+        ("wamp.session.kill_all", [], {"message": 3}, "wamp.error.invalid_argument"),
+        ("wamp.session.kill_by_authid", [], {}, "wamp.error.invalid_argument"),
+        ("wamp.session.kill_by_authrole", [7], {}, "wamp.error.invalid_argument"),
+        ("wamp.session.kill_by_authrole", ["anonymous", "not a uri!"], {}, "wamp.error.invalid_uri"),
         ("wamp.session.get", [424242], {}, "wamp.error.no_such_session"),
         ("wamp.session.get", ["x"], {}, "wamp.error.invalid_argument"),
         ("wamp.session.count", ["anonymous"], {}, "wamp.error.invalid_argument"),

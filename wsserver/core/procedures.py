@@ -7,14 +7,15 @@ Each procedure is a function from a :class:`Invoked` (the realm, the caller and 
 arguments) to a :class:`~wsserver.core.dealer.Reply`; it raises autobahn's ``ApplicationError``
 with the spec's error URI when it cannot answer. :func:`meta_api` binds them to a realm, and the
 realm registers them in its dealer, so a CALL reaches them the way it reaches any callee and gets
-RESULT or ERROR the same way. They read the realm's state and change nothing but
-``wamp.session.kill``, which starts the router's GOODBYE with the victim after the RESULT. Such a
+RESULT or ERROR the same way. They read the realm's state and change nothing but the kill family
+(``wamp.session.kill``, ``kill_by_authid``, ``kill_by_authrole``, ``kill_all``), which starts the
+router's GOODBYE with each victim after the RESULT (the caller is never one of them). Such a
 procedure acts on other sessions (:data:`ON_OTHER_SESSIONS`): in a realm open to anyone, where
 every anonymous visitor may call anything, it needs a role configured to call it instead.
 
 In a cluster, ``wamp.session.count``, ``list`` and ``get`` answer for the other nodes' sessions
-too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); ``kill``
-reaches this node's sessions only, and the subscription procedures describe this node's.
+too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); the kill
+family reaches this node's sessions only, and the subscription procedures describe this node's.
 
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
@@ -49,13 +50,14 @@ from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from autobahn.wamp.message import check_or_raise_uri
 
 from wsserver.core import admin, meta
+from wsserver.core.actions import Action
 from wsserver.core.broker import Publication, event
 from wsserver.core.decoding import is_id
 from wsserver.core.eventstore import Kept, Since
 from wsserver.core.dealer import Later, Provider, Reply
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
 from wsserver.core.policy import SUBSCRIBE
-from wsserver.core.session import PeerT, Session
+from wsserver.core.session import PeerT, Session, State
 
 if TYPE_CHECKING:
     from wsserver.core.realm import Realm
@@ -182,13 +184,41 @@ def session_kill(call: Invoked[PeerT]) -> Reply[PeerT]:
     if victim is call.caller:
         # As the spec says: no *other* session has that id.
         raise ApplicationError(ApplicationError.NO_SUCH_SESSION, "a session cannot kill itself")
-    reason = call.argument(1, "reason", _is_string, "wamp.close.normal")
-    message = call.argument(2, "message", _is_string, None)
+    return Reply(then=_killed([victim], call, after=1))
+
+
+def session_kill_by_authid(call: Invoked[PeerT]) -> Reply[PeerT]:
+    authid = call.argument(0, "authid", _is_string)
+    return _kill_others(call, lambda s: s.authid == authid, after=1)
+
+
+def session_kill_by_authrole(call: Invoked[PeerT]) -> Reply[PeerT]:
+    authrole = call.argument(0, "authrole", _is_string)
+    return _kill_others(call, lambda s: s.authrole == authrole, after=1)
+
+
+def session_kill_all(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return _kill_others(call, lambda s: True, after=0)
+
+
+def _kill_others(call: Invoked[PeerT], chosen: Callable[[Session[PeerT]], bool], *, after: int) -> Reply[PeerT]:
+    """
+    GOODBYE to this node's open sessions ``chosen`` picks, never the caller (as the spec says);
+    the RESULT is how many (as Crossbar answers). ``after``: where the reason and message arguments start.
+    """
+    victims = [s for s in call.realm.sessions.values() if s is not call.caller and s.state is State.OPEN and chosen(s)]
+    return Reply([len(victims)], then=_killed(victims, call, after=after))
+
+
+def _killed(victims: list[Session[PeerT]], call: Invoked[PeerT], *, after: int) -> list[Action[PeerT]]:
+    """The GOODBYEs that end ``victims``, with the call's ``reason`` and ``message`` (arguments ``after``, ``after + 1``)."""
+    reason = call.argument(after, "reason", _is_string, "wamp.close.normal")
+    message = call.argument(after + 1, "message", _is_string, None)
     try:
         check_or_raise_uri(reason, "reason")
     except InvalidUriError:
         raise ApplicationError(ApplicationError.INVALID_URI, f"invalid reason {reason!r}") from None
-    return Reply(then=call.realm.goodbye(victim, reason, message))
+    return [action for victim in victims for action in call.realm.goodbye(victim, reason, message)]
 
 
 # -- subscriptions ------------------------------------------------------------------------------
@@ -345,8 +375,8 @@ def _since_reply(topic: str, epoch: str, after: int, answer: Since[Publication])
 #: on the topic): see realm.py.
 ON_TOPIC = frozenset({HISTORY_SINCE})
 
-#: The procedures that act on other sessions (the spec's kill family; those not provided yet are
-#: listed so that adding one cannot open it): the anonymous sessions of a realm open to anyone
+#: The procedures that act on other sessions (the spec's kill family): the anonymous sessions of
+#: a realm open to anyone
 #: may not call them (see realm.py), whatever else they may do.
 ON_OTHER_SESSIONS = frozenset(
     {"wamp.session.kill", "wamp.session.kill_by_authid", "wamp.session.kill_by_authrole", "wamp.session.kill_all"}
@@ -357,6 +387,9 @@ PROCEDURES: dict[str, Procedure[Any]] = {
     "wamp.session.list": session_list,
     "wamp.session.get": session_get,
     "wamp.session.kill": session_kill,
+    "wamp.session.kill_by_authid": session_kill_by_authid,
+    "wamp.session.kill_by_authrole": session_kill_by_authrole,
+    "wamp.session.kill_all": session_kill_all,
     "wamp.subscription.list": subscription_list,
     "wamp.subscription.lookup": subscription_lookup,
     "wamp.subscription.match": subscription_match,
