@@ -78,7 +78,6 @@ def test_a_procedure_has_one_callee(h: Harness) -> None:
         ({}, "com..bad", "wamp.error.invalid_uri"),
         ({"match": "prefix"}, "com.", "wamp.error.invalid_argument"),
         ({"match": "regex"}, "com.x", "wamp.error.invalid_argument"),
-        ({"invoke": "roundrobin"}, "com.x", "wamp.error.invalid_argument"),
     ],
 )
 def test_registrations_refused_and_the_session_stays_open(

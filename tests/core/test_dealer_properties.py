@@ -115,6 +115,6 @@ def test_random_calls_cancels_and_leaves_leave_nothing_behind(script: list[tuple
         world.step("leave", peer, None)
     dealer = world.dealer
     assert not dealer._in_flight and not dealer._by_request and not dealer._calls_made and dealer._timed == 0
-    assert len(dealer) == len([r for r in dealer._by_id.values() if r.callee is None])  # only the router's own
+    assert len(dealer) == len([r for r in dealer._by_id.values() if r.provider is not None])  # only the router's own
     world.h.clock.now += 3600
     assert world.h.router.expire_calls() == [] and dealer.timers() == 0

@@ -155,3 +155,17 @@ def test_caller_disclosure_reaches_the_callee(server: Any) -> None:
         assert result[:4] == [50, 2, {}, [[welcome[1], "anonymous"]]]
         result = exchange(caller, [48, 3, {}, "com.example.who"])
         assert result[:4] == [50, 3, {}, [[None, None]]]
+
+
+def test_a_roundrobin_registration_shares_calls_between_two_callees(server: Any) -> None:
+    with Client(server.ws_url) as one, Client(server.ws_url) as two, Client(server.ws_url) as caller:
+        shared = RegisterOptions(invoke="roundrobin")
+        first = one._call(one.session.register, lambda: "one", "com.example.shared", options=shared)
+        second = two._call(two.session.register, lambda: "two", "com.example.shared", options=shared)
+        assert first.id == second.id, "one registration, two callees"
+        assert [caller.call("com.example.shared") for _ in range(4)] == ["one", "two", "one", "two"]
+        with pytest.raises(ApplicationError) as other_policy:
+            caller._call(caller.session.register, lambda: "x", "com.example.shared", options=RegisterOptions(invoke="first"))
+        assert other_policy.value.error == "wamp.error.procedure_already_exists"
+        one._call(first.unregister)
+        assert [caller.call("com.example.shared") for _ in range(2)] == ["two", "two"]

@@ -227,7 +227,9 @@ class Router(Generic[PeerT]):
                 shared=shared_store, realm=policy.name,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
-            dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere, clock=clock)
+            dealer: Dealer[PeerT] = Dealer(
+                next_id, realm=policy.name, elsewhere=elsewhere, clock=clock, random_id=random_id
+            )
             self.realms[policy.name] = Realm(
                 policy.name, broker, dealer, authenticator, authorizer, admin_role=admin_role, elsewhere=elsewhere
             )
