@@ -95,3 +95,59 @@ def test_callees_leaving_keep_the_others_and_the_last_one_deletes_it(h: Harness)
     assert h.call("caller", "com.p")[4] == "wamp.error.no_such_procedure"
     assert len(h.router.realms["realm1"].dealer._by_id) == len(h.router.realms["realm1"].dealer._index)
     h.register("caller", "com.p")  # free for any policy again
+
+
+# -- pattern-based registrations ----------------------------------------------------------------
+
+
+def test_a_prefix_registration_is_invoked_with_the_called_procedure(h: Harness) -> None:
+    registration = h.register("a", "com.app", match="prefix")
+    callee, invocation = invoked(h, "com.app.users.get")
+    assert callee == "a" and invocation[2] == registration
+    assert invocation[3] == {"procedure": "com.app.users.get"}
+    assert invoked(h, "com.apple", 2)[1][3] == {"procedure": "com.apple"}, "a prefix of the string, as the broker"
+    assert h.call("caller", "com.ap")[4] == "wamp.error.no_such_procedure"
+
+
+def test_a_wildcard_registration_matches_by_components(h: Harness) -> None:
+    registration = h.register("a", "com..get", match="wildcard")
+    callee, invocation = invoked(h, "com.users.get")
+    assert (callee, invocation[2], invocation[3]) == ("a", registration, {"procedure": "com.users.get"})
+    assert h.call("caller", "com.users.all.get")[4] == "wamp.error.no_such_procedure"
+
+
+def test_exact_wins_over_the_longest_prefix_over_shorter_ones_over_wildcards(h: Harness) -> None:
+    h.join("d")
+    h.register("a", "com.x.y", match="wildcard")
+    h.register("b", "com.", match="prefix")
+    h.register("c", "com.x", match="prefix")
+    h.register("d", "com.x.y")
+    assert invoked(h, "com.x.y", 1)[0] == "d"
+    assert invoked(h, "com.x.z", 2)[0] == "c"
+    assert invoked(h, "com.y", 3)[0] == "b"
+    exact = invoked(h, "com.x.y", 4)[1]
+    assert exact[3] == {}, "an exact registration is not told the procedure"
+
+
+def test_among_wildcards_more_components_before_the_first_empty_one_win(h: Harness) -> None:
+    h.register("a", "com..y.z", match="wildcard")
+    h.register("b", "com.x..z", match="wildcard")
+    assert invoked(h, "com.x.y.z")[0] == "b"
+    wire(h.send("b", [6, {}, "wamp.close.close_realm"]))
+    assert invoked(h, "com.x.y.z", 2)[0] == "a"
+
+
+def test_patterns_and_exact_registrations_of_one_uri_are_apart_and_may_be_shared(h: Harness) -> None:
+    exact = h.register("a", "com.p")
+    prefix = h.register("b", "com.p", match="prefix", invoke="roundrobin")
+    assert prefix != exact and h.register("c", "com.p", match="prefix", invoke="roundrobin") == prefix
+    assert [invoked(h, "com.p.q", n)[0] for n in range(1, 4)] == ["b", "c", "b"]
+    assert invoked(h, "com.p", 4)[0] == "a"
+
+
+def test_no_pattern_reaches_the_routers_namespace(h: Harness) -> None:
+    h.register("a", "..", match="wildcard")
+    h.register("b", "w", match="prefix")
+    assert h.result("caller", "wamp.session.count") == 4
+    assert h.call("caller", "wamp.nobody.here")[4] == "wamp.error.no_such_procedure"
+    assert invoked(h, "com.x.y")[0] == "a"

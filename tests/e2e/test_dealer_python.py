@@ -169,3 +169,15 @@ def test_a_roundrobin_registration_shares_calls_between_two_callees(server: Any)
         assert other_policy.value.error == "wamp.error.procedure_already_exists"
         one._call(first.unregister)
         assert [caller.call("com.example.shared") for _ in range(2)] == ["two", "two"]
+
+
+def test_a_prefix_registration_tells_the_callee_which_procedure_was_called(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        options = RegisterOptions(match="prefix", details_arg="details")
+        callee._call(callee.session.register, lambda *args, details: details.procedure, "com.example.api.", options=options)
+        callee.register("com.example.api.exact", lambda: "exact")
+        assert caller.call("com.example.api.users.get") == "com.example.api.users.get"
+        assert caller.call("com.example.api.exact") == "exact", "an exact registration wins"
+        wildcard = RegisterOptions(match="wildcard", details_arg="details")
+        callee._call(callee.session.register, lambda *args, details: details.procedure, "org..get", options=wildcard)
+        assert caller.call("org.users.get") == "org.users.get"

@@ -10,6 +10,14 @@ index by (procedure, match) (to route CALLs) and by id (for UNREGISTER), and eac
 its own, so a callee that leaves takes itself out of each; a registration exists exactly as long
 as it has a callee.
 
+A pattern-based registration (REGISTER ``match``: ``prefix``, ``wildcard``; the broker's policies
+and pattern rules, see matching.py) is reached by every procedure its pattern matches that no
+better registration has: an exact registration wins over any prefix, a longer prefix over a
+shorter one, any prefix over any wildcard, and among wildcards the one with more components before
+its first empty one (then the oldest). INVOCATION then carries the called URI in
+``details.procedure``. The ``wamp.`` namespace is the router's: no pattern reaches a procedure in
+it (a call of one the router does not provide gets ``wamp.error.no_such_procedure``).
+
 A shared registration (REGISTER ``invoke``: ``roundrobin``, ``random``, ``first``, ``last``) has
 one id and every callee that registered the procedure with the same policy, in the order they
 came; each CALL goes to one of them: the next in turn, one drawn from the injected ``random_id``,
@@ -86,8 +94,7 @@ dealer answers with an ``Ask``, and the RESULT (or ERROR) follows the store's an
 caller is still there. Until then it counts as one of the caller's calls in flight: each asks
 Redis on the connection that also stores publications, so a session may not queue more.
 
-Not implemented (and not announced in WELCOME): pattern-based registrations, progressive call
-invocations.
+Not implemented (and not announced in WELCOME): progressive call invocations.
 """
 
 from __future__ import annotations
@@ -99,12 +106,12 @@ from operator import attrgetter
 from typing import Any, Generic, cast
 
 from autobahn.wamp import message as wamp
-from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.exception import ApplicationError, InvalidUriError
 
 from wsserver.core import meta
 from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.cluster import NODE_LOST, Elsewhere, RemoteAnswer, RemoteCall
-from wsserver.core.matching import EXACT, PatternIndex
+from wsserver.core.matching import EXACT, POLICIES, PREFIX, PatternIndex, check_pattern
 from wsserver.core.session import PeerT, Session, State
 from wsserver.core.shared import Turns
 
@@ -207,6 +214,12 @@ class Invocation(Generic[PeerT]):
         self.killed = False
 
 
+def _wildcard_rank(registration: Registration[Any]) -> tuple[int, int]:
+    """Orders wildcard registrations, most specific first: more components before the first empty one, then older."""
+    components = registration.procedure.split(".")
+    return -components.index("") if "" in components else -len(components), registration.id
+
+
 class Dealer(Generic[PeerT]):
     """
     The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope).
@@ -285,10 +298,11 @@ class Dealer(Generic[PeerT]):
     def call(self, caller: Session[PeerT], request: wamp.Call, *, disclose_me: bool = False) -> list[Action[PeerT]]:
         """``caller``'s CALL (already allowed by the router, ``disclose_me`` included)."""
         registration = self._route(request.procedure)
+        owner = self.elsewhere.get(request.procedure)
+        if owner is not None and self._elsewhere is not None and (registration is None or registration.match != EXACT):
+            # An exact registration on another node wins over a pattern here, as it would here.
+            return self._call_elsewhere(caller, request, owner[0], self._elsewhere)
         if registration is None:
-            owner = self.elsewhere.get(request.procedure)
-            if owner is not None and self._elsewhere is not None:
-                return self._call_elsewhere(caller, request, owner[0], self._elsewhere)
             detail = f"no callee registered procedure {request.procedure!r}"
             return [error_reply(caller, CALL, request.request, ApplicationError.NO_SUCH_PROCEDURE, detail)]
         if registration.provider is not None:
@@ -507,8 +521,12 @@ class Dealer(Generic[PeerT]):
         registration: Registration[PeerT] | None,
     ) -> tuple[str, str] | None:
         """Why ``session``'s REGISTER is refused, as (error URI, detail), or None; ``registration``: the one it would join."""
-        if match != EXACT:
+        if match not in POLICIES:
             return ApplicationError.INVALID_ARGUMENT, f"match policy {match!r} is not supported for procedures"
+        try:
+            check_pattern(request.procedure, match)
+        except InvalidUriError:
+            return ApplicationError.INVALID_URI, f"invalid {match} pattern {request.procedure!r}"
         if invoke not in INVOKE_POLICIES:
             return ApplicationError.INVALID_ARGUMENT, f"invocation policy {invoke!r} is not supported"
         if meta.is_reserved(request.procedure):
@@ -527,8 +545,19 @@ class Dealer(Generic[PeerT]):
         return None
 
     def _route(self, procedure: str) -> Registration[PeerT] | None:
-        """The registration a CALL of ``procedure`` reaches."""
-        return self._index.get(procedure, EXACT)
+        """
+        The registration a CALL of ``procedure`` reaches: the exact one, else the longest prefix,
+        else the wildcard with the most components before its first empty one (then the oldest).
+        The router's namespace is reached by exact registrations only.
+        """
+        exact = self._index.get(procedure, EXACT)
+        if exact is not None or meta.is_reserved(procedure):
+            return exact
+        found = self._index.matching(procedure)  # exact, then prefixes shortest first, then wildcards
+        prefixes = [r for r in found if r.match == PREFIX]
+        if prefixes:
+            return prefixes[-1]
+        return min(found, key=_wildcard_rank, default=None)
 
     def _callee(self, registration: Registration[PeerT]) -> Session[PeerT]:
         """Which of ``registration``'s callees gets the next call, by its invocation policy."""
