@@ -172,3 +172,73 @@ def test_meta_procedures_see_only_their_realm() -> None:
 def test_times_are_iso8601_utc_with_milliseconds() -> None:
     assert iso8601(0) == "1970-01-01T00:00:00.000Z"
     assert iso8601(1_700_000_000.1234) == "2023-11-14T22:13:20.123Z"
+
+
+# -- registrations ------------------------------------------------------------------------------
+
+
+def test_registration_list_lookup_match_get_and_callees(h: Harness) -> None:
+    exact = h.register("a", "com.x.y")
+    prefix = h.register("b", "com.x", match="prefix", invoke="roundrobin")
+    assert h.register("c", "com.x", match="prefix", invoke="roundrobin") == prefix
+    wildcard = h.register("c", "com..y", match="wildcard")
+    listed = h.result("a", "wamp.registration.list")
+    assert listed == {"exact": [exact], "prefix": [prefix], "wildcard": [wildcard]}, "the router's own are not listed"
+    assert h.result("a", "wamp.registration.lookup", "com.x.y") == exact
+    assert h.result("a", "wamp.registration.lookup", "com.x", {"match": "prefix"}) == prefix
+    assert h.result("a", "wamp.registration.lookup", "com.x") is None
+    assert h.result("a", "wamp.registration.lookup", "wamp.session.count") is None
+    # match: the one registration a call reaches (the spec's), not every one that matches.
+    assert h.result("a", "wamp.registration.match", "com.x.y") == exact
+    assert h.result("a", "wamp.registration.match", "com.x.z") == prefix
+    assert h.result("a", "wamp.registration.match", "org.a.y") is None
+    assert h.result("a", "wamp.registration.match", "wamp.session.count") is None
+    assert h.result("a", "wamp.registration.get", prefix) == {
+        "id": prefix, "created": iso8601(h.clock.now), "uri": "com.x", "match": "prefix", "invoke": "roundrobin",
+    }
+    assert sorted(h.result("a", "wamp.registration.list_callees", prefix)) == sorted(ids(h, "b", "c"))
+    assert h.result("a", "wamp.registration.count_callees", prefix) == 2
+    assert h.result("a", "wamp.registration.count_callees", exact) == 1
+
+
+@pytest.mark.parametrize(
+    "procedure, args, error",
+    [
+        ("wamp.registration.get", [424242], "wamp.error.no_such_registration"),
+        ("wamp.registration.list_callees", ["x"], "wamp.error.invalid_argument"),
+        ("wamp.registration.count_callees", [424242], "wamp.error.no_such_registration"),
+        ("wamp.registration.lookup", ["com.x", {"match": "regex"}], "wamp.error.invalid_argument"),
+        ("wamp.registration.match", ["com..x"], "wamp.error.invalid_uri"),
+    ],
+)
+def test_bad_registration_meta_calls_get_the_specs_error(h: Harness, procedure: str, args: list[Any], error: str) -> None:
+    reply = h.call("a", procedure, *args)
+    assert reply[0] == ERROR and reply[4] == error, reply
+
+
+def test_the_routers_own_registrations_are_not_described(h: Harness) -> None:
+    dealer = h.router.realms["realm1"].dealer
+    own = next(r.id for r in dealer._by_id.values() if r.procedure == "wamp.session.count")
+    assert h.call("a", "wamp.registration.get", own)[4] == "wamp.error.no_such_registration"
+
+
+def test_registration_meta_events_as_callees_come_and_go(h: Harness) -> None:
+    h.join("watch")
+    h.subscribe("watch", "wamp.registration.on_", match="prefix")
+
+    def events(actions: Any) -> list[tuple[str, list[Any]]]:
+        return [(e[3]["topic"], e[4]) for e in wire(actions).get("watch", [])]
+
+    a, b = ids(h, "a", "b")
+    received = events(h.send("a", [64, 1, {"invoke": "first"}, "com.p"]))
+    ((created, (session, details)), registered) = received
+    registration = details["id"]
+    assert (created, session) == ("wamp.registration.on_create", a)
+    assert details == {"id": registration, "created": iso8601(h.clock.now), "uri": "com.p", "match": "exact", "invoke": "first"}
+    assert registered == ("wamp.registration.on_register", [a, registration])
+    assert events(h.send("b", [64, 2, {"invoke": "first"}, "com.p"])) == [("wamp.registration.on_register", [b, registration])]
+    assert events(h.send("a", [66, 3, registration])) == [("wamp.registration.on_unregister", [a, registration])]
+    assert events(h.send("b", [6, {}, "wamp.close.normal"])) == [
+        ("wamp.registration.on_unregister", [b, registration]),
+        ("wamp.registration.on_delete", [b, registration]),
+    ]

@@ -181,3 +181,23 @@ def test_a_prefix_registration_tells_the_callee_which_procedure_was_called(serve
         wildcard = RegisterOptions(match="wildcard", details_arg="details")
         callee._call(callee.session.register, lambda *args, details: details.procedure, "org..get", options=wildcard)
         assert caller.call("org.users.get") == "org.users.get"
+
+
+def test_the_registration_meta_api_describes_callees_and_tells_of_them(server: Any) -> None:
+    with Client(server.ws_url) as watcher, Client(server.ws_url) as one, Client(server.ws_url) as two:
+        created: list[Any] = []
+        registered = threading.Event()
+        watcher._call(watcher.session.subscribe, lambda session, details: created.append(details), "wamp.registration.on_create")
+        watcher._call(watcher.session.subscribe, lambda session, rid: registered.set(), "wamp.registration.on_register")
+        shared = RegisterOptions(invoke="last")
+        registration = one._call(one.session.register, lambda: "one", "com.example.meta", options=shared)
+        two._call(two.session.register, lambda: "two", "com.example.meta", options=shared)
+        assert registered.wait(5)
+        assert [(d["id"], d["uri"], d["invoke"]) for d in created] == [(registration.id, "com.example.meta", "last")]
+        assert watcher.call("wamp.registration.lookup", "com.example.meta") == registration.id
+        assert watcher.call("wamp.registration.match", "com.example.meta") == registration.id
+        assert watcher.call("wamp.registration.get", registration.id)["invoke"] == "last"
+        assert sorted(watcher.call("wamp.registration.list_callees", registration.id)) == sorted([one.session_id, two.session_id])
+        assert watcher.call("wamp.registration.count_callees", registration.id) == 2
+        assert watcher.call("wamp.registration.list")["exact"] == [registration.id]
+        assert watcher.call("com.example.meta") == "two"

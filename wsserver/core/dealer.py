@@ -100,7 +100,7 @@ Not implemented (and not announced in WELCOME): progressive call invocations.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Generic, cast
@@ -235,8 +235,10 @@ class Dealer(Generic[PeerT]):
         elsewhere: Elsewhere | None = None,
         clock: Callable[[], float] = lambda: 0.0,
         random_id: Callable[[], int] = lambda: 1,
+        publish_meta: Callable[..., list[Action[PeerT]]] = lambda topic, *args: [],
     ) -> None:
         self._next_id = next_id
+        self._publish_meta = publish_meta
         self._clock = clock
         self._random_id = random_id
         self._realm = realm
@@ -262,6 +264,35 @@ class Dealer(Generic[PeerT]):
         """How many registrations, the router's own included."""
         return len(self._by_id)
 
+    # -- the sessions' registrations, for the meta API (the router's own are not among them) ------
+
+    def __iter__(self) -> Iterator[Registration[PeerT]]:
+        return (r for r in self._by_id.values() if r.provider is None)
+
+    def get(self, registration_id: int) -> Registration[PeerT] | None:
+        registration = self._by_id.get(registration_id)
+        return None if registration is None or registration.provider is not None else registration
+
+    def lookup(self, procedure: str, match: str) -> Registration[PeerT] | None:
+        """The registration of exactly this (procedure, policy), if any."""
+        registration = self._index.get(procedure, match)
+        return None if registration is None or registration.provider is not None else registration
+
+    def route(self, procedure: str) -> Registration[PeerT] | None:
+        """
+        The registration a CALL of ``procedure`` reaches: the exact one, else the longest prefix,
+        else the wildcard with the most components before its first empty one (then the oldest).
+        The router's namespace is reached by exact registrations only.
+        """
+        exact = self._index.get(procedure, EXACT)
+        if exact is not None or meta.is_reserved(procedure):
+            return exact
+        found = self._index.matching(procedure)  # exact, then prefixes shortest first, then wildcards
+        prefixes = [r for r in found if r.match == PREFIX]
+        if prefixes:
+            return prefixes[-1]
+        return min(found, key=_wildcard_rank, default=None)
+
     def provide(self, procedure: str, provider: Provider[PeerT]) -> None:
         """Register one of the router's own procedures."""
         self._add(Registration(self._next_id(), procedure, provider=provider))
@@ -275,6 +306,7 @@ class Dealer(Generic[PeerT]):
         if refusal is not None:
             error, detail = refusal
             return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
+        created = registration is None
         if registration is None:
             registration = Registration(
                 self._next_id(), request.procedure, match=match, invoke=invoke, created=self._clock()
@@ -284,7 +316,11 @@ class Dealer(Generic[PeerT]):
                 self._elsewhere.registered(self._realm, registration.procedure, registration.id)
         registration.callees.append(session)
         session.registrations.add(registration)
-        return [Send(wamp.Registered(request.request, registration.id), (session,))]
+        actions: list[Action[PeerT]] = [Send(wamp.Registered(request.request, registration.id), (session,))]
+        details = meta.registration_details(registration)
+        for topic, args in meta.REGISTRATION_EVENTS.joined(session.id, details, created=created):
+            actions += self._publish_meta(topic, *args)
+        return actions
 
     def unregister(self, session: Session[PeerT], request: wamp.Unregister) -> list[Action[PeerT]]:
         registration = self._by_id.get(request.registration)
@@ -292,12 +328,11 @@ class Dealer(Generic[PeerT]):
             detail = f"no registration {request.registration} for this session"
             error = ApplicationError.NO_SUCH_REGISTRATION
             return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
-        self._leave(session, registration)
-        return [Send(wamp.Unregistered(request.request), (session,))]
+        return [Send(wamp.Unregistered(request.request), (session,)), *self._leave(session, registration)]
 
     def call(self, caller: Session[PeerT], request: wamp.Call, *, disclose_me: bool = False) -> list[Action[PeerT]]:
         """``caller``'s CALL (already allowed by the router, ``disclose_me`` included)."""
-        registration = self._route(request.procedure)
+        registration = self.route(request.procedure)
         owner = self.elsewhere.get(request.procedure)
         if owner is not None and self._elsewhere is not None and (registration is None or registration.match != EXACT):
             # An exact registration on another node wins over a pattern here, as it would here.
@@ -421,9 +456,9 @@ class Dealer(Generic[PeerT]):
 
     def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` left: forget its registrations and calls; cancel the calls it had to answer."""
-        for registration in sorted(session.registrations, key=attrgetter("id")):
-            self._leave(session, registration)
         actions: list[Action[PeerT]] = []
+        for registration in sorted(session.registrations, key=attrgetter("id")):
+            actions += self._leave(session, registration)
         for invocation in sorted(session.invocations, key=attrgetter("id")):
             self._forget(invocation)
             if invocation.callee is session and invocation.caller is not session:
@@ -543,21 +578,6 @@ class Dealer(Generic[PeerT]):
         elif match == EXACT and request.procedure in self.elsewhere:
             return ApplicationError.PROCEDURE_ALREADY_EXISTS, f"{already} on another node"
         return None
-
-    def _route(self, procedure: str) -> Registration[PeerT] | None:
-        """
-        The registration a CALL of ``procedure`` reaches: the exact one, else the longest prefix,
-        else the wildcard with the most components before its first empty one (then the oldest).
-        The router's namespace is reached by exact registrations only.
-        """
-        exact = self._index.get(procedure, EXACT)
-        if exact is not None or meta.is_reserved(procedure):
-            return exact
-        found = self._index.matching(procedure)  # exact, then prefixes shortest first, then wildcards
-        prefixes = [r for r in found if r.match == PREFIX]
-        if prefixes:
-            return prefixes[-1]
-        return min(found, key=_wildcard_rank, default=None)
 
     def _callee(self, registration: Registration[PeerT]) -> Session[PeerT]:
         """Which of ``registration``'s callees gets the next call, by its invocation policy."""
@@ -688,14 +708,15 @@ class Dealer(Generic[PeerT]):
         self._index.add(registration.procedure, registration.match, registration)
         self._by_id[registration.id] = registration
 
-    def _leave(self, session: Session[PeerT], registration: Registration[PeerT]) -> bool:
-        """``session`` no longer answers ``registration``; return True if that deleted it (it was the last callee)."""
+    def _leave(self, session: Session[PeerT], registration: Registration[PeerT]) -> list[Action[PeerT]]:
+        """``session`` no longer answers ``registration`` (deleted with its last callee); return the meta events."""
         registration.callees.remove(session)
         session.registrations.discard(registration)
-        if registration.callees:
-            return False
-        self._index.remove(registration.procedure, registration.match)
-        del self._by_id[registration.id]
-        if self._elsewhere is not None and self._announced(registration):
-            self._elsewhere.unregistered(self._realm, registration.procedure)
-        return True
+        deleted = not registration.callees
+        if deleted:
+            self._index.remove(registration.procedure, registration.match)
+            del self._by_id[registration.id]
+            if self._elsewhere is not None and self._announced(registration):
+                self._elsewhere.unregistered(self._realm, registration.procedure)
+        events = meta.REGISTRATION_EVENTS.left(session.id, registration.id, deleted=deleted)
+        return [action for topic, args in events for action in self._publish_meta(topic, *args)]

@@ -1,5 +1,5 @@
 """
-The router's own procedures: the session and subscription meta API, and event history.
+The router's own procedures: the session, subscription and registration meta API, and event history.
 
 Theory of operation
 -------------------
@@ -15,7 +15,13 @@ every anonymous visitor may call anything, it needs a role configured to call it
 
 In a cluster, ``wamp.session.count``, ``list`` and ``get`` answer for the other nodes' sessions
 too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); the kill
-family reaches this node's sessions only, and the subscription procedures describe this node's.
+family reaches this node's sessions only, and the subscription and registration procedures describe
+this node's (the registrations of the router's own procedures are not among them).
+
+The subscription and registration procedures are one piece of code each (:class:`Shared`
+says what differs): ``list``, ``lookup``, ``get``, ``list_subscribers``/``list_callees``,
+``count_subscribers``/``count_callees``; ``match`` answers every subscription a topic reaches, but
+the one registration a call reaches (as the spec says).
 
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
@@ -44,6 +50,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
@@ -60,6 +68,7 @@ from wsserver.core.policy import SUBSCRIBE
 from wsserver.core.session import PeerT, Session, State
 
 if TYPE_CHECKING:
+    from wsserver.core.dealer import Dealer, Registration
     from wsserver.core.realm import Realm
     from wsserver.core.subscriptions import Subscription
 
@@ -221,47 +230,104 @@ def _killed(victims: list[Session[PeerT]], call: Invoked[PeerT], *, after: int) 
     return [action for victim in victims for action in call.realm.goodbye(victim, reason, message)]
 
 
-# -- subscriptions ------------------------------------------------------------------------------
+# -- subscriptions and registrations -------------------------------------------------------------
 
 
-def _subscription(call: Invoked[PeerT]) -> Subscription[PeerT]:
-    return call.identified(call.realm.subscriptions.get, "subscription", ApplicationError.NO_SUCH_SUBSCRIPTION)
+@dataclass(frozen=True, slots=True)
+class Shared(Generic[T]):
+    """
+    What the meta API says the same way of subscriptions and registrations (things sessions share):
+    ``kind`` its name, ``uri`` the argument naming its URI, ``missing`` the error for an unknown
+    id; from a realm ``table`` (get by id, lookup by (URI, match), iterate), ``route`` (what a
+    URI reaches), and of a thing its ``sessions`` and ``details``.
+    """
+
+    kind: str
+    uri: str
+    missing: str
+    table: Callable[[Realm[Any]], Any]
+    route: Callable[[Realm[Any], str], list[T]]
+    sessions: Callable[[T], Any]
+    details: Callable[[T], dict[str, Any]]
+
+    def find(self, call: Invoked[Any]) -> T:
+        found: T = call.identified(self.table(call.realm).get, self.kind, self.missing)
+        return found
 
 
-def subscription_list(call: Invoked[PeerT]) -> Reply[PeerT]:
+def _dealer(realm: Realm[Any]) -> Dealer[Any]:
+    return realm.dealer
+
+
+def _routed(realm: Realm[Any], procedure: str) -> list[Registration[Any]]:
+    """The registration a call of ``procedure`` reaches, if a session's (as a list of at most one)."""
+    registration = _dealer(realm).route(procedure)
+    return [] if registration is None or registration.provider is not None else [registration]
+
+
+SUBSCRIPTIONS: Shared[Subscription[Any]] = Shared(
+    "subscription", "topic", ApplicationError.NO_SUCH_SUBSCRIPTION,
+    table=lambda realm: realm.subscriptions,
+    route=lambda realm, topic: realm.subscriptions.matching(topic),
+    sessions=attrgetter("subscribers"),
+    details=meta.subscription_details,
+)
+REGISTRATIONS: Shared[Registration[Any]] = Shared(
+    "registration", "procedure", ApplicationError.NO_SUCH_REGISTRATION,
+    table=_dealer,
+    route=_routed,
+    sessions=attrgetter("callees"),
+    details=meta.registration_details,
+)
+
+
+def _listed(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
     lists: dict[str, list[int]] = {policy: [] for policy in POLICIES}
-    for subscription in call.realm.subscriptions:
-        lists[subscription.match].append(subscription.id)
+    for thing in shared.table(call.realm):
+        lists[thing.match].append(thing.id)
     return Reply([lists])
 
 
-def subscription_lookup(call: Invoked[PeerT]) -> Reply[PeerT]:
-    topic = call.argument(0, "topic", _is_string)
+def _lookup(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    uri = call.argument(0, shared.uri, _is_string)
     options = call.argument(1, "options", _is_options, {})
-    subscription = call.realm.subscriptions.lookup(topic, options.get("match", EXACT))
-    return Reply([None if subscription is None else subscription.id])
+    thing = shared.table(call.realm).lookup(uri, options.get("match", EXACT))
+    return Reply([None if thing is None else thing.id])
+
+
+def _matched(shared: Shared[Any], call: Invoked[PeerT]) -> list[int]:
+    uri = call.argument(0, shared.uri, _is_string)
+    try:
+        check_pattern(uri, EXACT)
+    except InvalidUriError:
+        raise ApplicationError(ApplicationError.INVALID_URI, f"invalid {shared.uri} {uri!r}") from None
+    return [thing.id for thing in shared.route(call.realm, uri)]
+
+
+def _get(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([shared.details(shared.find(call))])
+
+
+def _members(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([[session.id for session in shared.sessions(shared.find(call))]])
+
+
+def _member_count(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([len(shared.sessions(shared.find(call)))])
 
 
 def subscription_match(call: Invoked[PeerT]) -> Reply[PeerT]:
-    topic = call.argument(0, "topic", _is_string)
-    try:
-        check_pattern(topic, EXACT)
-    except InvalidUriError:
-        raise ApplicationError(ApplicationError.INVALID_URI, f"invalid topic {topic!r}") from None
-    ids = [s.id for s in call.realm.subscriptions.matching(topic)]
-    return Reply([ids or None])
+    """Every subscription a publication to the topic reaches (the spec's: a list, or null)."""
+    return Reply([_matched(SUBSCRIPTIONS, call) or None])
 
 
-def subscription_get(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([meta.subscription_details(_subscription(call))])
+def registration_match(call: Invoked[PeerT]) -> Reply[PeerT]:
+    """The registration a call of the procedure reaches (the spec's: one id, or null)."""
+    return Reply([next(iter(_matched(REGISTRATIONS, call)), None)])
 
 
-def subscription_list_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([[s.id for s in _subscription(call).subscribers]])
-
-
-def subscription_count_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([len(_subscription(call).subscribers)])
+def _subscription(call: Invoked[PeerT]) -> Subscription[PeerT]:
+    return SUBSCRIPTIONS.find(call)
 
 
 def subscription_get_events(call: Invoked[PeerT]) -> Reply[PeerT] | Later[PeerT]:
@@ -390,12 +456,18 @@ PROCEDURES: dict[str, Procedure[Any]] = {
     "wamp.session.kill_by_authid": session_kill_by_authid,
     "wamp.session.kill_by_authrole": session_kill_by_authrole,
     "wamp.session.kill_all": session_kill_all,
-    "wamp.subscription.list": subscription_list,
-    "wamp.subscription.lookup": subscription_lookup,
+    "wamp.subscription.list": partial(_listed, SUBSCRIPTIONS),
+    "wamp.subscription.lookup": partial(_lookup, SUBSCRIPTIONS),
     "wamp.subscription.match": subscription_match,
-    "wamp.subscription.get": subscription_get,
-    "wamp.subscription.list_subscribers": subscription_list_subscribers,
-    "wamp.subscription.count_subscribers": subscription_count_subscribers,
+    "wamp.subscription.get": partial(_get, SUBSCRIPTIONS),
+    "wamp.subscription.list_subscribers": partial(_members, SUBSCRIPTIONS),
+    "wamp.subscription.count_subscribers": partial(_member_count, SUBSCRIPTIONS),
+    "wamp.registration.list": partial(_listed, REGISTRATIONS),
+    "wamp.registration.lookup": partial(_lookup, REGISTRATIONS),
+    "wamp.registration.match": registration_match,
+    "wamp.registration.get": partial(_get, REGISTRATIONS),
+    "wamp.registration.list_callees": partial(_members, REGISTRATIONS),
+    "wamp.registration.count_callees": partial(_member_count, REGISTRATIONS),
     "wamp.subscription.get_events": subscription_get_events,
     HISTORY_SINCE: history_since,
     ADMIN_TOPICS: admin_topics,

@@ -228,7 +228,8 @@ class Router(Generic[PeerT]):
             )
             authenticator = Authenticator(policy, random_bytes, clock)
             dealer: Dealer[PeerT] = Dealer(
-                next_id, realm=policy.name, elsewhere=elsewhere, clock=clock, random_id=random_id
+                next_id, realm=policy.name, elsewhere=elsewhere, clock=clock, random_id=random_id,
+                publish_meta=broker.publish_meta,
             )
             self.realms[policy.name] = Realm(
                 policy.name, broker, dealer, authenticator, authorizer, admin_role=admin_role, elsewhere=elsewhere
