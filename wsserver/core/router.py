@@ -120,6 +120,9 @@ DEALER_FEATURES: dict[str, bool] = {
     "call_canceling": True,
     "call_timeout": True,
     "caller_identification": True,
+    "shared_registration": True,
+    "pattern_based_registration": True,
+    "registration_meta_api": True,
     "session_meta_api": True,
 }
 
