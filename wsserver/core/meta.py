@@ -75,23 +75,17 @@ def iso8601(seconds: float) -> str:
 
 def subscription_details(subscription: Subscription[Any]) -> dict[str, Any]:
     """The spec's SubscriptionDetails."""
-    return {
-        "id": subscription.id,
-        "created": iso8601(subscription.created),
-        "uri": subscription.topic,
-        "match": subscription.match,
-    }
+    return _shared_details(subscription.id, subscription.created, subscription.topic, subscription.match)
 
 
 def registration_details(registration: Registration[Any]) -> dict[str, Any]:
     """The spec's RegistrationDetails."""
-    return {
-        "id": registration.id,
-        "created": iso8601(registration.created),
-        "uri": registration.procedure,
-        "match": registration.match,
-        "invoke": registration.invoke,
-    }
+    details = _shared_details(registration.id, registration.created, registration.procedure, registration.match)
+    return {**details, "invoke": registration.invoke}
+
+
+def _shared_details(thing_id: int, created: float, uri: str, match: str) -> dict[str, Any]:
+    return {"id": thing_id, "created": iso8601(created), "uri": uri, "match": match}
 
 
 def session_details(session: Session[Any]) -> dict[str, Any]:
