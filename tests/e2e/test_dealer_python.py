@@ -201,3 +201,25 @@ def test_the_registration_meta_api_describes_callees_and_tells_of_them(server: A
         assert watcher.call("wamp.registration.count_callees", registration.id) == 2
         assert watcher.call("wamp.registration.list")["exact"] == [registration.id]
         assert watcher.call("com.example.meta") == "two"
+
+
+def test_a_moderator_role_kills_sessions_by_authid(start_server: Any, tmp_path: Any) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text("""
+[realms.realm1]
+anonymous = "moderator"
+
+[realms.realm1.roles.moderator]
+permissions = [{ uri = "wamp.session.", match = "prefix", allow = ["call"] }]
+""")
+    server = start_server("--config", str(config))
+    with Client(server.ws_url) as moderator:
+        victim = Client(server.ws_url)
+        authid = moderator.call("wamp.session.get", victim.session_id)["authid"]
+        assert moderator.call("wamp.session.kill_by_authid", authid, reason="com.example.out") == 1
+        for _ in range(100):  # the victim answers GOODBYE, then it is gone
+            if moderator.call("wamp.session.count") == 1:
+                break
+            threading.Event().wait(0.05)
+        assert moderator.call("wamp.session.count") == 1
+        assert moderator.call("wamp.session.kill_all") == 0, "never the caller"
