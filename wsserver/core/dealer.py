@@ -1,14 +1,17 @@
 """
 The dealer of one realm: remote procedure calls (WAMP Basic Profile, and of the Advanced Profile
-progressive call results, call canceling, call timeouts and caller identification).
+progressive call results, call canceling, call timeouts, caller identification, shared and
+pattern-based registrations, and the registration meta events).
 
 Theory of operation
 -------------------
-A :class:`Registration` binds one procedure URI (exact match) to its callees, sessions, or to the
-router itself (a Python function: the meta API). Registrations are kept in the broker's pattern
-index by (procedure, match) (to route CALLs) and by id (for UNREGISTER), and each session knows
-its own, so a callee that leaves takes itself out of each; a registration exists exactly as long
-as it has a callee.
+A :class:`Registration` binds one procedure URI or pattern (with its ``match`` policy) to its
+callees, sessions, or to the router itself (a Python function: the meta API). Registrations are
+kept in the broker's pattern index by (procedure, match) (to route CALLs) and by id (for
+UNREGISTER), and each session knows its own, so a callee that leaves takes itself out of each; a
+registration exists exactly as long as it has a callee. Each change is told as the meta events
+``wamp.registration.on_create/on_register/on_unregister/on_delete`` (through ``publish_meta``, the
+broker's), as the broker tells of subscriptions.
 
 A pattern-based registration (REGISTER ``match``: ``prefix``, ``wildcard``; the broker's policies
 and pattern rules, see matching.py) is reached by every procedure its pattern matches that no
