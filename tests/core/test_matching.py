@@ -98,7 +98,7 @@ def test_removing_patterns_keeps_the_others_and_prunes_the_tries() -> None:
         if index.get(pattern, match) is not None:
             index.remove(pattern, match)
     assert len(index) == 0
-    assert index._exact == {} and index._prefix.children == {} and index._prefix.value is None
+    assert index._exact == {} and index._prefix == {} and index._prefix_lengths == {} and index._lengths == []
     assert index._wildcard == {}
 
 
