@@ -23,11 +23,11 @@ wildcard    same number of components, and every non-empty pattern    any compon
 realm at once, at a cost that does not grow with the patterns that do not match:
 
 - exact: a dict from pattern to value, one lookup;
-- prefix: a dict from pattern to value, and the lengths the patterns have (sorted, each with how
-  many patterns have it). A topic is looked up by its prefix of each such length, shortest first,
-  up to its own length: one lookup per distinct length. (A character trie, the walk one step per
-  character, costs a node per character of every pattern: 1,000 prefixes of 1,000 characters,
-  which one session may hold, took 230 MB and stalled the router for a second to build.)
+- prefix: a radix trie of the patterns (a node per pattern and per branching, each edge a string).
+  The walk follows the topic's characters edge by edge, collects the value of every node it
+  reaches and stops where no pattern continues: at most the topic's length. (A trie with a node
+  per character costs that for every character of every pattern: 1,000 prefixes of 1,000
+  characters, which one session may hold, took 230 MB and stalled the router to build.)
 - wildcard: one component trie per number of components, in which an empty pattern component is
   the child ``""`` (a published topic has no empty component, so that key is free). The walk keeps
   the nodes reached, following the topic's component and ``""`` from each: it visits only
@@ -38,7 +38,6 @@ The index maps (pattern, policy) to a value and knows nothing of what the value 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
@@ -79,16 +78,89 @@ class _Node(Generic[V]):
         self.value: V | None = None
 
 
+class _Edge(Generic[V]):
+    """
+    A radix trie node: ``label``, the characters on the edge from its parent; its children by the
+    first character of theirs; the value of the pattern ending here. Every node but the root has a
+    value or at least two children (a node with neither is removed, one with a single child merged
+    into it), so the trie has fewer nodes than twice its patterns.
+    """
+
+    __slots__ = ("label", "children", "value")
+
+    def __init__(self, label: str, value: V | None = None) -> None:
+        self.label = label
+        self.children: dict[str, _Edge[V]] = {}
+        self.value = value
+
+    def add(self, pattern: str, value: V) -> None:
+        node, rest = self, pattern
+        while rest:
+            child = node.children.get(rest[0])
+            if child is None:
+                node.children[rest[0]] = _Edge(rest, value)
+                return
+            common = _common_length(child.label, rest)
+            if common < len(child.label):  # split the edge where the pattern leaves it
+                middle: _Edge[V] = _Edge(child.label[:common])
+                child.label = child.label[common:]
+                middle.children[child.label[0]] = child
+                node.children[rest[0]] = middle
+                child = middle
+            node, rest = child, rest[common:]
+        node.value = value
+
+    def remove(self, pattern: str) -> None:
+        path: list[_Edge[V]] = [self]
+        rest = pattern
+        while rest:
+            child = path[-1].children[rest[0]]
+            path.append(child)
+            rest = rest[len(child.label):]
+        node = path[-1]
+        node.value = None
+        # Fold away what no longer holds a value or a branching (never the root).
+        while len(path) > 1:
+            node, parent = path.pop(), path[-1]
+            if node.value is not None or len(node.children) > 1:
+                break
+            if node.children:
+                (only,) = node.children.values()
+                only.label = node.label + only.label
+                parent.children[node.label[0]] = only
+                break
+            del parent.children[node.label[0]]
+
+    def collect(self, topic: str, found: list[V]) -> None:
+        """Append the value of every pattern ``topic`` starts with, shortest first."""
+        node, at = self, 0
+        if node.value is not None:
+            found.append(node.value)
+        while at < len(topic):
+            child = node.children.get(topic[at])
+            if child is None or not topic.startswith(child.label, at):
+                return
+            node, at = child, at + len(child.label)
+            if node.value is not None:
+                found.append(node.value)
+
+
+def _common_length(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` start with in common."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 class PatternIndex(Generic[V]):
     """(pattern, policy) -> value, and :meth:`matching` topic -> values. Values must not be None."""
 
     def __init__(self) -> None:
         self._values: dict[tuple[str, str], V] = {}
         self._exact: dict[str, V] = {}
-        self._prefix: dict[str, V] = {}
-        #: pattern length -> how many prefix patterns have it, and those lengths in order.
-        self._prefix_lengths: dict[int, int] = {}
-        self._lengths: list[int] = []
+        self._prefix: _Edge[V] = _Edge("")
         self._wildcard: dict[int, _Node[V]] = {}
 
     def __len__(self) -> int:
@@ -108,11 +180,7 @@ class PatternIndex(Generic[V]):
             self._exact[pattern] = value
             return
         if match == PREFIX:
-            self._prefix[pattern] = value
-            length = len(pattern)
-            if length not in self._prefix_lengths:
-                bisect.insort(self._lengths, length)
-            self._prefix_lengths[length] = self._prefix_lengths.get(length, 0) + 1
+            self._prefix.add(pattern, value)
             return
         node = self._root(pattern, create=True)
         for key in _keys(pattern):
@@ -129,13 +197,7 @@ class PatternIndex(Generic[V]):
             del self._exact[pattern]
             return
         if match == PREFIX:
-            del self._prefix[pattern]
-            length = len(pattern)
-            remaining = self._prefix_lengths.pop(length) - 1
-            if remaining:
-                self._prefix_lengths[length] = remaining
-            else:
-                del self._lengths[bisect.bisect_left(self._lengths, length)]
+            self._prefix.remove(pattern)
             return
         keys = _keys(pattern)
         path = [self._root(pattern, create=False)]
@@ -156,13 +218,7 @@ class PatternIndex(Generic[V]):
         exact = self._exact.get(topic)
         if exact is not None:
             found.append(exact)
-        if self._prefix:
-            for length in self._lengths:
-                if length > len(topic):
-                    break
-                prefix = self._prefix.get(topic[:length])
-                if prefix is not None:
-                    found.append(prefix)
+        self._prefix.collect(topic, found)
         if self._wildcard:
             parts = topic.split(".")
             root = self._wildcard.get(len(parts))
