@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tests.e2e.broker_clients import Client
 from tests.e2e.rawws import exchange, join, raw_session
+from tests.e2e.test_session_kill import MODERATED
 
 
 def test_call_register_yield_and_callee_errors(server: Any) -> None:
@@ -205,13 +206,7 @@ def test_the_registration_meta_api_describes_callees_and_tells_of_them(server: A
 
 def test_a_moderator_role_kills_sessions_by_authid(start_server: Any, tmp_path: Any) -> None:
     config = tmp_path / "wsserver.toml"
-    config.write_text("""
-[realms.realm1]
-anonymous = "moderator"
-
-[realms.realm1.roles.moderator]
-permissions = [{ uri = "wamp.session.", match = "prefix", allow = ["call"] }]
-""")
+    config.write_text(MODERATED.format(role="moderator"))
     server = start_server("--config", str(config))
     with Client(server.ws_url) as moderator:
         victim = Client(server.ws_url)
