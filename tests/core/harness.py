@@ -105,8 +105,8 @@ class Harness:
         assert isinstance(reply, wamp.Subscribed), reply
         return int(reply.subscription)
 
-    def register(self, name: str, procedure: str) -> int:
-        (reply,) = outbox(self.send(name, [64, next(self._requests), {}, procedure]))[name]
+    def register(self, name: str, procedure: str, **options: Any) -> int:
+        (reply,) = outbox(self.send(name, [64, next(self._requests), options, procedure]))[name]
         assert isinstance(reply, wamp.Registered), reply.marshal()
         return int(reply.registration)
 

@@ -251,3 +251,20 @@ def test_a_call_across_nodes_is_not_offered_progress_and_cancel_or_timeout_end_i
     (error,) = wire(cluster.b.router.expire_calls())["caller"]
     assert error[:5] == [ERROR, 48, 2, {}, "wamp.error.canceled"]
     assert cluster.b.router.realms["realm1"].dealer.calls_in_flight(cluster.b.sessions["caller"]) == 0
+
+
+def test_shared_and_pattern_registrations_stay_on_their_node_and_an_exact_one_elsewhere_wins(cluster: Cluster) -> None:
+    cluster.a.join("callee"), cluster.b.join("caller"), cluster.b.join("local")
+    cluster.a.register("callee", "com.shared", invoke="roundrobin")
+    cluster.a.register("callee", "com.", match="prefix")
+    registration = cluster.a.register("callee", "com.exact")
+    assert [args[1] for what, args in cluster.told["A"].said if what == "registered"] == ["com.exact"], "the only one told"
+    cluster.carry()
+    assert cluster.b.call("caller", "com.shared")[4] == "wamp.error.no_such_procedure"
+    cluster.b.register("local", "com.", match="prefix")  # B's own pattern: no conflict with A's
+    cluster.b.register("local", "com.shared", invoke="roundrobin")
+    assert cluster.b.call("caller", "com.exact") is None, "the exact registration on A wins over B's prefix"
+    (invocation,) = cluster.carry()["callee"]
+    assert invocation[:3] == [INVOCATION, invocation[1], registration]
+    (local,) = wire(cluster.b.send("caller", [48, 9, {}, "com.other", []]))["local"]
+    assert local[0] == INVOCATION and local[3] == {"procedure": "com.other"}

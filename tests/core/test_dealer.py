@@ -76,9 +76,9 @@ def test_a_procedure_has_one_callee(h: Harness) -> None:
         ({}, "wamp.session.count", "wamp.error.invalid_uri"),
         ({}, "wamp.my.own", "wamp.error.invalid_uri"),
         ({}, "com..bad", "wamp.error.invalid_uri"),
-        ({"match": "prefix"}, "com.", "wamp.error.invalid_argument"),
         ({"match": "regex"}, "com.x", "wamp.error.invalid_argument"),
-        ({"invoke": "roundrobin"}, "com.x", "wamp.error.invalid_argument"),
+        ({"match": "prefix"}, "wamp.session.", "wamp.error.invalid_uri"),
+        ({"match": "wildcard"}, "com.a b", "wamp.error.invalid_uri"),
     ],
 )
 def test_registrations_refused_and_the_session_stays_open(

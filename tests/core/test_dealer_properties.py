@@ -1,7 +1,8 @@
 """
-A property of the dealer's Advanced Profile: random register / call (with progress, timeouts) /
-cancel / yield / error / leave / time passing never leaves an invocation, a per-caller count or a
-deadline behind once everyone has left, and every call in flight is known from both its sides.
+A property of the dealer's Advanced Profile: random register (shared, pattern-based) / unregister /
+call (with progress, timeouts) / cancel / yield / error / leave / time passing never leaves an
+invocation, a registration, a per-caller count or a deadline behind once everyone has left, every
+call in flight is known from both its sides, and every registration from each of its callees.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from wsserver.core.dealer import DEADLINE_SLACK
 from wsserver.core.session import State
 
 PEERS = ("p0", "p1", "p2")
-PROCEDURES = ("com.a", "com.b")
-CALL, CANCEL, YIELD, ERROR, REGISTER, INVOCATION, INTERRUPT = 48, 49, 70, 8, 64, 68, 69
+PROCEDURES = ("com.a", "com.b", "com.a.x", "com.b.x")
+#: (pattern, match) a callee may register: exact ones, and patterns the called procedures match.
+REGISTERED = (("com.a", "exact"), ("com.b", "exact"), ("com.a", "prefix"), ("com..x", "wildcard"), ("com.", "prefix"))
+CALL, CANCEL, YIELD, ERROR, REGISTER, UNREGISTER, INVOCATION, INTERRUPT = 48, 49, 70, 8, 64, 66, 68, 69
 
 #: p2 did not announce call_canceling (it is never sent INTERRUPT), the others did.
 JOIN: dict[str, dict[str, Any]] = {
@@ -35,7 +38,11 @@ call_options = st.fixed_dictionaries(
     },
 )
 steps = st.one_of(
-    st.tuples(st.just("register"), peers, st.sampled_from(PROCEDURES)),
+    st.tuples(
+        st.just("register"), peers,
+        st.tuples(st.sampled_from(REGISTERED), st.sampled_from([None, "single", "roundrobin", "random", "first", "last"])),
+    ),
+    st.tuples(st.just("unregister"), peers, st.integers(0, 5)),
     st.tuples(st.just("call"), peers, st.tuples(st.sampled_from(PROCEDURES), st.integers(1, 4), call_options)),
     st.tuples(st.just("cancel"), peers, st.tuples(st.integers(1, 4), st.sampled_from([None, "skip", "kill", "killnowait"]))),
     st.tuples(st.just("answer"), peers, st.tuples(st.integers(0, 5), st.sampled_from(["yield", "progress", "error"]))),
@@ -73,7 +80,12 @@ class World:
         if not open_:
             return
         if kind == "register":
-            self.note(h.send(peer, [REGISTER, 1, {}, arg]))
+            (procedure, match), invoke = arg
+            options = {"match": match, **({} if invoke is None else {"invoke": invoke})}
+            self.note(h.send(peer, [REGISTER, 1, options, procedure]))
+        elif kind == "unregister":
+            own = sorted(r.id for r in h.sessions[peer].registrations)
+            self.note(h.send(peer, [UNREGISTER, 2, own[arg % len(own)] if own else 1]))
         elif kind == "call":
             procedure, request, options = arg
             self.note(h.send(peer, [CALL, request, options, procedure, [1]]))
@@ -93,6 +105,14 @@ class World:
 
     def check(self) -> None:
         dealer = self.dealer
+        assert len(dealer._index) == len(dealer._by_id)
+        for registration in dealer._by_id.values():
+            assert dealer._index.get(registration.procedure, registration.match) is registration
+            assert bool(registration.callees) != (registration.provider is not None)
+            assert len(set(registration.callees)) == len(registration.callees)
+            assert len(registration.callees) <= 1 or registration.invoke != "single"
+            for callee in registration.callees:
+                assert callee.state is State.OPEN and registration in callee.registrations
         for invocation in dealer._in_flight.values():
             assert invocation.caller is not None and invocation.caller.state is State.OPEN
             assert invocation.callee is not None and invocation.callee.state is State.OPEN
@@ -115,6 +135,6 @@ def test_random_calls_cancels_and_leaves_leave_nothing_behind(script: list[tuple
         world.step("leave", peer, None)
     dealer = world.dealer
     assert not dealer._in_flight and not dealer._by_request and not dealer._calls_made and dealer._timed == 0
-    assert len(dealer) == len([r for r in dealer._by_id.values() if r.callee is None])  # only the router's own
+    assert len(dealer) == len([r for r in dealer._by_id.values() if r.provider is not None])  # only the router's own
     world.h.clock.now += 3600
     assert world.h.router.expire_calls() == [] and dealer.timers() == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 from autobahn.wamp.exception import InvalidUriError
 
@@ -134,3 +137,27 @@ def test_which_patterns_each_policy_accepts(pattern: str, match: str, valid: boo
     else:
         with pytest.raises(InvalidUriError):
             check_pattern(pattern, match)
+
+
+def test_prefix_patterns_added_and_removed_in_any_order_are_found_exactly_with_few_nodes() -> None:
+    draw = random.Random(14)
+    index: PatternIndex[str] = PatternIndex()
+    kept: set[str] = set()
+
+    def nodes(edge: Any) -> int:
+        return 1 + sum(nodes(child) for child in edge.children.values())
+
+    for _ in range(3000):
+        pattern = "".join(draw.choice("ab.") for _ in range(draw.randint(1, 6)))
+        if pattern in kept:
+            index.remove(pattern, PREFIX)
+            kept.remove(pattern)
+        else:
+            index.add(pattern, PREFIX, pattern)
+            kept.add(pattern)
+        topic = "".join(draw.choice("ab.") for _ in range(draw.randint(0, 8)))
+        assert index.matching(topic) == sorted((p for p in kept if topic.startswith(p)), key=len)
+        assert nodes(index._prefix) <= 2 * len(kept) + 1
+    for pattern in list(kept):
+        index.remove(pattern, PREFIX)
+    assert index._prefix.children == {} and index._prefix.value is None

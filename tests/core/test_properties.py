@@ -208,11 +208,13 @@ class World:
                 assert len(session.subscriptions) <= 3
             # Registrations and calls in flight.
             dealer = realm.dealer
-            for procedure, registration in dealer._by_procedure.items():
-                assert dealer._by_id[registration.id] is registration and registration.procedure == procedure
-                if registration.callee is not None:
-                    assert registration.callee in joined and registration in registration.callee.registrations
-            assert len(dealer._by_id) == len(dealer._by_procedure)
+            for registration in dealer._index:
+                assert dealer._by_id[registration.id] is registration
+                assert dealer._index.get(registration.procedure, registration.match) is registration
+                assert bool(registration.callees) != (registration.provider is not None)
+                for callee in registration.callees:
+                    assert callee in joined and registration in callee.registrations
+            assert len(dealer._by_id) == len(dealer._index)
             for invocation in dealer._in_flight.values():
                 assert invocation.caller in joined and invocation.callee in joined
                 assert invocation in invocation.caller.invocations and invocation in invocation.callee.invocations
@@ -240,7 +242,7 @@ def test_random_traffic_never_breaks_the_core(script: list[tuple[str, Any, Any]]
         world.h.router.detach(world.h.sessions[peer])
     for realm in world.h.router.realms.values():
         assert not realm.sessions and not len(realm.subscriptions) and not realm.dealer._in_flight
-        assert all(r.callee is None for r in realm.dealer._by_id.values())
+        assert all(r.provider is not None for r in realm.dealer._by_id.values())
 
 
 @settings(max_examples=200, deadline=None)

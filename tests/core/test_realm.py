@@ -41,7 +41,7 @@ def test_a_session_leaving_with_subscriptions_and_registrations(h: Harness, how:
     shared = h.subscribe("watch", "com.shared")
     h.subscribe("a", "com.shared")
     own = h.subscribe("a", "com.own.", match="prefix")
-    h.register("a", "com.a.proc")
+    registration = h.register("a", "com.a.proc")
     actions = {
         "detach": lambda: h.router.detach(a),
         "goodbye": lambda: h.send("a", [6, {}, "wamp.close.normal"]),
@@ -53,6 +53,8 @@ def test_a_session_leaving_with_subscriptions_and_registrations(h: Harness, how:
         ("wamp.subscription.on_unsubscribe", [a_id, shared]),
         ("wamp.subscription.on_unsubscribe", [a_id, own]),
         ("wamp.subscription.on_delete", [a_id, own]),
+        ("wamp.registration.on_unregister", [a_id, registration]),
+        ("wamp.registration.on_delete", [a_id, registration]),
         ("wamp.session.on_leave", [a_id, authid, "anonymous"]),
     ]
     assert all(m[0] != 36 for m in received.get("a", [])), "a leaving session is not told about itself"

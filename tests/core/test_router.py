@@ -31,7 +31,8 @@ def test_hello_gets_welcome_with_broker_role_and_anonymous_identity(h: Harness) 
         "broker": {"features": BROKER_FEATURES},
         "dealer": {"features": {
             "progressive_call_results": True, "call_canceling": True, "call_timeout": True,
-            "caller_identification": True, "session_meta_api": True,
+            "caller_identification": True, "shared_registration": True, "pattern_based_registration": True,
+            "registration_meta_api": True, "session_meta_api": True,
         }},
     }
     assert h.sessions["a"].state is State.OPEN

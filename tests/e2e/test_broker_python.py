@@ -20,6 +20,11 @@ BROKER_FEATURES = {
     "pattern_based_subscription", "subscriber_blackwhite_listing", "publisher_exclusion",
     "publisher_identification", "event_retention", "subscription_meta_api", "session_meta_api",
 }
+DEALER_FEATURES = {
+    "progressive_call_results": True, "call_canceling": True, "call_timeout": True, "caller_identification": True,
+    "shared_registration": True, "pattern_based_registration": True, "registration_meta_api": True,
+    "session_meta_api": True,
+}
 
 
 @pytest.fixture
@@ -45,9 +50,7 @@ def test_welcome_announces_exactly_the_features_implemented(start_server: Any, h
         assert set(roles) == {"broker", "dealer"}
         expected = BROKER_FEATURES | ({"event_history"} if history else set())
         assert roles["broker"]["features"] == {feature: True for feature in expected}
-        dealer = {"session_meta_api", "progressive_call_results", "call_canceling", "call_timeout",
-                  "caller_identification"}
-        assert roles["dealer"]["features"] == {feature: True for feature in dealer}
+        assert roles["dealer"]["features"] == DEALER_FEATURES
 
 
 def test_pattern_subscriptions_get_the_concrete_topic_once_per_subscription(clients: Any) -> None:

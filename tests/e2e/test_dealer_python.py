@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tests.e2e.broker_clients import Client
 from tests.e2e.rawws import exchange, join, raw_session
+from tests.e2e.test_session_kill import MODERATED
 
 
 def test_call_register_yield_and_callee_errors(server: Any) -> None:
@@ -155,3 +156,65 @@ def test_caller_disclosure_reaches_the_callee(server: Any) -> None:
         assert result[:4] == [50, 2, {}, [[welcome[1], "anonymous"]]]
         result = exchange(caller, [48, 3, {}, "com.example.who"])
         assert result[:4] == [50, 3, {}, [[None, None]]]
+
+
+def test_a_roundrobin_registration_shares_calls_between_two_callees(server: Any) -> None:
+    with Client(server.ws_url) as one, Client(server.ws_url) as two, Client(server.ws_url) as caller:
+        shared = RegisterOptions(invoke="roundrobin")
+        first = one._call(one.session.register, lambda: "one", "com.example.shared", options=shared)
+        second = two._call(two.session.register, lambda: "two", "com.example.shared", options=shared)
+        assert first.id == second.id, "one registration, two callees"
+        assert [caller.call("com.example.shared") for _ in range(4)] == ["one", "two", "one", "two"]
+        with pytest.raises(ApplicationError) as other_policy:
+            caller._call(caller.session.register, lambda: "x", "com.example.shared", options=RegisterOptions(invoke="first"))
+        assert other_policy.value.error == "wamp.error.procedure_already_exists"
+        one._call(first.unregister)
+        assert [caller.call("com.example.shared") for _ in range(2)] == ["two", "two"]
+
+
+def test_a_prefix_registration_tells_the_callee_which_procedure_was_called(server: Any) -> None:
+    with Client(server.ws_url) as callee, Client(server.ws_url) as caller:
+        options = RegisterOptions(match="prefix", details_arg="details")
+        callee._call(callee.session.register, lambda *args, details: details.procedure, "com.example.api.", options=options)
+        callee.register("com.example.api.exact", lambda: "exact")
+        assert caller.call("com.example.api.users.get") == "com.example.api.users.get"
+        assert caller.call("com.example.api.exact") == "exact", "an exact registration wins"
+        wildcard = RegisterOptions(match="wildcard", details_arg="details")
+        callee._call(callee.session.register, lambda *args, details: details.procedure, "org..get", options=wildcard)
+        assert caller.call("org.users.get") == "org.users.get"
+
+
+def test_the_registration_meta_api_describes_callees_and_tells_of_them(server: Any) -> None:
+    with Client(server.ws_url) as watcher, Client(server.ws_url) as one, Client(server.ws_url) as two:
+        created: list[Any] = []
+        registered = threading.Event()
+        watcher._call(watcher.session.subscribe, lambda session, details: created.append(details), "wamp.registration.on_create")
+        watcher._call(watcher.session.subscribe, lambda session, rid: registered.set(), "wamp.registration.on_register")
+        shared = RegisterOptions(invoke="last")
+        registration = one._call(one.session.register, lambda: "one", "com.example.meta", options=shared)
+        two._call(two.session.register, lambda: "two", "com.example.meta", options=shared)
+        assert registered.wait(5)
+        assert [(d["id"], d["uri"], d["invoke"]) for d in created] == [(registration.id, "com.example.meta", "last")]
+        assert watcher.call("wamp.registration.lookup", "com.example.meta") == registration.id
+        assert watcher.call("wamp.registration.match", "com.example.meta") == registration.id
+        assert watcher.call("wamp.registration.get", registration.id)["invoke"] == "last"
+        assert sorted(watcher.call("wamp.registration.list_callees", registration.id)) == sorted([one.session_id, two.session_id])
+        assert watcher.call("wamp.registration.count_callees", registration.id) == 2
+        assert watcher.call("wamp.registration.list")["exact"] == [registration.id]
+        assert watcher.call("com.example.meta") == "two"
+
+
+def test_a_moderator_role_kills_sessions_by_authid(start_server: Any, tmp_path: Any) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text(MODERATED.format(role="moderator"))
+    server = start_server("--config", str(config))
+    with Client(server.ws_url) as moderator:
+        victim = Client(server.ws_url)
+        authid = moderator.call("wamp.session.get", victim.session_id)["authid"]
+        assert moderator.call("wamp.session.kill_by_authid", authid, reason="com.example.out") == 1
+        for _ in range(100):  # the victim answers GOODBYE, then it is gone
+            if moderator.call("wamp.session.count") == 1:
+                break
+            threading.Event().wait(0.05)
+        assert moderator.call("wamp.session.count") == 1
+        assert moderator.call("wamp.session.kill_all") == 0, "never the caller"

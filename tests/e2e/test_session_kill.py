@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import exchange, join, raw_session
 
@@ -53,3 +55,66 @@ permissions = [
         join(moderator)
         assert exchange(moderator, [48, 1, {}, "wamp.session.kill", [victim_id]])[0] == 50
         assert json.loads(victim.recv(timeout=5)) == [6, {}, "wamp.close.normal"]
+
+
+MODERATED = """
+[realms.realm1]
+anonymous = "{role}"
+
+[realms.realm1.roles.moderator]
+permissions = [
+  {{ uri = "com.example.", match = "prefix", allow = ["subscribe", "publish", "call", "register"] }},
+  {{ uri = "wamp.session.", match = "prefix", allow = ["call"] }},
+]
+
+[realms.realm1.roles.visitor]
+permissions = [
+  {{ uri = "com.example.", match = "prefix", allow = ["subscribe", "publish", "call", "register"] }},
+  {{ uri = "wamp.session.count", allow = ["call"] }},
+]
+"""
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["open realm", "role without permission"])
+def test_kill_all_and_kill_by_from_a_session_not_allowed_are_refused_and_nobody_leaves(
+    start_server: Any, tmp_path: Path, configured: bool
+) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text(MODERATED.format(role="visitor"))
+    server = start_server(*(["--config", str(config)] if configured else []))
+    with contextlib.ExitStack() as stack, Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        victims = [stack.enter_context(raw_session(server.ws_url)) for _ in range(5)]
+        attacker = stack.enter_context(raw_session(server.ws_url))
+        everyone = exchange(attacker, [48, 999, {}, "wamp.session.count", []])[3]
+        attempts = [
+            ["wamp.session.kill_all", []],
+            ["wamp.session.kill_by_authrole", ["anonymous" if not configured else "visitor"]],
+            ["wamp.session.kill_by_authid", ["anonymous"]],
+        ]
+        refusals = [exchange(attacker, [48, n, {}, uri, args]) for n, (uri, args) in enumerate(attempts * 100, 1)]
+        assert exchange(attacker, [48, 999, {}, "wamp.session.count", []])[3] == everyone
+        for victim in victims:
+            assert exchange(victim, [48, 1, {}, "wamp.session.count", []])[0] == 50
+    bystander.check()
+    memory.check(64 * 2**20)
+    for refusal in refusals:  # before: ERROR wamp.error.no_such_procedure (the procedures did not exist)
+        assert refusal[:5] == [8, 48, refusal[2], {}, "wamp.error.not_authorized"], refusal
+
+
+def test_with_config_a_moderator_kills_by_authid_and_all_but_itself(start_server: Any, tmp_path: Path) -> None:
+    config = tmp_path / "wsserver.toml"
+    config.write_text(MODERATED.format(role="moderator"))
+    server = start_server("--config", str(config))
+    with contextlib.ExitStack() as stack:
+        victims = [stack.enter_context(raw_session(server.ws_url)) for _ in range(3)]
+        moderator = stack.enter_context(raw_session(server.ws_url))
+        first_id = exchange(moderator, [48, 1, {}, "wamp.session.list", []])[3][0][0]
+        authid = exchange(moderator, [48, 2, {}, "wamp.session.get", [first_id]])[3][0]["authid"]
+        killed = exchange(moderator, [48, 3, {}, "wamp.session.kill_by_authid", [authid], {"reason": "com.example.out"}])
+        assert killed == [50, 3, {}, [1]]
+        killed = exchange(moderator, [48, 4, {}, "wamp.session.kill_all", [], {"message": "maintenance"}])
+        assert killed == [50, 4, {}, [2]]
+        goodbyes = [json.loads(victim.recv(timeout=5)) for victim in victims]
+        assert goodbyes.count([6, {}, "com.example.out"]) == 1
+        assert goodbyes.count([6, {"message": "maintenance"}, "wamp.close.normal"]) == 2
+        assert exchange(moderator, [48, 5, {}, "wamp.session.kill_all", []]) == [50, 5, {}, [0]], "each once"

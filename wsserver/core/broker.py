@@ -311,12 +311,10 @@ class Broker(Generic[PeerT]):
             for kept in self.retained.latest(subscription.topic, subscription.match):
                 if kept.item.audience.admits(session) and self._may_receive(session, kept.item.topic):
                     actions.append(Send(event(subscription, kept.item, retained=True), (session,)))
-        if not meta.is_reserved(subscription.topic):
-            if created:
-                details = meta.subscription_details(subscription)
-                actions += self.publish_meta(meta.ON_SUBSCRIPTION_CREATE, session.id, details)
-            if added:
-                actions += self.publish_meta(meta.ON_SUBSCRIBE, session.id, subscription.id)
+        if added and not meta.is_reserved(subscription.topic):
+            details = meta.subscription_details(subscription)
+            for topic, args in meta.SUBSCRIPTION_EVENTS.joined(session.id, details, created=created):
+                actions += self.publish_meta(topic, *args)
         return actions
 
     def unsubscribe(self, session: Session[PeerT], request: wamp.Unsubscribe) -> list[Action[PeerT]]:
@@ -535,7 +533,6 @@ class Broker(Generic[PeerT]):
         for subscription, deleted in removed:
             if meta.is_reserved(subscription.topic):
                 continue
-            actions += self.publish_meta(meta.ON_UNSUBSCRIBE, session_id, subscription.id)
-            if deleted:
-                actions += self.publish_meta(meta.ON_SUBSCRIPTION_DELETE, session_id, subscription.id)
+            for topic, args in meta.SUBSCRIPTION_EVENTS.left(session_id, subscription.id, deleted=deleted):
+                actions += self.publish_meta(topic, *args)
         return actions

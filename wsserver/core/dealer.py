@@ -1,13 +1,32 @@
 """
 The dealer of one realm: remote procedure calls (WAMP Basic Profile, and of the Advanced Profile
-progressive call results, call canceling, call timeouts and caller identification).
+progressive call results, call canceling, call timeouts, caller identification, shared and
+pattern-based registrations, and the registration meta events).
 
 Theory of operation
 -------------------
-A :class:`Registration` binds one procedure URI (exact match) to one callee, which is either a
-session or the router itself (a Python function: the meta API). Registrations are kept by
-procedure (to route CALLs) and by id (for UNREGISTER), and each session knows its own, so a
-callee that leaves takes its registrations with it.
+A :class:`Registration` binds one procedure URI or pattern (with its ``match`` policy) to its
+callees, sessions, or to the router itself (a Python function: the meta API). Registrations are
+kept in the broker's pattern index by (procedure, match) (to route CALLs) and by id (for
+UNREGISTER), and each session knows its own, so a callee that leaves takes itself out of each; a
+registration exists exactly as long as it has a callee. Each change is told as the meta events
+``wamp.registration.on_create/on_register/on_unregister/on_delete`` (through ``publish_meta``, the
+broker's), as the broker tells of subscriptions.
+
+A pattern-based registration (REGISTER ``match``: ``prefix``, ``wildcard``; the broker's policies
+and pattern rules, see matching.py) is reached by every procedure its pattern matches that no
+better registration has: an exact registration wins over any prefix, a longer prefix over a
+shorter one, any prefix over any wildcard, and among wildcards the one with more components before
+its first empty one (then the oldest). INVOCATION then carries the called URI in
+``details.procedure``. The ``wamp.`` namespace is the router's: no pattern reaches a procedure in
+it (a call of one the router does not provide gets ``wamp.error.no_such_procedure``).
+
+A shared registration (REGISTER ``invoke``: ``roundrobin``, ``random``, ``first``, ``last``) has
+one id and every callee that registered the procedure with the same policy, in the order they
+came; each CALL goes to one of them: the next in turn, one drawn from the injected ``random_id``,
+the first or the last still there. ``single`` (the default) allows one callee; a REGISTER whose
+policy differs from the registration's (or ``single`` on either side) is refused with
+``wamp.error.procedure_already_exists``, as is the same session registering twice.
 
 A call to a session callee is an :class:`Invocation` in flight::
 
@@ -30,8 +49,9 @@ A callee on another node of a cluster (see :mod:`wsserver.core.cluster`) is know
 procedure and node only (:meth:`Dealer.registered_elsewhere`): a CALL to it is an invocation with
 no local callee, handed to ``elsewhere.invoke``, and ends with :meth:`Dealer.answer_from_elsewhere`
 or when that node is lost (ERROR ``wsserver.error.node_lost``). A call from another node to a
-callee here is an invocation with no local caller, answered through ``elsewhere.answer``. A
-procedure is registered once in the whole cluster: a REGISTER of a procedure another node has is
+callee here is an invocation with no local caller, answered through ``elsewhere.answer``. Only a
+single exact registration is announced to the other nodes: shared (and pattern) registrations
+serve this node's callers only. A procedure is registered once in the whole cluster: a REGISTER of a procedure another node has is
 refused with ``wamp.error.procedure_already_exists``. (Two nodes that register the same procedure
 within the time an announcement takes both keep it; each node's callers then reach its own.)
 
@@ -77,25 +97,24 @@ dealer answers with an ``Ask``, and the RESULT (or ERROR) follows the store's an
 caller is still there. Until then it counts as one of the caller's calls in flight: each asks
 Redis on the connection that also stores publications, so a session may not queue more.
 
-Not implemented (and not announced in WELCOME): pattern-based and shared registrations,
-progressive call invocations.
+Not implemented (and not announced in WELCOME): progressive call invocations.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Generic, cast
 
 from autobahn.wamp import message as wamp
-from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.exception import ApplicationError, InvalidUriError
 
 from wsserver.core import meta
 from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.cluster import NODE_LOST, Elsewhere, RemoteAnswer, RemoteCall
-from wsserver.core.matching import EXACT
+from wsserver.core.matching import EXACT, POLICIES, PREFIX, PatternIndex, check_pattern
 from wsserver.core.session import PeerT, Session, State
 from wsserver.core.shared import Turns
 
@@ -106,6 +125,9 @@ SKIP, KILL, KILL_NO_WAIT = "skip", "kill", "killnowait"
 TIMEOUT = "wamp.error.timeout"
 #: Stale deadlines the heap may hold beyond twice the live ones before it is rebuilt.
 DEADLINE_SLACK = 64
+#: Invocation policies of a shared registration (``single``: not shared, the default).
+SINGLE, ROUNDROBIN, RANDOM, FIRST, LAST = "single", "roundrobin", "random", "first", "last"
+INVOKE_POLICIES = (SINGLE, ROUNDROBIN, RANDOM, FIRST, LAST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +152,36 @@ Provider = Callable[[Session[PeerT], list[Any], dict[str, Any]], "Reply[PeerT] |
 
 
 class Registration(Generic[PeerT]):
-    """A procedure and who answers it: a session (``callee``) or the router (``provider``)."""
+    """
+    A procedure (a pattern, with ``match``) and who answers it: its ``callees`` (sessions, in the
+    order they registered; more than one only for a shared registration) or the router (``provider``).
+    """
 
-    __slots__ = ("id", "procedure", "callee", "provider")
+    __slots__ = ("id", "procedure", "match", "invoke", "created", "callees", "provider", "turn")
 
     def __init__(
         self,
         registration_id: int,
         procedure: str,
-        callee: Session[PeerT] | None,
+        *,
+        match: str = EXACT,
+        invoke: str = SINGLE,
+        created: float = 0.0,
         provider: Provider[PeerT] | None = None,
     ) -> None:
         self.id = registration_id
         self.procedure = procedure
-        self.callee = callee
+        self.match = match
+        self.invoke = invoke
+        #: When it was created, in seconds since the epoch (the dealer's clock).
+        self.created = created
+        self.callees: list[Session[PeerT]] = []
         self.provider = provider
+        #: How many calls ``roundrobin`` has handed out.
+        self.turn = 0
 
     def __repr__(self) -> str:
-        return f"<Registration {self.id} {self.procedure!r} by {self.callee or 'the router'}>"
+        return f"<Registration {self.id} {self.match} {self.procedure!r} {self.invoke} x{len(self.callees)}>"
 
 
 class Invocation(Generic[PeerT]):
@@ -183,6 +217,12 @@ class Invocation(Generic[PeerT]):
         self.killed = False
 
 
+def _wildcard_rank(registration: Registration[Any]) -> tuple[int, int]:
+    """Orders wildcard registrations, most specific first: more components before the first empty one, then older."""
+    components = registration.procedure.split(".")
+    return -components.index("") if "" in components else -len(components), registration.id
+
+
 class Dealer(Generic[PeerT]):
     """
     The dealer of one realm. ``next_id`` gives registration and invocation ids (router scope).
@@ -197,14 +237,19 @@ class Dealer(Generic[PeerT]):
         realm: str = "",
         elsewhere: Elsewhere | None = None,
         clock: Callable[[], float] = lambda: 0.0,
+        random_id: Callable[[], int] = lambda: 1,
+        publish_meta: Callable[..., list[Action[PeerT]]] = lambda topic, *args: [],
     ) -> None:
         self._next_id = next_id
+        self._publish_meta = publish_meta
         self._clock = clock
+        self._random_id = random_id
         self._realm = realm
         self._elsewhere = elsewhere
         #: Procedures registered on other nodes: procedure -> (node, its registration id).
         self.elsewhere: dict[str, tuple[str, int]] = {}
-        self._by_procedure: dict[str, Registration[PeerT]] = {}
+        #: (procedure pattern, match) -> registration: the broker's index (see matching.py).
+        self._index: PatternIndex[Registration[PeerT]] = PatternIndex()
         self._by_id: dict[int, Registration[PeerT]] = {}
         self._in_flight: dict[int, Invocation[PeerT]] = {}
         #: (caller, CALL request id) -> its invocation, for CANCEL.
@@ -222,46 +267,85 @@ class Dealer(Generic[PeerT]):
         """How many registrations, the router's own included."""
         return len(self._by_id)
 
+    # -- the sessions' registrations, for the meta API (the router's own are not among them) ------
+
+    def __iter__(self) -> Iterator[Registration[PeerT]]:
+        return (r for r in self._by_id.values() if r.provider is None)
+
+    def get(self, registration_id: int) -> Registration[PeerT] | None:
+        registration = self._by_id.get(registration_id)
+        return None if registration is None or registration.provider is not None else registration
+
+    def lookup(self, procedure: str, match: str) -> Registration[PeerT] | None:
+        """The registration of exactly this (procedure, policy), if any."""
+        registration = self._index.get(procedure, match)
+        return None if registration is None or registration.provider is not None else registration
+
+    def route(self, procedure: str) -> Registration[PeerT] | None:
+        """
+        The registration a CALL of ``procedure`` reaches: the exact one, else the longest prefix,
+        else the wildcard with the most components before its first empty one (then the oldest).
+        The router's namespace is reached by exact registrations only.
+        """
+        exact = self._index.get(procedure, EXACT)
+        if exact is not None or meta.is_reserved(procedure):
+            return exact
+        found = self._index.matching(procedure)  # exact, then prefixes shortest first, then wildcards
+        prefixes = [r for r in found if r.match == PREFIX]
+        if prefixes:
+            return prefixes[-1]
+        return min(found, key=_wildcard_rank, default=None)
+
     def provide(self, procedure: str, provider: Provider[PeerT]) -> None:
         """Register one of the router's own procedures."""
-        self._add(Registration(self._next_id(), procedure, None, provider))
+        self._add(Registration(self._next_id(), procedure, provider=provider))
 
     # -- client requests -------------------------------------------------------------------------
 
     def register(self, session: Session[PeerT], request: wamp.Register) -> list[Action[PeerT]]:
-        refusal = self._refusal(request)
+        match, invoke = request.match or EXACT, request.invoke or SINGLE
+        registration = self._index.get(request.procedure, match)
+        refusal = self._refusal(session, request, match, invoke, registration)
         if refusal is not None:
             error, detail = refusal
             return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
-        registration = Registration(self._next_id(), request.procedure, session)
-        self._add(registration)
+        created = registration is None
+        if registration is None:
+            registration = Registration(
+                self._next_id(), request.procedure, match=match, invoke=invoke, created=self._clock()
+            )
+            self._add(registration)
+            if self._elsewhere is not None and self._announced(registration):
+                self._elsewhere.registered(self._realm, registration.procedure, registration.id)
+        registration.callees.append(session)
         session.registrations.add(registration)
-        if self._elsewhere is not None:
-            self._elsewhere.registered(self._realm, registration.procedure, registration.id)
-        return [Send(wamp.Registered(request.request, registration.id), (session,))]
+        actions: list[Action[PeerT]] = [Send(wamp.Registered(request.request, registration.id), (session,))]
+        details = meta.registration_details(registration)
+        for topic, args in meta.REGISTRATION_EVENTS.joined(session.id, details, created=created):
+            actions += self._publish_meta(topic, *args)
+        return actions
 
     def unregister(self, session: Session[PeerT], request: wamp.Unregister) -> list[Action[PeerT]]:
         registration = self._by_id.get(request.registration)
-        if registration is None or registration.callee is not session:
+        if registration is None or session not in registration.callees:
             detail = f"no registration {request.registration} for this session"
             error = ApplicationError.NO_SUCH_REGISTRATION
             return [error_reply(session, request.MESSAGE_TYPE, request.request, error, detail)]
-        self._remove(registration)
-        return [Send(wamp.Unregistered(request.request), (session,))]
+        return [Send(wamp.Unregistered(request.request), (session,)), *self._leave(session, registration)]
 
     def call(self, caller: Session[PeerT], request: wamp.Call, *, disclose_me: bool = False) -> list[Action[PeerT]]:
         """``caller``'s CALL (already allowed by the router, ``disclose_me`` included)."""
-        registration = self._by_procedure.get(request.procedure)
+        registration = self.route(request.procedure)
+        owner = self.elsewhere.get(request.procedure)
+        if owner is not None and self._elsewhere is not None and (registration is None or registration.match != EXACT):
+            # An exact registration on another node wins over a pattern here, as it would here.
+            return self._call_elsewhere(caller, request, owner[0], self._elsewhere)
         if registration is None:
-            owner = self.elsewhere.get(request.procedure)
-            if owner is not None and self._elsewhere is not None:
-                return self._call_elsewhere(caller, request, owner[0], self._elsewhere)
             detail = f"no callee registered procedure {request.procedure!r}"
             return [error_reply(caller, CALL, request.request, ApplicationError.NO_SUCH_PROCEDURE, detail)]
-        if registration.callee is None:
-            assert registration.provider is not None
+        if registration.provider is not None:
             return self._provide(registration.provider, caller, request)
-        callee = registration.callee
+        callee = self._callee(registration)
         invocation = Invocation(self._next_id(), caller, request.request, callee)
         invocation.progress = bool(request.receive_progress)
         self._track(invocation, request.timeout)
@@ -271,7 +355,8 @@ class Dealer(Generic[PeerT]):
         )
         message = wamp.Invocation(
             invocation.id, registration.id, args=request.args, kwargs=request.kwargs,
-            receive_progress=invocation.progress or None, **disclosed,
+            receive_progress=invocation.progress or None, procedure=self._called(registration, request.procedure),
+            **disclosed,
         )
         return [Send(message, (callee,))]
 
@@ -374,9 +459,9 @@ class Dealer(Generic[PeerT]):
 
     def drop(self, session: Session[PeerT]) -> list[Action[PeerT]]:
         """``session`` left: forget its registrations and calls; cancel the calls it had to answer."""
-        for registration in list(session.registrations):
-            self._remove(registration)
         actions: list[Action[PeerT]] = []
+        for registration in sorted(session.registrations, key=attrgetter("id")):
+            actions += self._leave(session, registration)
         for invocation in sorted(session.invocations, key=attrgetter("id")):
             self._forget(invocation)
             if invocation.callee is session and invocation.caller is not session:
@@ -410,14 +495,14 @@ class Dealer(Generic[PeerT]):
         ``call`` came from ``node`` for a callee here: INVOCATION to it. Without one (it left
         meanwhile), ``node`` is answered ERROR ``wamp.error.no_such_procedure`` at once.
         """
-        registration = self._by_procedure.get(call.procedure)
-        callee = None if registration is None else registration.callee
-        if registration is None or callee is None:
+        registration = self._index.get(call.procedure, EXACT)
+        if registration is None or not registration.callees:
             if self._elsewhere is not None:
                 detail = f"no callee registered procedure {call.procedure!r}"
                 answer = RemoteAnswer(self._realm, call.invocation, ApplicationError.NO_SUCH_PROCEDURE, [detail])
                 self._elsewhere.answer(node, answer)
             return []
+        callee = self._callee(registration)
         invocation: Invocation[PeerT] = Invocation(self._next_id(), None, 0, callee, origin=(node, call.invocation))
         self._in_flight[invocation.id] = invocation
         callee.invocations.add(invocation)
@@ -465,18 +550,59 @@ class Dealer(Generic[PeerT]):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _refusal(self, request: wamp.Register) -> tuple[str, str] | None:
-        """Why a REGISTER is refused, as (error URI, detail), or None."""
-        if request.match not in (None, EXACT):
-            return ApplicationError.INVALID_ARGUMENT, f"match policy {request.match!r} is not supported for procedures"
-        if request.invoke not in (None, wamp.Register.INVOKE_SINGLE):
-            return ApplicationError.INVALID_ARGUMENT, f"invocation policy {request.invoke!r} is not supported"
+    def _refusal(
+        self,
+        session: Session[PeerT],
+        request: wamp.Register,
+        match: str,
+        invoke: str,
+        registration: Registration[PeerT] | None,
+    ) -> tuple[str, str] | None:
+        """Why ``session``'s REGISTER is refused, as (error URI, detail), or None; ``registration``: the one it would join."""
+        if match not in POLICIES:
+            return ApplicationError.INVALID_ARGUMENT, f"match policy {match!r} is not supported for procedures"
+        try:
+            check_pattern(request.procedure, match)
+        except InvalidUriError:
+            return ApplicationError.INVALID_URI, f"invalid {match} pattern {request.procedure!r}"
+        if invoke not in INVOKE_POLICIES:
+            return ApplicationError.INVALID_ARGUMENT, f"invocation policy {invoke!r} is not supported"
         if meta.is_reserved(request.procedure):
             return ApplicationError.INVALID_URI, f"procedure {request.procedure!r} is reserved for the router"
-        if request.procedure in self._by_procedure or request.procedure in self.elsewhere:
-            detail = f"procedure {request.procedure!r} is already registered"
-            return ApplicationError.PROCEDURE_ALREADY_EXISTS, detail
+        already = f"procedure {request.procedure!r} is already registered"
+        if registration is not None:
+            if registration.provider is not None or SINGLE in (invoke, registration.invoke):
+                return ApplicationError.PROCEDURE_ALREADY_EXISTS, already
+            if invoke != registration.invoke:
+                detail = f"{already} with invocation policy {registration.invoke!r}, not {invoke!r}"
+                return ApplicationError.PROCEDURE_ALREADY_EXISTS, detail
+            if session in registration.callees:
+                return ApplicationError.PROCEDURE_ALREADY_EXISTS, f"{already} by this session"
+        elif match == EXACT and request.procedure in self.elsewhere:
+            return ApplicationError.PROCEDURE_ALREADY_EXISTS, f"{already} on another node"
         return None
+
+    def _callee(self, registration: Registration[PeerT]) -> Session[PeerT]:
+        """Which of ``registration``'s callees gets the next call, by its invocation policy."""
+        callees = registration.callees
+        if registration.invoke == ROUNDROBIN:
+            registration.turn += 1
+            return callees[(registration.turn - 1) % len(callees)]
+        if registration.invoke == RANDOM:
+            return callees[self._random_id() % len(callees)]
+        return callees[-1] if registration.invoke == LAST else callees[0]
+
+    def _called(self, registration: Registration[PeerT], procedure: str) -> str | None:
+        """INVOCATION's ``details.procedure``: the URI called, for a pattern registration (the spec's)."""
+        return None if registration.match == EXACT else procedure
+
+    @staticmethod
+    def _announced(registration: Registration[PeerT]) -> bool:
+        """
+        Whether the other nodes of a cluster are told of ``registration``: a single exact one only
+        (shared and pattern registrations serve this node's callers only).
+        """
+        return registration.match == EXACT and registration.invoke == SINGLE
 
     def _provide(self, provider: Provider[PeerT], caller: Session[PeerT], request: wamp.Call) -> list[Action[PeerT]]:
         return self._reply(caller, request, lambda: provider(caller, list(request.args or ()), dict(request.kwargs or {})))
@@ -582,13 +708,18 @@ class Dealer(Generic[PeerT]):
             invocation.callee.invocations.discard(invocation)
 
     def _add(self, registration: Registration[PeerT]) -> None:
-        self._by_procedure[registration.procedure] = registration
+        self._index.add(registration.procedure, registration.match, registration)
         self._by_id[registration.id] = registration
 
-    def _remove(self, registration: Registration[PeerT]) -> None:
-        del self._by_procedure[registration.procedure]
-        del self._by_id[registration.id]
-        if registration.callee is not None:
-            registration.callee.registrations.discard(registration)
-            if self._elsewhere is not None:
+    def _leave(self, session: Session[PeerT], registration: Registration[PeerT]) -> list[Action[PeerT]]:
+        """``session`` no longer answers ``registration`` (deleted with its last callee); return the meta events."""
+        registration.callees.remove(session)
+        session.registrations.discard(registration)
+        deleted = not registration.callees
+        if deleted:
+            self._index.remove(registration.procedure, registration.match)
+            del self._by_id[registration.id]
+            if self._elsewhere is not None and self._announced(registration):
                 self._elsewhere.unregistered(self._realm, registration.procedure)
+        events = meta.REGISTRATION_EVENTS.left(session.id, registration.id, deleted=deleted)
+        return [action for topic, args in events for action in self._publish_meta(topic, *args)]

@@ -23,9 +23,11 @@ wildcard    same number of components, and every non-empty pattern    any compon
 realm at once, at a cost that does not grow with the patterns that do not match:
 
 - exact: a dict from pattern to value, one lookup;
-- prefix: a character trie of the patterns. The walk follows the topic's characters, collects the
-  value of every node it passes and stops where no pattern continues: at most the topic's length,
-  in practice the length of the longest pattern path the topic shares;
+- prefix: a radix trie of the patterns (a node per pattern and per branching, each edge a string).
+  The walk follows the topic's characters edge by edge, collects the value of every node it
+  reaches and stops where no pattern continues: at most the topic's length. (A trie with a node
+  per character costs that for every character of every pattern: 1,000 prefixes of 1,000
+  characters, which one session may hold, took 230 MB and stalled the router to build.)
 - wildcard: one component trie per number of components, in which an empty pattern component is
   the child ``""`` (a published topic has no empty component, so that key is free). The walk keeps
   the nodes reached, following the topic's component and ``""`` from each: it visits only
@@ -67,7 +69,7 @@ def matches(pattern: str, match: str, topic: str) -> bool:
 
 
 class _Node(Generic[V]):
-    """A trie node: the children by key (a character or a URI component) and the value of the pattern ending here."""
+    """A trie node: the children by key (a URI component) and the value of the pattern ending here."""
 
     __slots__ = ("children", "value")
 
@@ -76,13 +78,89 @@ class _Node(Generic[V]):
         self.value: V | None = None
 
 
+class _Edge(Generic[V]):
+    """
+    A radix trie node: ``label``, the characters on the edge from its parent; its children by the
+    first character of theirs; the value of the pattern ending here. Every node but the root has a
+    value or at least two children (a node with neither is removed, one with a single child merged
+    into it), so the trie has fewer nodes than twice its patterns.
+    """
+
+    __slots__ = ("label", "children", "value")
+
+    def __init__(self, label: str, value: V | None = None) -> None:
+        self.label = label
+        self.children: dict[str, _Edge[V]] = {}
+        self.value = value
+
+    def add(self, pattern: str, value: V) -> None:
+        node, rest = self, pattern
+        while rest:
+            child = node.children.get(rest[0])
+            if child is None:
+                node.children[rest[0]] = _Edge(rest, value)
+                return
+            common = _common_length(child.label, rest)
+            if common < len(child.label):  # split the edge where the pattern leaves it
+                middle: _Edge[V] = _Edge(child.label[:common])
+                child.label = child.label[common:]
+                middle.children[child.label[0]] = child
+                node.children[rest[0]] = middle
+                child = middle
+            node, rest = child, rest[common:]
+        node.value = value
+
+    def remove(self, pattern: str) -> None:
+        path: list[_Edge[V]] = [self]
+        rest = pattern
+        while rest:
+            child = path[-1].children[rest[0]]
+            path.append(child)
+            rest = rest[len(child.label):]
+        node = path[-1]
+        node.value = None
+        # Fold away what no longer holds a value or a branching (never the root).
+        while len(path) > 1:
+            node, parent = path.pop(), path[-1]
+            if node.value is not None or len(node.children) > 1:
+                break
+            if node.children:
+                (only,) = node.children.values()
+                only.label = node.label + only.label
+                parent.children[node.label[0]] = only
+                break
+            del parent.children[node.label[0]]
+
+    def collect(self, topic: str, found: list[V]) -> None:
+        """Append the value of every pattern ``topic`` starts with, shortest first."""
+        node, at = self, 0
+        if node.value is not None:
+            found.append(node.value)
+        while at < len(topic):
+            child = node.children.get(topic[at])
+            if child is None or not topic.startswith(child.label, at):
+                return
+            node, at = child, at + len(child.label)
+            if node.value is not None:
+                found.append(node.value)
+
+
+def _common_length(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` start with in common."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 class PatternIndex(Generic[V]):
     """(pattern, policy) -> value, and :meth:`matching` topic -> values. Values must not be None."""
 
     def __init__(self) -> None:
         self._values: dict[tuple[str, str], V] = {}
         self._exact: dict[str, V] = {}
-        self._prefix: _Node[V] = _Node()
+        self._prefix: _Edge[V] = _Edge("")
         self._wildcard: dict[int, _Node[V]] = {}
 
     def __len__(self) -> int:
@@ -101,8 +179,11 @@ class PatternIndex(Generic[V]):
         if match == EXACT:
             self._exact[pattern] = value
             return
-        node = self._root(pattern, match, create=True)
-        for key in _keys(pattern, match):
+        if match == PREFIX:
+            self._prefix.add(pattern, value)
+            return
+        node = self._root(pattern, create=True)
+        for key in _keys(pattern):
             child = node.children.get(key)
             if child is None:
                 child = node.children[key] = _Node()
@@ -115,8 +196,11 @@ class PatternIndex(Generic[V]):
         if match == EXACT:
             del self._exact[pattern]
             return
-        keys = _keys(pattern, match)
-        path = [self._root(pattern, match, create=False)]
+        if match == PREFIX:
+            self._prefix.remove(pattern)
+            return
+        keys = _keys(pattern)
+        path = [self._root(pattern, create=False)]
         for key in keys:
             path.append(path[-1].children[key])
         path[-1].value = None
@@ -125,7 +209,7 @@ class PatternIndex(Generic[V]):
             if node.value is not None or node.children:
                 break
             del path[depth - 1].children[keys[depth - 1]]
-        if match == WILDCARD and not path[0].children:
+        if not path[0].children:
             del self._wildcard[len(keys)]
 
     def matching(self, topic: str) -> list[V]:
@@ -134,16 +218,7 @@ class PatternIndex(Generic[V]):
         exact = self._exact.get(topic)
         if exact is not None:
             found.append(exact)
-        at = self._prefix
-        if at.value is not None:
-            found.append(at.value)
-        for character in topic:
-            child = at.children.get(character)
-            if child is None:
-                break
-            at = child
-            if at.value is not None:
-                found.append(at.value)
+        self._prefix.collect(topic, found)
         if self._wildcard:
             parts = topic.split(".")
             root = self._wildcard.get(len(parts))
@@ -161,17 +236,16 @@ class PatternIndex(Generic[V]):
                 found.extend(node.value for node in reached if node.value is not None)
         return found
 
-    def _root(self, pattern: str, match: str, create: bool) -> _Node[V]:
-        if match == PREFIX:
-            return self._prefix
+    def _root(self, pattern: str, create: bool) -> _Node[V]:
+        """The trie of the wildcard patterns with as many components as ``pattern``."""
         length = pattern.count(".") + 1
         root = self._wildcard.get(length)
         if root is None:
-            assert create, (pattern, match)
+            assert create, pattern
             root = self._wildcard[length] = _Node()
         return root
 
 
-def _keys(pattern: str, match: str) -> Sequence[str]:
-    """The trie path of a pattern: its characters (prefix) or its components (wildcard)."""
-    return pattern if match == PREFIX else pattern.split(".")
+def _keys(pattern: str) -> Sequence[str]:
+    """The trie path of a wildcard pattern: its components."""
+    return pattern.split(".")

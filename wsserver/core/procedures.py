@@ -1,5 +1,5 @@
 """
-The router's own procedures: the session and subscription meta API, and event history.
+The router's own procedures: the session, subscription and registration meta API, and event history.
 
 Theory of operation
 -------------------
@@ -7,14 +7,21 @@ Each procedure is a function from a :class:`Invoked` (the realm, the caller and 
 arguments) to a :class:`~wsserver.core.dealer.Reply`; it raises autobahn's ``ApplicationError``
 with the spec's error URI when it cannot answer. :func:`meta_api` binds them to a realm, and the
 realm registers them in its dealer, so a CALL reaches them the way it reaches any callee and gets
-RESULT or ERROR the same way. They read the realm's state and change nothing but
-``wamp.session.kill``, which starts the router's GOODBYE with the victim after the RESULT. Such a
+RESULT or ERROR the same way. They read the realm's state and change nothing but the kill family
+(``wamp.session.kill``, ``kill_by_authid``, ``kill_by_authrole``, ``kill_all``), which starts the
+router's GOODBYE with each victim after the RESULT (the caller is never one of them). Such a
 procedure acts on other sessions (:data:`ON_OTHER_SESSIONS`): in a realm open to anyone, where
 every anonymous visitor may call anything, it needs a role configured to call it instead.
 
 In a cluster, ``wamp.session.count``, ``list`` and ``get`` answer for the other nodes' sessions
-too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); ``kill``
-reaches this node's sessions only, and the subscription procedures describe this node's.
+too (the realm's ``elsewhere_sessions``, a copy kept from what those nodes announce); the kill
+family reaches this node's sessions only, and the subscription and registration procedures describe
+this node's (the registrations of the router's own procedures are not among them).
+
+The subscription and registration procedures are one piece of code each (:class:`Shared`
+says what differs): ``list``, ``lookup``, ``get``, ``list_subscribers``/``list_callees``,
+``count_subscribers``/``count_callees``; ``match`` answers every subscription a topic reaches, but
+the one registration a call reaches (as the spec says).
 
 ``wamp.subscription.get_events`` exists only when the broker keeps history (``--history-size``);
 it serves the subscriptions of the caller only (the spec asks that a reader of history may
@@ -43,21 +50,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autobahn.wamp.exception import ApplicationError, InvalidUriError
 from autobahn.wamp.message import check_or_raise_uri
 
 from wsserver.core import admin, meta
+from wsserver.core.actions import Action
 from wsserver.core.broker import Publication, event
 from wsserver.core.decoding import is_id
 from wsserver.core.eventstore import Kept, Since
 from wsserver.core.dealer import Later, Provider, Reply
 from wsserver.core.matching import EXACT, POLICIES, check_pattern
 from wsserver.core.policy import SUBSCRIBE
-from wsserver.core.session import PeerT, Session
+from wsserver.core.session import PeerT, Session, State
 
 if TYPE_CHECKING:
+    from wsserver.core.dealer import Dealer, Registration
     from wsserver.core.realm import Realm
     from wsserver.core.subscriptions import Subscription
 
@@ -182,56 +193,141 @@ def session_kill(call: Invoked[PeerT]) -> Reply[PeerT]:
     if victim is call.caller:
         # As the spec says: no *other* session has that id.
         raise ApplicationError(ApplicationError.NO_SUCH_SESSION, "a session cannot kill itself")
-    reason = call.argument(1, "reason", _is_string, "wamp.close.normal")
-    message = call.argument(2, "message", _is_string, None)
+    return Reply(then=_killed([victim], call, after=1))
+
+
+def session_kill_by_authid(call: Invoked[PeerT]) -> Reply[PeerT]:
+    authid = call.argument(0, "authid", _is_string)
+    return _kill_others(call, lambda s: s.authid == authid, after=1)
+
+
+def session_kill_by_authrole(call: Invoked[PeerT]) -> Reply[PeerT]:
+    authrole = call.argument(0, "authrole", _is_string)
+    return _kill_others(call, lambda s: s.authrole == authrole, after=1)
+
+
+def session_kill_all(call: Invoked[PeerT]) -> Reply[PeerT]:
+    return _kill_others(call, lambda s: True, after=0)
+
+
+def _kill_others(call: Invoked[PeerT], chosen: Callable[[Session[PeerT]], bool], *, after: int) -> Reply[PeerT]:
+    """
+    GOODBYE to this node's open sessions ``chosen`` picks, never the caller (as the spec says);
+    the RESULT is how many (as Crossbar answers). ``after``: where the reason and message arguments start.
+    """
+    victims = [s for s in call.realm.sessions.values() if s is not call.caller and s.state is State.OPEN and chosen(s)]
+    return Reply([len(victims)], then=_killed(victims, call, after=after))
+
+
+def _killed(victims: list[Session[PeerT]], call: Invoked[PeerT], *, after: int) -> list[Action[PeerT]]:
+    """The GOODBYEs that end ``victims``, with the call's ``reason`` and ``message`` (arguments ``after``, ``after + 1``)."""
+    reason = call.argument(after, "reason", _is_string, "wamp.close.normal")
+    message = call.argument(after + 1, "message", _is_string, None)
     try:
         check_or_raise_uri(reason, "reason")
     except InvalidUriError:
         raise ApplicationError(ApplicationError.INVALID_URI, f"invalid reason {reason!r}") from None
-    return Reply(then=call.realm.goodbye(victim, reason, message))
+    return [action for victim in victims for action in call.realm.goodbye(victim, reason, message)]
 
 
-# -- subscriptions ------------------------------------------------------------------------------
+# -- subscriptions and registrations -------------------------------------------------------------
 
 
-def _subscription(call: Invoked[PeerT]) -> Subscription[PeerT]:
-    return call.identified(call.realm.subscriptions.get, "subscription", ApplicationError.NO_SUCH_SUBSCRIPTION)
+@dataclass(frozen=True, slots=True)
+class Shared(Generic[T]):
+    """
+    What the meta API says the same way of subscriptions and registrations (things sessions share):
+    ``kind`` its name, ``uri`` the argument naming its URI, ``missing`` the error for an unknown
+    id; from a realm ``table`` (get by id, lookup by (URI, match), iterate), ``route`` (what a
+    URI reaches), and of a thing its ``sessions`` and ``details``.
+    """
+
+    kind: str
+    uri: str
+    missing: str
+    table: Callable[[Realm[Any]], Any]
+    route: Callable[[Realm[Any], str], list[T]]
+    sessions: Callable[[T], Any]
+    details: Callable[[T], dict[str, Any]]
+
+    def find(self, call: Invoked[Any]) -> T:
+        found: T = call.identified(self.table(call.realm).get, self.kind, self.missing)
+        return found
 
 
-def subscription_list(call: Invoked[PeerT]) -> Reply[PeerT]:
+def _dealer(realm: Realm[Any]) -> Dealer[Any]:
+    return realm.dealer
+
+
+def _routed(realm: Realm[Any], procedure: str) -> list[Registration[Any]]:
+    """The registration a call of ``procedure`` reaches, if a session's (as a list of at most one)."""
+    registration = _dealer(realm).route(procedure)
+    return [] if registration is None or registration.provider is not None else [registration]
+
+
+SUBSCRIPTIONS: Shared[Subscription[Any]] = Shared(
+    "subscription", "topic", ApplicationError.NO_SUCH_SUBSCRIPTION,
+    table=lambda realm: realm.subscriptions,
+    route=lambda realm, topic: realm.subscriptions.matching(topic),
+    sessions=attrgetter("subscribers"),
+    details=meta.subscription_details,
+)
+REGISTRATIONS: Shared[Registration[Any]] = Shared(
+    "registration", "procedure", ApplicationError.NO_SUCH_REGISTRATION,
+    table=_dealer,
+    route=_routed,
+    sessions=attrgetter("callees"),
+    details=meta.registration_details,
+)
+
+
+def _listed(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
     lists: dict[str, list[int]] = {policy: [] for policy in POLICIES}
-    for subscription in call.realm.subscriptions:
-        lists[subscription.match].append(subscription.id)
+    for thing in shared.table(call.realm):
+        lists[thing.match].append(thing.id)
     return Reply([lists])
 
 
-def subscription_lookup(call: Invoked[PeerT]) -> Reply[PeerT]:
-    topic = call.argument(0, "topic", _is_string)
+def _lookup(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    uri = call.argument(0, shared.uri, _is_string)
     options = call.argument(1, "options", _is_options, {})
-    subscription = call.realm.subscriptions.lookup(topic, options.get("match", EXACT))
-    return Reply([None if subscription is None else subscription.id])
+    thing = shared.table(call.realm).lookup(uri, options.get("match", EXACT))
+    return Reply([None if thing is None else thing.id])
+
+
+def _matched(shared: Shared[Any], call: Invoked[PeerT]) -> list[int]:
+    uri = call.argument(0, shared.uri, _is_string)
+    try:
+        check_pattern(uri, EXACT)
+    except InvalidUriError:
+        raise ApplicationError(ApplicationError.INVALID_URI, f"invalid {shared.uri} {uri!r}") from None
+    return [thing.id for thing in shared.route(call.realm, uri)]
+
+
+def _get(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([shared.details(shared.find(call))])
+
+
+def _members(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([[session.id for session in shared.sessions(shared.find(call))]])
+
+
+def _member_count(shared: Shared[Any], call: Invoked[PeerT]) -> Reply[PeerT]:
+    return Reply([len(shared.sessions(shared.find(call)))])
 
 
 def subscription_match(call: Invoked[PeerT]) -> Reply[PeerT]:
-    topic = call.argument(0, "topic", _is_string)
-    try:
-        check_pattern(topic, EXACT)
-    except InvalidUriError:
-        raise ApplicationError(ApplicationError.INVALID_URI, f"invalid topic {topic!r}") from None
-    ids = [s.id for s in call.realm.subscriptions.matching(topic)]
-    return Reply([ids or None])
+    """Every subscription a publication to the topic reaches (the spec's: a list, or null)."""
+    return Reply([_matched(SUBSCRIPTIONS, call) or None])
 
 
-def subscription_get(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([meta.subscription_details(_subscription(call))])
+def registration_match(call: Invoked[PeerT]) -> Reply[PeerT]:
+    """The registration a call of the procedure reaches (the spec's: one id, or null)."""
+    return Reply([next(iter(_matched(REGISTRATIONS, call)), None)])
 
 
-def subscription_list_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([[s.id for s in _subscription(call).subscribers]])
-
-
-def subscription_count_subscribers(call: Invoked[PeerT]) -> Reply[PeerT]:
-    return Reply([len(_subscription(call).subscribers)])
+def _subscription(call: Invoked[PeerT]) -> Subscription[PeerT]:
+    return SUBSCRIPTIONS.find(call)
 
 
 def subscription_get_events(call: Invoked[PeerT]) -> Reply[PeerT] | Later[PeerT]:
@@ -345,8 +441,8 @@ def _since_reply(topic: str, epoch: str, after: int, answer: Since[Publication])
 #: on the topic): see realm.py.
 ON_TOPIC = frozenset({HISTORY_SINCE})
 
-#: The procedures that act on other sessions (the spec's kill family; those not provided yet are
-#: listed so that adding one cannot open it): the anonymous sessions of a realm open to anyone
+#: The procedures that act on other sessions (the spec's kill family): the anonymous sessions of
+#: a realm open to anyone
 #: may not call them (see realm.py), whatever else they may do.
 ON_OTHER_SESSIONS = frozenset(
     {"wamp.session.kill", "wamp.session.kill_by_authid", "wamp.session.kill_by_authrole", "wamp.session.kill_all"}
@@ -357,12 +453,21 @@ PROCEDURES: dict[str, Procedure[Any]] = {
     "wamp.session.list": session_list,
     "wamp.session.get": session_get,
     "wamp.session.kill": session_kill,
-    "wamp.subscription.list": subscription_list,
-    "wamp.subscription.lookup": subscription_lookup,
+    "wamp.session.kill_by_authid": session_kill_by_authid,
+    "wamp.session.kill_by_authrole": session_kill_by_authrole,
+    "wamp.session.kill_all": session_kill_all,
+    "wamp.subscription.list": partial(_listed, SUBSCRIPTIONS),
+    "wamp.subscription.lookup": partial(_lookup, SUBSCRIPTIONS),
     "wamp.subscription.match": subscription_match,
-    "wamp.subscription.get": subscription_get,
-    "wamp.subscription.list_subscribers": subscription_list_subscribers,
-    "wamp.subscription.count_subscribers": subscription_count_subscribers,
+    "wamp.subscription.get": partial(_get, SUBSCRIPTIONS),
+    "wamp.subscription.list_subscribers": partial(_members, SUBSCRIPTIONS),
+    "wamp.subscription.count_subscribers": partial(_member_count, SUBSCRIPTIONS),
+    "wamp.registration.list": partial(_listed, REGISTRATIONS),
+    "wamp.registration.lookup": partial(_lookup, REGISTRATIONS),
+    "wamp.registration.match": registration_match,
+    "wamp.registration.get": partial(_get, REGISTRATIONS),
+    "wamp.registration.list_callees": partial(_members, REGISTRATIONS),
+    "wamp.registration.count_callees": partial(_member_count, REGISTRATIONS),
     "wamp.subscription.get_events": subscription_get_events,
     HISTORY_SINCE: history_since,
     ADMIN_TOPICS: admin_topics,

@@ -120,6 +120,9 @@ DEALER_FEATURES: dict[str, bool] = {
     "call_canceling": True,
     "call_timeout": True,
     "caller_identification": True,
+    "shared_registration": True,
+    "pattern_based_registration": True,
+    "registration_meta_api": True,
     "session_meta_api": True,
 }
 
@@ -227,7 +230,10 @@ class Router(Generic[PeerT]):
                 shared=shared_store, realm=policy.name,
             )
             authenticator = Authenticator(policy, random_bytes, clock)
-            dealer: Dealer[PeerT] = Dealer(next_id, realm=policy.name, elsewhere=elsewhere, clock=clock)
+            dealer: Dealer[PeerT] = Dealer(
+                next_id, realm=policy.name, elsewhere=elsewhere, clock=clock, random_id=random_id,
+                publish_meta=broker.publish_meta,
+            )
             self.realms[policy.name] = Realm(
                 policy.name, broker, dealer, authenticator, authorizer, admin_role=admin_role, elsewhere=elsewhere
             )

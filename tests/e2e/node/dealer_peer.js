@@ -7,7 +7,8 @@
  *
  * Two sessions: a callee registers com.example.js.count (progressive results when the caller asks)
  * and com.example.js.slow (never answers); a caller calls count with receive_progress, then slow,
- * and cancels it. Mode kill: with skip or killnowait AutobahnJS rejects the call at once and then
+ * and cancels it; then two callees share com.example.js.shared (roundrobin), and prefix and wildcard
+ * registrations answer with the procedure called (details.procedure). Mode kill: with skip or killnowait AutobahnJS rejects the call at once and then
  * takes the router's ERROR (which the spec requires) for a protocol violation. The router sends no
  * INTERRUPT to an AutobahnJS callee (it does not announce call_canceling and cannot handle one),
  * so the call is canceled as with skip: the caller gets ERROR wamp.error.canceled at once. Prints one JSON line per outcome, then "DONE", and exits 0;
@@ -75,6 +76,21 @@ async function main() {
   console.log(JSON.stringify(canceled));
   // Both sessions still work: the callee was not sent what it cannot handle.
   console.log(JSON.stringify({ after: await caller.call("com.example.js.count", [1]) }));
+
+  // A shared registration: two callees, roundrobin; then a prefix registration told the procedure.
+  const other = await open();
+  const shared = { invoke: "roundrobin" };
+  await callee.register("com.example.js.shared", () => "callee", shared);
+  await other.register("com.example.js.shared", () => "other", shared);
+  const turns = [];
+  for (let n = 0; n < 4; n++) turns.push(await caller.call("com.example.js.shared"));
+  console.log(JSON.stringify({ roundrobin: turns }));
+  await other.register("com.example.js.any.", (args, kwargs, details) => details.procedure, { match: "prefix" });
+  await other.register("com.example.js..get", (args, kwargs, details) => details.procedure, { match: "wildcard" });
+  console.log(JSON.stringify({
+    prefix: await caller.call("com.example.js.any.thing"),
+    wildcard: await caller.call("com.example.js.users.get"),
+  }));
   console.log("DONE");
   process.exit(0);
 }
