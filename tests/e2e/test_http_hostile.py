@@ -218,7 +218,7 @@ def test_out_of_descriptors_pauses_accepting_and_resumes(start_server: Any) -> N
         try:
             # Until the server has run out (on a loaded machine its accepts, and the kernel's
             # retries of SYNs past the backlog, take a while).
-            wait_for(lambda: herd.poll(0.2) or "out of file descriptors" in server.log, timeout=20)
+            wait_for(lambda: herd.poll(0.2) or "out of file descriptors" in server.log, timeout=40)
             herd.poll(1.0)
             cpu_before = cpu_seconds(server.proc.pid)
             herd.poll(3.0)
