@@ -13,7 +13,6 @@ import contextlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -365,7 +364,8 @@ def test_sse_on_a_redis_node_carries_the_redis_positions_and_announces_a_reset_r
         live: list[list[dict[str, str]]] = []
         reading = threading.Thread(target=lambda: live.append(sse_blocks(b.port, f"/sse?topic={TOPIC}", 2)))
         reading.start()
-        time.sleep(0.5)  # the stream is subscribed
+        with WampClient(b.ws_url) as watcher:  # the stream's subscription exists on node B
+            wait_for(lambda: watcher._call(watcher.session.call, "wamp.subscription.lookup", TOPIC) is not None)
         publisher.publish(TOPIC, 1)
         reading.join(10)
         (reset, _) = sse_blocks(b.port, f"/sse?topic={TOPIC}", 2, {"Last-Event-ID": f"{epoch}:1"})
