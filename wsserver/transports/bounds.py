@@ -13,10 +13,14 @@ each one: more than ``max_fragments`` frames in one message close the connection
 message is too big to process, as a message over ``--max-message-size`` is), more than
 ``max_frame_rate`` frames a second (a token bucket of ``frame_burst``) with 1008. Either way the
 close frame goes out at once (what waited for the client is dropped) and nothing the client sends
-afterwards is processed, only read and thrown away until Autobahn's close handshake timeout drops
-the connection: an empty frame costs Autobahn a copy of its whole input buffer, so a flood of them
-would otherwise hold the reactor, and reading on means no reset that could destroy the close frame
-in the client's socket before it reads it.
+afterwards is processed, only read and thrown away until the client closes or
+:data:`REFUSED_CLOSE_TIMEOUT` passes: an empty frame costs Autobahn a copy of its whole input
+buffer, so a flood of them would otherwise hold the reactor. The same wait follows the close of a
+client that does not read. Autobahn's own close handshake timeout (1 s) is too short there: such a
+client's socket buffers are full, so the close frame sits behind megabytes of pongs or echoes in
+the server's kernel until the client reads, and dropping the connection discards it (the client
+then sees a reset, not why). Bytes already in the client's socket survive the reset; those still in
+ours do not.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ log = Logger()
 STATE_OPEN, STATE_CLOSING = WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING
 #: What each opcode is to the send buffer; the rest (data frames, pongs) is PUSH.
 KIND_BY_OPCODE = {0x8: CONTROL, 0x9: CONTROL}
+#: How long a connection closed for what its client did may take to read its close frame (behind
+#: what its socket buffers already hold), reading and discarding meanwhile, before it is dropped.
+REFUSED_CLOSE_TIMEOUT = 10.0
 #: A close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
 
@@ -59,6 +66,7 @@ class BoundedWebSocket:
     _frames: TokenBucket | None = None
     #: Refused: what the client sends is thrown away.
     _deaf = False
+    closeHandshakeTimeout: float
 
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[misc]
@@ -94,6 +102,7 @@ class BoundedWebSocket:
     def _send_buffer_overflowed(self, limit: int) -> None:
         # The close frame goes out behind what the transport holds; Autobahn drops the connection
         # when the close handshake times out.
+        self.closeHandshakeTimeout = REFUSED_CLOSE_TIMEOUT
         self.sendCloseFrame(  # type: ignore[attr-defined]
             WebSocketProtocol.CLOSE_STATUS_CODE_POLICY_VIOLATION,
             truncate(f"not reading: more than {limit} bytes unread"),
@@ -121,6 +130,7 @@ class BoundedWebSocket:
             TALLY.disconnects[counted_as] += 1
             log.info("closing WebSocket from {peer} ({code}): {reason}", peer=self.peer, code=code, reason=reason)
             self._deaf = True
+            self.closeHandshakeTimeout = REFUSED_CLOSE_TIMEOUT
             self.data = b""
             self.send_buffer.discard()
             self._fail_connection(code, reason)  # type: ignore[attr-defined]
