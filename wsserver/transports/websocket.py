@@ -9,6 +9,7 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import txaio
@@ -50,6 +51,20 @@ CLOSE_CODES = {
 }
 
 
+def server_frame(payload: bytes, is_binary: bool) -> bytes:
+    """
+    ``payload`` as one unmasked, unfragmented WebSocket data frame (RFC 6455 5.2), as Autobahn's
+    PreparedMessage frames it without compression, minus the object and the join.
+    """
+    length = len(payload)
+    opcode = 0x82 if is_binary else 0x81
+    if length < 126:
+        return bytes((opcode, length)) + payload
+    if length < 0x10000:
+        return struct.pack("!BBH", opcode, 126, length) + payload
+    return struct.pack("!BBQ", opcode, 127, length) + payload
+
+
 def wamp_serializers() -> list[Any]:
     """The serializers offered, in order of preference when a client offers several."""
     return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
@@ -83,9 +98,14 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
-        """The message as one frame (Autobahn's PreparedMessage)."""
-        payload, is_binary = self._serializer.serialize(message)
-        return self.factory.prepareMessage(payload, is_binary).payloadHybi
+        """
+        The message as one frame. Serialized by Autobahn's object serializer straight from
+        ``marshal()``: its WAMP serializer around it only adds statistics we do not read, and the
+        message's own per-serializer cache, which ``delivery.carry_out`` does better (once per
+        wire format).
+        """
+        serializer = self._object_serializer
+        return server_frame(serializer.serialize(message.marshal()), serializer.BINARY)
 
     def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
@@ -167,6 +187,17 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         self.send_queue = ()
         # One serializer for all connections: Autobahn copies it per connection only for statistics.
         self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's own would format a debug-log call's arguments on every read, logged or not.
+        self._dataReceived(data)
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's own also fires its "message" signal (a Deferred per message) that no one here
+        # observes; the rest is the same.
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.wamp is not None:
