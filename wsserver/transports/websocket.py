@@ -29,7 +29,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.sendbuffer import REPLY, ConnectionInfo
+from wsserver.transports.sendbuffer import HOLD, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -190,7 +190,13 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's own would format a debug-log call's arguments on every read, logged or not.
-        self._dataReceived(data)
+        # What the read's messages write is held until all are handled (see sendbuffer.py): one
+        # write per connection and read.
+        HOLD.begin()
+        try:
+            self._dataReceived(data)
+        finally:
+            HOLD.release()
 
     def onMessageEnd(self) -> None:
         # Autobahn's own also fires its "message" signal (a Deferred per message) that no one here
