@@ -29,7 +29,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.sendbuffer import HOLD, REPLY, ConnectionInfo
+from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -113,10 +113,19 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
         if self.state == STATE_OPEN:
             frame, kind = encoded
-            if kind is REPLY:
-                self.send_buffer.write_reply(frame, self.frame_message)
+            buffer = self.send_buffer
+            held = buffer.held
+            if held is not None and kind is not REPLY:
+                # A read's fan-out while the buffer holds (and so flows): SendBuffer.write's first
+                # case, inline, as this runs once per subscriber and event.
+                held.append(frame)
+                buffer.held_bytes += len(frame)
+                if buffer.held_bytes > HOLD_LIMIT:
+                    buffer.write_held()
+            elif kind is REPLY:
+                buffer.write_reply(frame, self.frame_message)
             else:
-                self.send_buffer.write(frame, kind)
+                buffer.write(frame, kind)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
