@@ -201,8 +201,8 @@ class SendBuffer:
             return
         data = held[0] if len(held) == 1 else b"".join(held)
         transport = self.transport
-        # Straight to the socket only when nothing is queued before it: plain TCP (not TLS), open.
-        if (type(transport) is tcp.Server and transport.connected and not transport.disconnecting
+        # Straight to the socket only when nothing is queued before it: TCP or Unix, not TLS, open.
+        if (isinstance(transport, tcp.Server) and transport.connected and not transport.disconnecting
                 and not transport._writeDisconnected and not transport._tempDataLen
                 and transport.offset == len(transport.dataBuffer) and not transport.TLS):
             sent = transport.writeSomeData(data)
