@@ -98,7 +98,10 @@ class Hold:
             return
         holding, self.holding = self.holding, []
         for buffer in holding:
-            buffer.write_held()
+            try:
+                buffer.write_held()
+            except Exception:  # one connection's fault must not keep the others' events back
+                log.failure("writing the frames held for {peer}", peer=buffer.peer)
 
 
 #: The process's hold: the reactor handles one read at a time.
