@@ -3,9 +3,9 @@ Carrying out the core router's actions on real transports.
 
 This is the fan-out fast path: an EVENT is encoded once per wire format (serializer + framing)
 and the same bytes are written to every recipient with that format. Per recipient there is one
-dict lookup and one buffered write, nothing else: no logging, no statistics. Twisted's
-``transport.write`` only appends to a buffer, so everything written to a connection in one reactor
-turn leaves in one ``send()``. Deliveries are counted for the metrics once per EVENT and batch of
+dict lookup and one buffered write, nothing else: no logging, no statistics. While a WebSocket
+read is handled, each connection's send buffer holds what is written to it and writes it all in
+one ``send()`` when the read is done (see ``wsserver.transports.sendbuffer``). Deliveries are counted for the metrics once per EVENT and batch of
 recipients, by the peers' ``transport_kind`` (see wsserver/tally.py).
 
 A Compute (a login's check: PBKDF2 takes milliseconds) runs on the reactor's thread pool

@@ -125,6 +125,23 @@ def test_who_receives_a_publication(h: Harness, case: Any, match: str) -> None:
     assert set(received) == expected
 
 
+def test_the_recipients_follow_subscribers_joining_and_leaving_between_publications(h: Harness) -> None:
+    # Publications share one tuple of recipients per subscription: each change must rebuild it.
+    for name in "abp":
+        h.join(name)
+    sub = h.subscribe("a", "com.t")
+    assert set(outbox(h.send("p", [16, 1, {}, "com.t"]))) == {"a"}
+    h.subscribe("b", "com.t")
+    assert set(outbox(h.send("p", [16, 2, {}, "com.t"]))) == {"a", "b"}
+    h.subscribe("p", "com.t")
+    assert set(outbox(h.send("p", [16, 3, {}, "com.t"]))) == {"a", "b"}, "the publisher, now a subscriber, is excluded"
+    assert set(outbox(h.send("p", [16, 4, {"exclude_me": False}, "com.t"]))) == {"a", "b", "p"}
+    h.send("a", [34, 5, sub])
+    assert set(outbox(h.send("p", [16, 6, {}, "com.t"]))) == {"b"}
+    h.router.detach(h.sessions["b"])  # gone: dropped from every subscription
+    assert set(outbox(h.send("p", [16, 8, {"exclude_me": False}, "com.t"]))) == {"p"}
+
+
 def test_exclude_me_with_disclose_me(h: Harness) -> None:
     a, p = h.join("a"), h.join("p")
     h.subscribe("a", "com.t"), h.subscribe("p", "com.t")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
-from twisted.internet.testing import StringTransport
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
 
 from wsserver.transports.admission import DISCONNECT, DROP, ConnectionLimits
 from wsserver.tally import TALLY
-from wsserver.transports.sendbuffer import CONTROL, EVENT, PUSH, REPLY, SendBuffer
+from wsserver.transports.sendbuffer import CONTROL, EVENT, HOLD, HOLD_LIMIT, PUSH, REPLY, SendBuffer
 
 
 def buffer_for(policy: str = DISCONNECT, limit: int = 1024) -> tuple[SendBuffer, StringTransport, list[int]]:
@@ -137,3 +140,111 @@ def test_drops_and_overflows_are_counted_for_the_process_beyond_the_connection()
     assert dropping.dropped == 4 and overflows == [1024]
     assert Counter(TALLY.dropped_events) - before[0] == Counter(slow_consumer=4)
     assert Counter(TALLY.disconnects) - before[1] == Counter(slow_consumer=1)
+
+
+# -- holding a read's writes ------------------------------------------------------------------------
+
+
+class CountingTransport(StringTransport):
+    """StringTransport that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_during_a_read_frames_are_held_in_order_and_leave_in_one_write_when_it_is_done() -> None:
+    transport = CountingTransport()
+    buffer = SendBuffer(transport, limits=ConnectionLimits(), overflow=print, peer="p")
+    HOLD.begin()
+    try:
+        buffer.write(b"e1", EVENT)
+        buffer.write_reply("r", lambda message: b"<" + message.encode() + b">")
+        buffer.write(b"c", CONTROL)
+        buffer.write(b"e2", EVENT)
+        assert transport.value() == b"" and transport.writes == 0
+    finally:
+        HOLD.release()
+    assert transport.value() == b"e1<r>ce2" and transport.writes == 1
+    buffer.write(b"after")  # outside a read: straight out
+    assert transport.value().endswith(b"after") and transport.writes == 2
+
+
+def test_a_buffer_holding_more_than_the_hold_limit_writes_out_and_twisteds_mark_still_pauses_it() -> None:
+    buffer, transport, overflows = buffer_for(limit=1024)
+    transport.producer = None  # StringTransport never pauses by itself: do as Twisted does past its mark
+    original_write = transport.write
+    transport.write = lambda data: (original_write(data), buffer.pauseProducing())  # type: ignore[method-assign]
+    HOLD.begin()
+    try:
+        frame = b"x" * 1000
+        for _ in range(HOLD_LIMIT // len(frame) + 1):
+            buffer.write(frame, EVENT)
+        assert len(transport.value()) > HOLD_LIMIT and buffer.held is None and buffer.paused
+        buffer.write(b"y" * 600, EVENT)
+        buffer.write(b"z" * 600, EVENT)  # over max_send_buffer: as without holding
+        assert overflows == [1024]
+    finally:
+        HOLD.release()
+
+
+def test_what_is_held_is_dropped_when_the_connection_is_refused_during_the_read() -> None:
+    buffer, transport, _ = buffer_for()
+    HOLD.begin()
+    try:
+        buffer.write(b"event", EVENT)
+        buffer.discard()
+        buffer.write(b"close", CONTROL)
+    finally:
+        HOLD.release()
+    assert transport.value() == b"close"
+
+
+def tcp_connection(reactor: MemoryReactor) -> tuple[tcp.Server, socket.socket]:
+    """A Twisted TCP server connection over one end of a socket pair (the other end returned)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    connection = tcp.Server(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)  # type: ignore[arg-type]
+    connection.connected = True
+    return connection, theirs
+
+
+def test_held_frames_go_straight_to_an_idle_socket_without_asking_the_reactor_to_watch_it() -> None:
+    reactor = MemoryReactor()
+    connection, client = tcp_connection(reactor)
+    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p")
+    HOLD.begin()
+    try:
+        buffer.write(b"one", EVENT)
+        buffer.write(b"two", EVENT)
+    finally:
+        HOLD.release()
+    assert client.recv(100) == b"onetwo"
+    assert connection not in reactor.getWriters(), "no epoll change for a send that went whole"
+    connection.socket.close(), client.close()
+
+
+def test_what_the_socket_does_not_take_is_queued_behind_and_the_reactor_writes_it_later() -> None:
+    reactor = MemoryReactor()
+    connection, client = tcp_connection(reactor)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p")
+    frames = [bytes([n]) * 1000 for n in range(60)]
+    HOLD.begin()
+    try:
+        for frame in frames:
+            buffer.write(frame, EVENT)
+    finally:
+        HOLD.release()
+    assert connection in reactor.getWriters(), "the rest waits in Twisted's buffer"
+    received = b""
+    while len(received) < 60_000:
+        received += client.recv(65536)
+        connection.doWrite()
+    assert received == b"".join(frames)
+    connection.socket.close(), client.close()

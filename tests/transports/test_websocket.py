@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from wsserver.core.router import Router
 from wsserver.transports.admission import CLOSE_GRACE, ConnectionLimits, client_address
-from wsserver.transports.websocket import WampServerFactory
+from wsserver.transports.websocket import WampServerFactory, server_frame
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 ENCODERS = {
@@ -167,6 +167,30 @@ def test_one_event_is_encoded_once_per_wire_format_and_written_to_each(factory: 
         event = client.decode(payload)
         assert event[0] == 36 and event[4:] == [[1, "two"], {"k": 3}]
     assert len(encoded) == 3  # json, msgpack, cbor: once each
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize("binary", [False, True])
+def test_server_frames_are_the_bytes_autobahns_prepared_message_makes(
+    factory: WampServerFactory, length: int, binary: bool
+) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    assert server_frame(payload, binary) == factory.prepareMessage(payload, binary).payloadHybi
+
+
+@pytest.mark.parametrize("subprotocol", sorted(ENCODERS))
+def test_many_publications_in_one_read_each_reach_the_subscriber_and_are_acknowledged(
+    factory: WampServerFactory, subprotocol: str
+) -> None:
+    subscriber = Client(factory, subprotocol).join()
+    subscriber.send([32, 1, {}, "com.t"])
+    subscriber.messages()
+    publisher = Client(factory, subprotocol).join()
+    encode, opcode, _ = ENCODERS[subprotocol]
+    read = b"".join(client_frame(encode([16, n, {"acknowledge": True}, "com.t", [n]]), opcode) for n in range(1, 51))
+    publisher.protocol.dataReceived(read)
+    assert [event[4] for event in subscriber.messages()] == [[n] for n in range(1, 51)]
+    assert [(published[0], published[1]) for published in publisher.messages()] == [(17, n) for n in range(1, 51)]
 
 
 def test_binary_frame_on_json_session_is_aborted_with_close_1002(factory: WampServerFactory, router: Router[Any]) -> None:

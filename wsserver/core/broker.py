@@ -67,7 +67,7 @@ forwards it). Everything else takes the path above, without waiting. ``get_retai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from dataclasses import dataclass
 from typing import Any, Generic, cast
@@ -146,13 +146,19 @@ class Audience:
             and session.authrole not in self.exclude_authrole
         )
 
-    def select(self, subscribers: Collection[Session[PeerT]]) -> list[Session[PeerT]]:
-        """The subscribers that receive the publication."""
+    def select(self, subscription: Subscription[PeerT]) -> Sequence[Session[PeerT]]:
+        """
+        The subscribers of ``subscription`` that receive the publication. Without lists, and
+        unless it excludes a publisher that subscribed, that is the subscription's own tuple of
+        recipients, shared with the other publications: do not change it.
+        """
         if self.listed:
-            return [s for s in subscribers if self.admits(s)]
-        if self.excluded_publisher is None:
-            return list(subscribers)
-        return [s for s in subscribers if s.id != self.excluded_publisher]
+            return [s for s in subscription.subscribers if self.admits(s)]
+        everyone = subscription.recipients()
+        excluded = self.excluded_publisher
+        if excluded is None or not subscription.has_subscriber(excluded):
+            return everyone
+        return [s for s in everyone if s.id != excluded]
 
 
 EVERYONE = Audience()
@@ -513,7 +519,7 @@ class Broker(Generic[PeerT]):
         actions: list[Action[PeerT]] = []
         authorizer = self._authorizer
         for subscription in self.subscriptions.matching(publication.topic):
-            recipients = publication.audience.select(subscription.subscribers)
+            recipients = publication.audience.select(subscription)
             if authorizer is not None and recipients:
                 denied = authorizer.denied(subscription.roles, publication.topic)
                 if denied:

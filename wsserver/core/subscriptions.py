@@ -35,7 +35,7 @@ from wsserver.core.session import PeerT, Session
 class Subscription(Generic[PeerT]):
     """One (topic pattern, match policy) and the sessions subscribed to it."""
 
-    __slots__ = ("id", "topic", "match", "created", "subscribers", "roles")
+    __slots__ = ("id", "topic", "match", "created", "subscribers", "roles", "_recipients", "_ids")
 
     def __init__(self, subscription_id: int, topic: str, match: str, created: float) -> None:
         self.id = subscription_id
@@ -46,6 +46,27 @@ class Subscription(Generic[PeerT]):
         self.subscribers: set[Session[PeerT]] = set()
         #: authrole -> how many of the subscribers have it.
         self.roles: dict[str | None, int] = {}
+        # The subscribers as every publication reads them, built on the first one after a change
+        # (see recipients): a fan-out then costs nothing per subscriber until the writes.
+        self._recipients: tuple[Session[PeerT], ...] | None = None
+        self._ids: frozenset[int] = frozenset()
+
+    def recipients(self) -> tuple[Session[PeerT], ...]:
+        """The subscribers, one tuple shared by every publication until one joins or leaves: do not change it."""
+        recipients = self._recipients
+        if recipients is None:
+            recipients = self._recipients = tuple(self.subscribers)
+            self._ids = frozenset(s.id for s in recipients)
+        return recipients
+
+    def has_subscriber(self, session_id: int) -> bool:
+        """Whether the session ``session_id`` is among :meth:`recipients` (call that first)."""
+        return session_id in self._ids
+
+    def changed(self) -> None:
+        """A subscriber joined or left: :meth:`recipients` builds its tuple anew."""
+        self._recipients = None
+        self._ids = frozenset()
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.match} {self.topic!r} x{len(self.subscribers)}>"
@@ -95,6 +116,7 @@ class SubscriptionTable(Generic[PeerT]):
         added = session not in subscription.subscribers
         if added:
             subscription.subscribers.add(session)
+            subscription.changed()
             subscription.roles[session.authrole] = subscription.roles.get(session.authrole, 0) + 1
             session.subscriptions.add(subscription)
         return subscription, created, added
@@ -102,6 +124,7 @@ class SubscriptionTable(Generic[PeerT]):
     def unsubscribe(self, session: Session[PeerT], subscription: Subscription[PeerT]) -> bool:
         """Remove ``session`` (a subscriber) from ``subscription``; return True if that deleted the subscription."""
         subscription.subscribers.remove(session)
+        subscription.changed()
         session.subscriptions.remove(subscription)
         remaining = subscription.roles.pop(session.authrole) - 1
         if remaining:

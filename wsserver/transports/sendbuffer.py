@@ -36,6 +36,18 @@ router's stores, so what waits costs a message object each, not a second copy of
 client that never reads again is cut off by the ping timeout (our ping waits behind its replies,
 so no pong comes), and holds only that much until then.
 
+Holding a read's writes. Twisted's ``transport.write`` appends to the transport's buffer and asks
+the reactor to watch the socket for writing; the reactor then sends once the turn is over and
+stops watching again: per recipient, per event, a handful of Python calls, and per connection and
+turn two epoll changes around one ``send()``. While a WebSocket read is handled (see
+:data:`HOLD`: many PUBLISHes arrive in one read under load), a buffer that flows *holds* its
+frames in a list instead, in order with everything else it writes; when the read is done, each
+buffer that held anything writes them as one string: straight to the socket when the transport
+has nothing queued (one ``send()``, no epoll change; only what the socket does not take goes
+through ``transport.write``), else through ``transport.write``. A buffer holding more than
+``HOLD_LIMIT`` bytes writes them out at once, so the transport's own mark still pauses it as
+before; the memory held is bounded by one read's fan-out.
+
 After an overflow the buffer forgets what waits (the memory is freed at once) and takes only
 CONTROL frames, straight to the transport: the close frame goes out behind what the transport
 already holds. So a connection holds at most the transport's mark plus ``max_send_buffer``.
@@ -47,6 +59,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 
 from wsserver.tally import SLOW_CONSUMER, TALLY
@@ -58,6 +71,41 @@ log = Logger()
 PUSH, EVENT, REPLY, CONTROL = "push", "event", "reply", "control"
 #: Shared by every buffer with nothing waiting; never appended to (see _wait).
 NOTHING_WAITING: deque[tuple[Any, int]] = deque(maxlen=0)
+#: What a buffer holds during a read before it writes out (see the module docstring): Twisted's mark.
+HOLD_LIMIT = 64 * 1024
+
+
+class Hold:
+    """
+    Whether writes are held (see the module docstring), and the buffers holding some. The code
+    that handles a read calls :meth:`begin` before and :meth:`release` after (in ``finally``);
+    a read handled inside another one (none today) is held with it.
+    """
+
+    __slots__ = ("depth", "holding")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.holding: list[SendBuffer] = []
+
+    def begin(self) -> None:
+        self.depth += 1
+
+    def release(self) -> None:
+        """The read is handled: every buffer that held frames writes them out."""
+        self.depth -= 1
+        if self.depth:
+            return
+        holding, self.holding = self.holding, []
+        for buffer in holding:
+            try:
+                buffer.write_held()
+            except Exception:  # one connection's fault must not keep the others' events back
+                log.failure("writing the frames held for {peer}", peer=buffer.peer)
+
+
+#: The process's hold: the reactor handles one read at a time.
+HOLD = Hold()
 
 
 class SendBuffer:
@@ -71,7 +119,7 @@ class SendBuffer:
 
     # An idle connection should cost little (thousands sit open): slots, and no deque until needed.
     __slots__ = ("transport", "limit", "drop_events", "overflow", "peer", "paused", "waiting", "counted",
-                 "replies_waiting", "dropped", "_dropping", "_overflowed")
+                 "replies_waiting", "dropped", "_dropping", "_overflowed", "held", "held_bytes")
 
     def __init__(self, transport: Any, *, limits: ConnectionLimits, overflow: Callable[[int], None], peer: str) -> None:
         self.transport = transport
@@ -88,11 +136,25 @@ class SendBuffer:
         self.dropped = 0
         self._dropping = False
         self._overflowed = False
+        #: Frames held during a read (see Hold), or None.
+        self.held: list[bytes] | None = None
+        self.held_bytes = 0
 
     def write(self, frame: bytes, kind: str = PUSH) -> None:
         """Send ``frame`` (a whole frame) now, or as soon as the client reads; see the module docstring."""
         if not self.paused and not self.waiting and not self._overflowed:
-            self.transport.write(frame)
+            held = self.held
+            if held is not None:
+                held.append(frame)
+                self.held_bytes += len(frame)
+                if self.held_bytes > HOLD_LIMIT:
+                    self.write_held()
+            elif HOLD.depth:
+                self.held = [frame]
+                self.held_bytes = len(frame)
+                HOLD.holding.append(self)
+            else:
+                self.transport.write(frame)
         elif self._overflowed:
             if kind is CONTROL:
                 self.transport.write(frame)
@@ -123,7 +185,7 @@ class SendBuffer:
         waits unframed (it mostly holds what the router keeps anyway) and is framed when it leaves.
         """
         if not self.paused and not self.waiting and not self._overflowed:
-            self.transport.write(frame(message))
+            self.write(frame(message), REPLY)
         elif not self._overflowed:
             self._wait_for_reply((frame, message))
 
@@ -134,6 +196,25 @@ class SendBuffer:
             self.write_reply(data, frame)
         else:
             self.write(data, kind)
+
+    def write_held(self) -> None:
+        """Write what is held as one string (see the module docstring); the buffer holds no more this read."""
+        held, self.held = self.held, None
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        transport = self.transport
+        # Straight to the socket only when nothing is queued before it: TCP or Unix, not TLS, open.
+        if (isinstance(transport, tcp.Server) and transport.connected and not transport.disconnecting
+                and not transport._writeDisconnected and not transport._tempDataLen
+                and transport.offset == len(transport.dataBuffer) and not transport.TLS):
+            sent = transport.writeSomeData(data)
+            if type(sent) is not int:  # an error: transport.write queues it, and the reactor sees the error
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)  # may pause us
 
     def _wait_for_reply(self, entry: Any) -> None:
         self._wait((entry, -1))
@@ -149,6 +230,7 @@ class SendBuffer:
     def discard(self) -> None:
         """Forget what waits: the connection is being closed. From now on only CONTROL frames go out, at once."""
         self._overflowed = True
+        self.held = None
         self.waiting = NOTHING_WAITING
         self.counted = 0
         self.replies_waiting = 0

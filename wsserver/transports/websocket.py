@@ -9,6 +9,7 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import txaio
@@ -28,7 +29,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.sendbuffer import REPLY, ConnectionInfo
+from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
 log = Logger()
@@ -48,6 +49,20 @@ CLOSE_CODES = {
     CloseReason.GOING_AWAY: WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
     CloseReason.PROTOCOL_VIOLATION: WebSocketProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
 }
+
+
+def server_frame(payload: bytes, is_binary: bool) -> bytes:
+    """
+    ``payload`` as one unmasked, unfragmented WebSocket data frame (RFC 6455 5.2), as Autobahn's
+    PreparedMessage frames it without compression, minus the object and the join.
+    """
+    length = len(payload)
+    opcode = 0x82 if is_binary else 0x81
+    if length < 126:
+        return bytes((opcode, length)) + payload
+    if length < 0x10000:
+        return struct.pack("!BBH", opcode, 126, length) + payload
+    return struct.pack("!BBQ", opcode, 127, length) + payload
 
 
 def wamp_serializers() -> list[Any]:
@@ -83,9 +98,14 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
-        """The message as one frame (Autobahn's PreparedMessage)."""
-        payload, is_binary = self._serializer.serialize(message)
-        return self.factory.prepareMessage(payload, is_binary).payloadHybi
+        """
+        The message as one frame. Serialized by Autobahn's object serializer straight from
+        ``marshal()``: its WAMP serializer around it only adds statistics we do not read, and the
+        message's own per-serializer cache, which ``delivery.carry_out`` does better (once per
+        wire format).
+        """
+        serializer = self._object_serializer
+        return server_frame(serializer.serialize(message.marshal()), serializer.BINARY)
 
     def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
@@ -93,10 +113,19 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
         if self.state == STATE_OPEN:
             frame, kind = encoded
-            if kind is REPLY:
-                self.send_buffer.write_reply(frame, self.frame_message)
+            buffer = self.send_buffer
+            held = buffer.held
+            if held is not None and kind is not REPLY:
+                # A read's fan-out while the buffer holds (and so flows): SendBuffer.write's first
+                # case, inline, as this runs once per subscriber and event.
+                held.append(frame)
+                buffer.held_bytes += len(frame)
+                if buffer.held_bytes > HOLD_LIMIT:
+                    buffer.write_held()
+            elif kind is REPLY:
+                buffer.write_reply(frame, self.frame_message)
             else:
-                self.send_buffer.write(frame, kind)
+                buffer.write(frame, kind)
 
     def close_transport(self, reason: CloseReason, detail: str) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
@@ -167,6 +196,23 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         self.send_queue = ()
         # One serializer for all connections: Autobahn copies it per connection only for statistics.
         self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's own would format a debug-log call's arguments on every read, logged or not.
+        # What the read's messages write is held until all are handled (see sendbuffer.py): one
+        # write per connection and read.
+        HOLD.begin()
+        try:
+            self._dataReceived(data)
+        finally:
+            HOLD.release()
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's own also fires its "message" signal (a Deferred per message) that no one here
+        # observes; the rest is the same.
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.wamp is not None:
