@@ -17,14 +17,25 @@ afterwards is processed, only read and thrown away until Autobahn's close handsh
 the connection: an empty frame costs Autobahn a copy of its whole input buffer, so a flood of them
 would otherwise hold the reactor, and reading on means no reset that could destroy the close frame
 in the client's socket before it reads it.
+
+Autobahn copies its ~30 protocol options from the factory onto every connection as it is made,
+and pretty-prints them for a debug line whether or not debug is logged: that was a third of what
+opening a session cost (bench/sessions.py), and 29 entries in every idle connection's ``__dict__``.
+Here a connection reads them from its factory (:class:`FactoryOption`; the options are set once,
+when the factory is built), and copies onto itself only the few read for every frame. Autobahn
+also colours the names of its methods (``hltype``, ``hlval``) for debug lines on every read, even
+when nothing logs them: :func:`defer_debug_labels` makes those labels only when a line is written.
 """
 
 from __future__ import annotations
 
+import functools
 from http import HTTPStatus
 from typing import Any
 
-from autobahn.websocket.protocol import WebSocketProtocol
+import autobahn.twisted.websocket
+import autobahn.websocket.protocol
+from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 from twisted.logger import Logger
 
 from wsserver.core.limits import TokenBucket
@@ -39,6 +50,64 @@ STATE_OPEN, STATE_CLOSING = WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STAT
 KIND_BY_OPCODE = {0x8: CONTROL, 0x9: CONTROL}
 #: A close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
+
+
+class DebugLabel:
+    """Autobahn's label for ``value`` (``label(value)``), made when a log line is formatted, if ever."""
+
+    __slots__ = ("label", "value")
+
+    def __init__(self, label: Any, value: Any) -> None:
+        self.label = label
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __str__(self) -> str:
+        return str(self.label(self.value))
+
+    __repr__ = __str__
+
+
+def defer_debug_labels(*modules: Any) -> None:
+    """
+    In Autobahn's ``modules``, where ``hltype`` and ``hlval`` only label arguments of debug lines,
+    label lazily: txaio drops debug lines unless asked for them, after the arguments were made.
+    """
+    for module in modules:
+        for name in ("hltype", "hlval"):
+            label = getattr(module, name, None)
+            if label is not None and not isinstance(label, functools.partial):
+                setattr(module, name, functools.partial(DebugLabel, label))
+
+
+defer_debug_labels(autobahn.websocket.protocol, autobahn.twisted.websocket)
+
+
+class FactoryOption:
+    """
+    An Autobahn protocol option, read from the connection's factory. Not a data descriptor: when
+    Autobahn sets the option on one connection, that connection's own value wins.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, connection: Any, owner: type | None = None) -> Any:
+        if connection is None:
+            return self
+        return getattr(connection.factory, self.name)
+
+
+#: The options Autobahn reads for every frame or every read: copied onto each connection, as
+#: Autobahn does for all of them, so that the data path pays no descriptor call.
+PER_FRAME_OPTIONS = (
+    "logOctets", "logFrames", "trackTimings", "utf8validateIncoming", "applyMask", "maxFramePayloadSize",
+    "maxMessagePayloadSize", "autoPingRestartOnAnyTraffic",
+)
 
 
 class BoundedWebSocket:
@@ -59,8 +128,13 @@ class BoundedWebSocket:
     _frames: TokenBucket | None = None
     #: Refused: what the client sends is thrown away.
     _deaf = False
+    #: What Autobahn copies from the factory per connection: nothing (see FactoryOption).
+    CONFIG_ATTRS = ()
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        for name in PER_FRAME_OPTIONS:
+            setattr(self, name, getattr(factory, name))
         super().connectionMade()  # type: ignore[misc]
         limits: ConnectionLimits = self.factory.limits
         # Over twisted.web, the HTTP channel is still registered as the transport's producer.
@@ -132,3 +206,7 @@ def truncate(text: str) -> bytes:
     if len(encoded) <= MAX_CLOSE_REASON:
         return encoded
     return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+
+
+for _option in WebSocketServerProtocol.CONFIG_ATTRS:
+    setattr(BoundedWebSocket, _option, FactoryOption(_option))
