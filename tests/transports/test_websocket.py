@@ -331,3 +331,15 @@ def test_idle_connections_are_pinged_and_dropped_when_they_stop_answering(
     assert ping[0] == 0x9
     clock.advance(10)
     assert client.transport.disconnecting or client.transport.disconnected
+
+
+def test_every_connection_of_a_wire_format_shares_one_serializer(router: Router[Any]) -> None:
+    import copy
+
+    factory = limited_factory(router, MemoryReactorClock())
+    for serializer in factory._serializers.values():
+        assert copy.copy(serializer) is serializer  # Autobahn's onConnect copies it per connection
+    first, second = Client(factory).join(), Client(factory, "wamp.2.msgpack").join()
+    assert first.protocol._serializer is Client(factory).join().protocol._serializer is factory._serializers["json"]
+    assert second.protocol._serializer is factory._serializers["msgpack"]
+    assert second.messages() == [] and first.messages() == []

@@ -50,9 +50,20 @@ CLOSE_CODES = {
 }
 
 
+def shared(serializer: Any) -> Any:
+    """
+    ``serializer``, one instance for all connections: Autobahn's ``onConnect`` copies it for each
+    connection (``copy.copy``, for statistics per session that nothing here reads), which cost about
+    a tenth of a WebSocket handshake. Its copy is now the instance itself.
+    """
+    kind = type(serializer)
+    serializer.__class__ = type(f"Shared{kind.__name__}", (kind,), {"__copy__": lambda self: self})
+    return serializer
+
+
 def wamp_serializers() -> list[Any]:
     """The serializers offered, in order of preference when a client offers several."""
-    return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
+    return [shared(CBORSerializer()), shared(MsgPackSerializer()), shared(JsonSerializer())]
 
 
 def no_wamp_subprotocol(subprotocols: list[str]) -> str:
@@ -165,8 +176,6 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         # Autobahn queues frames only for "chopped" or "sync" sends, which we never make: an
         # immutable empty queue instead of a deque saves ~760 bytes and fails loudly if that changes.
         self.send_queue = ()
-        # One serializer for all connections: Autobahn copies it per connection only for statistics.
-        self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.wamp is not None:
