@@ -102,10 +102,11 @@ class FactoryOption:
 
 
 #: The options Autobahn reads for every frame or every read: copied onto each connection, as
-#: Autobahn does for all of them, so that the data path pays no descriptor call.
+#: Autobahn does for all of them, so that the data path pays no descriptor call. (Not the frame
+#: size limit: read once per frame only when the message limit, the same number, did not refuse.)
 PER_FRAME_OPTIONS = (
-    "logOctets", "logFrames", "trackTimings", "utf8validateIncoming", "applyMask", "maxFramePayloadSize",
-    "maxMessagePayloadSize", "autoPingRestartOnAnyTraffic",
+    "logOctets", "logFrames", "utf8validateIncoming", "applyMask", "maxMessagePayloadSize",
+    "autoPingRestartOnAnyTraffic",
 )
 
 
