@@ -31,7 +31,7 @@ def parse(*args: str) -> Options:
 
 def test_defaults() -> None:
     options = parse()
-    assert options["listen"] == ["tcp:8080"]
+    assert options["listen"] == ["tcp:8080:backlog=4096"]  # a reconnect storm waits in the queue
     assert options["realm"] == ["realm1"]
     assert options["allowed-origin"] == ["*"]
     assert options["ws-path"] == "ws"
@@ -296,3 +296,15 @@ def test_history_rules_come_from_the_config_file_and_max_resume_events_from_eith
     assert parse()["max-resume-events"] == 300
     with pytest.raises(usage.UsageError, match="at least 1"):
         parse("--max-resume-events", "0")
+
+
+def test_the_default_listen_queue_holds_a_reconnect_storm() -> None:
+    from twisted.internet import endpoints, protocol
+    from twisted.internet.testing import MemoryReactor
+
+    from wsserver.tap import DEFAULT_BACKLOG, DEFAULT_LISTEN
+
+    reactor = MemoryReactor()
+    endpoints.serverFromString(reactor, DEFAULT_LISTEN).listen(protocol.Factory())
+    ((port, _, backlog, _),) = reactor.tcpServers
+    assert (port, backlog) == (8080, DEFAULT_BACKLOG) and DEFAULT_BACKLOG > 50  # Twisted's own default

@@ -43,7 +43,11 @@ from wsserver.transports.http_api import HttpApiSettings
 from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Supervisor, WorkerIdentity, own_port,
                               serve_as_worker)
 
-DEFAULT_LISTEN = "tcp:8080"
+#: A listen queue of 4096, not Twisted's 50: when thousands of clients reconnect at once, one
+#: waiting in the queue waits for an accept, while one the kernel drops from a full queue waits for
+#: its SYN to be sent again (1 s, then 3 s, 7 s). Linux caps it at net.core.somaxconn (4096 since 5.4).
+DEFAULT_BACKLOG = 4096
+DEFAULT_LISTEN = f"tcp:8080:backlog={DEFAULT_BACKLOG}"
 DEFAULT_REALM = "realm1"
 
 
@@ -125,7 +129,7 @@ class Options(usage.Options):
         self["flash-policy-port-explicit"] = False
 
     def opt_listen(self, endpoint: str) -> None:
-        """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss). [default: tcp:8080]"""
+        """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss); add :backlog=4096 where thousands of clients may reconnect at once (Twisted's default listen queue is 50). [default: tcp:8080:backlog=4096]"""
         self["listen"].append(endpoint)
 
     def opt_flash_policy_port(self, port: str) -> None:

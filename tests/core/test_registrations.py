@@ -151,3 +151,19 @@ def test_no_pattern_reaches_the_routers_namespace(h: Harness) -> None:
     assert h.result("caller", "wamp.session.count") == 4
     assert h.call("caller", "wamp.nobody.here")[4] == "wamp.error.no_such_procedure"
     assert invoked(h, "com.x.y")[0] == "a"
+
+
+def test_a_session_that_never_registers_nor_calls_holds_no_sets_of_its_own(h: Harness) -> None:
+    from wsserver.core.session import NONE
+
+    subscriber = h.join("subscriber")
+    assert subscriber.registrations is NONE and subscriber.invocations is NONE
+    h.register("a", "com.example.add")
+    a, caller = h.sessions["a"], h.sessions["caller"]
+    assert len(a.registrations) == 1 and caller.invocations is NONE
+    callee, invocation = invoked(h, "com.example.add")
+    assert len(caller.invocations) == 1 and len(a.invocations) == 1
+    wire(h.send("a", [YIELD, invocation[1], {}, [2]]))
+    assert not caller.invocations and not a.invocations
+    (reply,) = wire(h.send("a", [UNREGISTER, 10, next(iter(a.registrations)).id]))["a"]
+    assert reply[0] == UNREGISTERED and not a.registrations

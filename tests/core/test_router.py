@@ -342,3 +342,21 @@ def test_join_internal_opens_a_session_with_the_identity_given_and_no_welcome() 
     assert h.router.realms["realm1"].sessions == {}
     with pytest.raises(KeyError):
         h.router.join_internal(h.attach("elsewhere"), "realm2", Identity("k", "backend", "http-api"))
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_welcome_marshals_as_autobahns_own_with_the_roles_marshalled_once(history: bool) -> None:
+    from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
+
+    from wsserver.core.router import Welcome, marshal_roles, roles
+
+    features = roles(history=history)
+    shared = marshal_roles(features)
+    details = dict(realm="realm1", authid="anonymous-7", authrole="anonymous", authmethod="anonymous",
+                   authprovider="static")
+    ours, autobahns = Welcome(7, features, marshalled_roles=shared, **details), wamp.Welcome(7, features, **details)
+    assert ours.marshal() == autobahns.marshal() and ours.marshal()[2]["roles"] is shared
+    assert ours.roles == features
+    for serializer in (JsonSerializer(), MsgPackSerializer()):
+        assert serializer.serialize(ours) == serializer.serialize(autobahns)
+    assert ("event_history" in shared["broker"]["features"]) is history

@@ -75,3 +75,38 @@ def test_what_closes_a_websocket_below_its_messages_is_counted_by_reason(router:
     assert (close_code(flooder)[0], close_code(fragmenter)[0]) == (1008, 1009)
     assert silent.transport.disconnecting or silent.transport.disconnected
     assert Counter(TALLY.disconnects) - before == Counter(frame_rate=1, too_many_fragments=1, ping_timeout=1)
+
+
+def test_a_connection_reads_autobahns_options_from_its_factory_and_keeps_only_the_per_frame_ones(
+    router: Router[Any],  # noqa: F811
+) -> None:
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    from wsserver.transports.bounds import PER_FRAME_OPTIONS
+
+    factory = limited_factory(router, MemoryReactorClock(), max_message_size=1000, handshake_timeout=7.0)
+    client = Client(factory).join()
+    own = vars(client.protocol)
+    assert set(WebSocketServerProtocol.CONFIG_ATTRS) & set(own) == set(PER_FRAME_OPTIONS)
+    assert client.protocol.openHandshakeTimeout == 7.0 and client.protocol.maxMessagePayloadSize == 1000
+    # An option set on the factory later reaches the connections made after it.
+    factory.setProtocolOptions(autoPingSize=12)
+    assert Client(factory).protocol.autoPingSize == 12
+    # The copied limit is honoured: a message over it closes 1009.
+    client.send([16, 1, {}, "com.example.topic", ["x" * 2000]])
+    assert close_code(client)[0] == 1009
+
+
+def test_autobahns_debug_labels_are_made_only_when_a_line_is_formatted() -> None:
+    import autobahn.twisted.websocket
+    import autobahn.util
+    import autobahn.websocket.protocol
+
+    from wsserver.transports.bounds import DebugLabel
+
+    for module in (autobahn.websocket.protocol, autobahn.twisted.websocket):
+        label = module.hltype(test_autobahns_debug_labels_are_made_only_when_a_line_is_formatted)
+        assert isinstance(label, DebugLabel)  # not a string yet: txaio drops debug lines unformatted
+        assert f"{label}" == str(label) == autobahn.util.hltype(
+            test_autobahns_debug_labels_are_made_only_when_a_line_is_formatted)
+        assert f"{module.hlval(42)}" == autobahn.util.hlval(42)

@@ -60,7 +60,7 @@ def test_hello_stops_the_timer_and_goodbye_is_said_once_there_is_a_session() -> 
     session = session_for(wire, clock)
     session.start()
     session.message_received(HELLO, False, JsonObjectSerializer())
-    assert type(wire.sent[0]) is wamp.Welcome
+    assert isinstance(wire.sent[0], wamp.Welcome)
     clock.advance(10)
     assert wire.closed == []
     assert session.say_goodbye() is True

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from wsserver.core.router import Router
 from wsserver.transports.admission import CLOSE_GRACE, ConnectionLimits, client_address
-from wsserver.transports.websocket import WampServerFactory, server_frame
+from wsserver.transports.websocket import WampServerFactory, WampServerProtocol, server_frame
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 ENCODERS = {
@@ -355,3 +355,57 @@ def test_idle_connections_are_pinged_and_dropped_when_they_stop_answering(
     assert ping[0] == 0x9
     clock.advance(10)
     assert client.transport.disconnecting or client.transport.disconnected
+
+
+def test_every_connection_of_a_wire_format_shares_one_serializer(router: Router[Any]) -> None:
+    import copy
+
+    factory = limited_factory(router, MemoryReactorClock())
+    for serializer in factory._serializers.values():
+        assert copy.copy(serializer) is serializer  # Autobahn's onConnect copies it per connection
+    first, second = Client(factory).join(), Client(factory, "wamp.2.msgpack").join()
+    assert first.protocol._serializer is Client(factory).join().protocol._serializer is factory._serializers["json"]
+    assert second.protocol._serializer is factory._serializers["msgpack"]
+    assert second.messages() == [] and first.messages() == []
+
+
+def test_an_idle_connection_keeps_few_attributes_of_its_own_through_messages_and_pings(
+    router: Router[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
+
+    from wsserver.transports.websocket import HANDSHAKE_LEFTOVERS, IDLE_DEFAULTS
+
+    clock = MemoryReactorClock()
+    monkeypatch.setattr(txaio.config, "loop", clock)  # Autobahn's ping timers
+    factory = limited_factory(router, clock, ping_interval=30, ping_timeout=10)
+    client = Client(factory).join()
+    client.send([32, 1, {}, "com.example.topic"])
+    assert client.messages()[0][0] == 33
+    clock.advance(30)
+    (ping,) = client.frames()
+    client.send(ping[1], 0xA)
+    clock.advance(10)
+    protocol = client.protocol
+    assert not (client.transport.disconnecting or client.transport.disconnected), "the pong counted"
+    own = vars(protocol)
+    # A dict of 42 entries or fewer takes 64 slots; one more and it doubles (+750 bytes a connection).
+    assert len(own) <= 42 and sys.getsizeof(own) < 1000, sorted(own)
+    assert not set(HANDSHAKE_LEFTOVERS) & set(own)
+    # What the connection reads from its class is what Autobahn set: a fresh protocol's values.
+    fresh = WebSocketServerProtocol()
+    fresh.factory, fresh.log = factory, client.protocol.log
+    WebSocketProtocol._connectionMade(fresh)
+    fresh.openHandshakeTimeoutCall.cancel()  # the one timer a fresh (handshaking) connection runs
+    for name in set(IDLE_DEFAULTS) - set(own) - set(HANDSHAKE_LEFTOVERS) - {"openHandshakeTimeoutCall"}:
+        value = getattr(protocol, name)
+        assert value == getattr(fresh, name, value) or name in ("_results", "_valid_events"), name
+    assert list(protocol._valid_events) == fresh._valid_events and dict(protocol._results) == fresh._results
+    # And it still closes as Autobahn closes: the flags it sets go to the connection's own dict.
+    client.send(b"\x03\xe8", 0x8)
+    assert client.frames()[0][0] == 0x8 and protocol.closedByMe is False
+    assert vars(protocol)["wasClean"] is True and WampServerProtocol.wasClean is False
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert factory.admission.admitted == 0 and not factory.connections

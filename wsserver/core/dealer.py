@@ -115,7 +115,7 @@ from wsserver.core import meta
 from wsserver.core.actions import Action, Ask, Send, error_reply
 from wsserver.core.cluster import NODE_LOST, Elsewhere, RemoteAnswer, RemoteCall
 from wsserver.core.matching import EXACT, POLICIES, PREFIX, PatternIndex, check_pattern
-from wsserver.core.session import PeerT, Session, State
+from wsserver.core.session import PeerT, Session, State, with_member, without_member
 from wsserver.core.shared import Turns
 
 CALL = wamp.Call.MESSAGE_TYPE
@@ -318,7 +318,7 @@ class Dealer(Generic[PeerT]):
             if self._elsewhere is not None and self._announced(registration):
                 self._elsewhere.registered(self._realm, registration.procedure, registration.id)
         registration.callees.append(session)
-        session.registrations.add(registration)
+        session.registrations = with_member(session.registrations, registration)
         actions: list[Action[PeerT]] = [Send(wamp.Registered(request.request, registration.id), (session,))]
         details = meta.registration_details(registration)
         for topic, args in meta.REGISTRATION_EVENTS.joined(session.id, details, created=created):
@@ -349,7 +349,7 @@ class Dealer(Generic[PeerT]):
         invocation = Invocation(self._next_id(), caller, request.request, callee)
         invocation.progress = bool(request.receive_progress)
         self._track(invocation, request.timeout)
-        callee.invocations.add(invocation)
+        callee.invocations = with_member(callee.invocations, invocation)
         disclosed: dict[str, Any] = (
             {"caller": caller.id, "caller_authid": caller.authid, "caller_authrole": caller.authrole} if disclose_me else {}
         )
@@ -505,7 +505,7 @@ class Dealer(Generic[PeerT]):
         callee = self._callee(registration)
         invocation: Invocation[PeerT] = Invocation(self._next_id(), None, 0, callee, origin=(node, call.invocation))
         self._in_flight[invocation.id] = invocation
-        callee.invocations.add(invocation)
+        callee.invocations = with_member(callee.invocations, invocation)
         message = wamp.Invocation(invocation.id, registration.id, args=call.args, kwargs=call.kwargs)
         return [Send(message, (callee,))]
 
@@ -680,7 +680,7 @@ class Dealer(Generic[PeerT]):
         assert caller is not None
         self._in_flight[invocation.id] = invocation
         self._by_request[caller, invocation.request] = invocation
-        caller.invocations.add(invocation)
+        caller.invocations = with_member(caller.invocations, invocation)
         self._calls_made[caller] = self._calls_made.get(caller, 0) + 1
         if timeout:
             invocation.deadline = self._clock() + timeout / 1000
@@ -703,9 +703,9 @@ class Dealer(Generic[PeerT]):
             remaining = self._calls_made.pop(caller) - 1
             if remaining:
                 self._calls_made[caller] = remaining
-            caller.invocations.discard(invocation)
+            caller.invocations = without_member(caller.invocations, invocation)
         if invocation.callee is not None:
-            invocation.callee.invocations.discard(invocation)
+            invocation.callee.invocations = without_member(invocation.callee.invocations, invocation)
 
     def _add(self, registration: Registration[PeerT]) -> None:
         self._index.add(registration.procedure, registration.match, registration)
@@ -714,7 +714,7 @@ class Dealer(Generic[PeerT]):
     def _leave(self, session: Session[PeerT], registration: Registration[PeerT]) -> list[Action[PeerT]]:
         """``session`` no longer answers ``registration`` (deleted with its last callee); return the meta events."""
         registration.callees.remove(session)
-        session.registrations.discard(registration)
+        session.registrations = without_member(session.registrations, registration)
         deleted = not registration.callees
         if deleted:
             self._index.remove(registration.procedure, registration.match)

@@ -21,14 +21,25 @@ client's socket buffers are full, so the close frame sits behind megabytes of po
 the server's kernel until the client reads, and dropping the connection discards it (the client
 then sees a reset, not why). Bytes already in the client's socket survive the reset; those still in
 ours do not.
+
+Autobahn copies its ~30 protocol options from the factory onto every connection as it is made,
+and pretty-prints them for a debug line whether or not debug is logged: that was a third of what
+opening a session cost (bench/sessions.py), and 29 entries in every idle connection's ``__dict__``.
+Here a connection reads them from its factory (:class:`FactoryOption`; the options are set once,
+when the factory is built), and copies onto itself only the few read for every frame. Autobahn
+also colours the names of its methods (``hltype``, ``hlval``) for debug lines on every read, even
+when nothing logs them: :func:`defer_debug_labels` makes those labels only when a line is written.
 """
 
 from __future__ import annotations
 
+import functools
 from http import HTTPStatus
 from typing import Any
 
-from autobahn.websocket.protocol import WebSocketProtocol
+import autobahn.twisted.websocket
+import autobahn.websocket.protocol
+from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 from twisted.logger import Logger
 
 from wsserver.core.limits import TokenBucket
@@ -46,6 +57,64 @@ KIND_BY_OPCODE = {0x8: CONTROL, 0x9: CONTROL}
 REFUSED_CLOSE_TIMEOUT = 10.0
 #: A close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
+
+
+class DebugLabel(functools.partial):  # type: ignore[type-arg]
+    """
+    Autobahn's label ``label(value)`` for a debug line, made when the line is formatted, if ever
+    (a ``partial``: made in C, as cheap as a tuple).
+    """
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __str__(self) -> str:
+        return str(self())
+
+    __repr__ = __str__
+
+
+def defer_debug_labels(*modules: Any) -> None:
+    """
+    In Autobahn's ``modules``, where ``hltype`` and ``hlval`` only label arguments of debug lines,
+    label lazily: txaio drops debug lines unless asked for them, after the arguments were made.
+    """
+    for module in modules:
+        for name in ("hltype", "hlval"):
+            label = getattr(module, name, None)
+            if label is not None and not isinstance(label, functools.partial):  # not twice
+                setattr(module, name, functools.partial(DebugLabel, label))
+
+
+defer_debug_labels(autobahn.websocket.protocol, autobahn.twisted.websocket)
+
+
+class FactoryOption:
+    """
+    An Autobahn protocol option, read from the connection's factory. Not a data descriptor: when
+    Autobahn sets the option on one connection, that connection's own value wins.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, connection: Any, owner: type | None = None) -> Any:
+        if connection is None:
+            return self
+        return getattr(connection.factory, self.name)
+
+
+#: The options Autobahn reads for every frame or every read: copied onto each connection, as
+#: Autobahn does for all of them, so that the data path pays no descriptor call. (Not the frame
+#: size limit: read once per frame only when the message limit, the same number, did not refuse.)
+PER_FRAME_OPTIONS = (
+    "logOctets", "logFrames", "utf8validateIncoming", "applyMask", "maxMessagePayloadSize",
+    "autoPingRestartOnAnyTraffic",
+)
 
 
 class BoundedWebSocket:
@@ -67,8 +136,13 @@ class BoundedWebSocket:
     #: Refused: what the client sends is thrown away.
     _deaf = False
     closeHandshakeTimeout: float
+    #: What Autobahn copies from the factory per connection: nothing (see FactoryOption).
+    CONFIG_ATTRS = ()
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        for name in PER_FRAME_OPTIONS:
+            setattr(self, name, getattr(factory, name))
         super().connectionMade()  # type: ignore[misc]
         limits: ConnectionLimits = self.factory.limits
         # Over twisted.web, the HTTP channel is still registered as the transport's producer.
@@ -142,3 +216,7 @@ def truncate(text: str) -> bytes:
     if len(encoded) <= MAX_CLOSE_REASON:
         return encoded
     return encoded[: MAX_CLOSE_REASON - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+
+
+for _option in WebSocketServerProtocol.CONFIG_ATTRS:
+    setattr(BoundedWebSocket, _option, FactoryOption(_option))

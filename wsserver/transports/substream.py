@@ -440,7 +440,7 @@ class StreamSession:
     def answer(self, message: Any) -> None:
         """The router's answer to what this session sent (see the module docstring)."""
         kind = type(message)
-        if kind is wamp.Welcome:
+        if issubclass(kind, wamp.Welcome):
             self._subscribe()
         elif kind is wamp.Challenge:
             if message.method == "ticket" and self.login.ticket is not None and self.session is not None:

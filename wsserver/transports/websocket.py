@@ -10,6 +10,7 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 from __future__ import annotations
 
 import struct
+import types
 from typing import Any
 
 import txaio
@@ -35,12 +36,42 @@ from wsserver.transports.wampsession import WampSession, encoded
 log = Logger()
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
-#: Attributes Autobahn fills during the opening handshake and never reads again.
+#: Attributes Autobahn fills during the opening handshake and never reads again (on a server).
 HANDSHAKE_LEFTOVERS = (
     "http_headers", "http_headers_cnt", "http_request_data", "http_response_data", "http_status_line",
     "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
-    "websocket_protocols", "websocket_extensions", "_wskey",
+    "websocket_protocols", "websocket_extensions", "websocket_origin", "_wskey", "websocket_protocol_in_use",
+    "websocket_extensions_in_use", "_transport_details",
 )
+#: What Autobahn sets on every connection and an idle one holds unchanged (flags, timers not
+#: running, the close handshake's details, its event table): an open connection reads these from
+#: its class (see ``_forget_handshake``) until Autobahn changes one.
+IDLE_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(HANDSHAKE_LEFTOVERS),
+    **dict.fromkeys((
+        "_perMessageCompress", "trackedTimings", "wasNotCleanReason", "localCloseCode", "localCloseReason",
+        "remoteCloseCode", "remoteCloseReason", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
+        "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent",
+    )),
+    **dict.fromkeys((
+        "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
+        "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
+        "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile", "triggered",
+    ), False),
+    "send_state": WebSocketProtocol.SEND_STATE_GROUND,
+    # Autobahn's observable (``on``/``fire``), which nothing here listens to: ``fire`` reads no
+    # further without listeners, and ``on`` would fail loudly on the shared read-only table.
+    "_valid_events": ["message"],
+    "_results": {"message": None},
+}
+#: What the class holds for IDLE_DEFAULTS: the same values, read-only where they are containers.
+SHARED_DEFAULTS = {**IDLE_DEFAULTS, "_valid_events": ("message",),
+                   "_results": types.MappingProxyType({"message": None})}
+
+
+def unchanged(value: Any, default: Any) -> bool:
+    """Whether an attribute's ``value`` is still Autobahn's ``default`` (False is not 0, nor [] ())."""
+    return value is default or (type(value) is type(default) and value == default)
 
 
 #: WebSocket close codes for the router's close reasons.
@@ -65,9 +96,20 @@ def server_frame(payload: bytes, is_binary: bool) -> bytes:
     return struct.pack("!BBQ", opcode, 127, length) + payload
 
 
+def shared(serializer: Any) -> Any:
+    """
+    ``serializer``, one instance for all connections: Autobahn's ``onConnect`` copies it for each
+    connection (``copy.copy``, for statistics per session that nothing here reads), which cost about
+    a tenth of a WebSocket handshake. Its copy is now the instance itself.
+    """
+    kind = type(serializer)
+    serializer.__class__ = type(f"Shared{kind.__name__}", (kind,), {"__copy__": lambda self: self})
+    return serializer
+
+
 def wamp_serializers() -> list[Any]:
     """The serializers offered, in order of preference when a client offers several."""
-    return [CBORSerializer(), MsgPackSerializer(), JsonSerializer()]
+    return [shared(CBORSerializer()), shared(MsgPackSerializer()), shared(JsonSerializer())]
 
 
 def no_wamp_subprotocol(subprotocols: list[str]) -> str:
@@ -189,13 +231,16 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         Drop what Autobahn keeps of the opening handshake: an idle connection should cost little
         (thousands of them sit open). Autobahn reads none of it after the handshake.
         """
-        for name in HANDSHAKE_LEFTOVERS:
-            setattr(self, name, None)
-        # Autobahn queues frames only for "chopped" or "sync" sends, which we never make: an
-        # immutable empty queue instead of a deque saves ~760 bytes and fails loudly if that changes.
-        self.send_queue = ()
-        # One serializer for all connections: Autobahn copies it per connection only for statistics.
-        self._serializer = self.factory._serializers[self._serializer.SERIALIZER_ID]
+        # Autobahn queues frames only for "chopped" or "sync" sends, which we never make: the
+        # class's immutable empty queue instead of a deque saves ~760 bytes and fails loudly if
+        # that changes. A dict sized for what is left: the handshake's leftovers and what still
+        # has its default are read from the class. What Autobahn sets per message, and on the
+        # first ping, fits in the room left (a dict that grows past 42 entries doubles to ~1.6 kB).
+        own = self.__dict__
+        own.update(dict.fromkeys(HANDSHAKE_LEFTOVERS))
+        own.pop("send_queue", None)
+        self.__dict__ = {name: value for name, value in own.items()
+                         if name not in IDLE_DEFAULTS or not unchanged(value, IDLE_DEFAULTS[name])}
 
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's own would format a debug-log call's arguments on every read, logged or not.
@@ -221,6 +266,10 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wamp is not None:
             self.wamp.end()
+
+
+for _name, _value in {**SHARED_DEFAULTS, "send_queue": ()}.items():  # see _forget_handshake
+    setattr(WampServerProtocol, _name, _value)
 
 
 class WampServerFactory(WampWebSocketServerFactory):
