@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backplane  # noqa: E402
+import storm  # noqa: E402
 from loadgen import Client, Loop, event_args, paced, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
@@ -47,20 +48,24 @@ class Sizes:
     latency_subscribers: int = 100
     latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     latency_seconds: float = 5.0
-    idle_sessions: tuple[int, ...] = (1000, 5000, 10000)
+    idle_sessions: tuple[int, ...] = (1000, 10000, 20000)
     setup_sessions: int = 2000
     chat_clients: int = 50
     chat_rate: float = 2.0
     chat_seconds: float = 5.0
     #: The "workers" scenario: fan-out with this many subscribers, --workers 2 against 1.
     workers_subscribers: int = 1000
+    #: The reconnect storm: subscribed clients that lose the server at once, and the publication
+    #: rate during their return (modest: the storm, not the fan-out, is measured).
+    storm_clients: int = 10_000
+    storm_rate: float = 100.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             fanout_subscribers=(10, 100), fanout_deliveries=40_000, latency_fractions=(0.5,),
             latency_seconds=1.0, idle_sessions=(200,), setup_sessions=100, chat_clients=10, chat_seconds=1.0,
-            workers_subscribers=100,
+            workers_subscribers=100, storm_clients=200, storm_rate=50.0,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -70,7 +75,8 @@ class Sizes:
             self.fanout_subscribers, int(self.fanout_deliveries * factor), self.latency_subscribers,
             self.latency_fractions, self.latency_seconds * factor, self.idle_sessions,
             int(self.setup_sessions * factor), self.chat_clients, self.chat_rate, self.chat_seconds * factor,
-            workers_subscribers=self.workers_subscribers,
+            workers_subscribers=self.workers_subscribers, storm_clients=self.storm_clients,
+            storm_rate=self.storm_rate,
         )
 
 
@@ -310,6 +316,11 @@ def chat(server: Server, report: Report, sizes: Sizes) -> None:
         loop.close()
 
 
+def reconnect_storm(server: Server, report: Report, sizes: Sizes) -> None:
+    """bench/storm.py: subscribed clients lose the server (SIGKILL, restart) and come back."""
+    storm.run(server, report, sizes.storm_clients, sizes.storm_rate, open_sessions, HOST)
+
+
 WORKER_PEERS = ("wsserver-1w", "wsserver-2w")
 
 
@@ -354,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane,workers")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,storm,backplane,workers")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -367,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     peers = [p for p in args.peers.split(",") if p]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # servers inherit it too
+    raise_descriptor_limit()
     os.sched_setaffinity(0, {GENERATOR_CPU})
     report = Report()
     begun = time.monotonic()
@@ -389,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             rates = {f: per_second * f for f in sizes.latency_fractions}
             for peer in peers if round_ % 2 == 0 else peers[::-1]:
                 run_with(peer, lambda server: latency(server, report, sizes, rates))
-        for name, scenario in (("idle", idle), ("setup", setup_rate), ("chat", chat)):
+        for name, scenario in (("idle", idle), ("setup", setup_rate), ("chat", chat), ("storm", reconnect_storm)):
             if name in scenarios:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
@@ -408,6 +418,24 @@ def main(argv: list[str] | None = None) -> int:
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
     return 1 if losses else 0
+
+
+#: Descriptors the generator (and the servers, which inherit the limit) may open: 20,000 idle
+#: sessions take that many on each side, plus the listening and log files.
+DESCRIPTORS = 65536
+
+
+def raise_descriptor_limit() -> None:
+    """Raise RLIMIT_NOFILE to DESCRIPTORS (the hard limit too when root may), else to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, DESCRIPTORS) if hard != resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit < DESCRIPTORS:
+        print(f"note: {limit} descriptors only (not root?): the largest idle and storm sizes may fail", file=sys.stderr)
 
 
 def ratio(figure: Figure, a: str, b: str) -> float | None:
