@@ -43,6 +43,7 @@ class Client:
     __slots__ = (
         "sock", "state", "buffer", "counting", "events", "tail", "probe", "latencies_ns",
         "topic", "acks", "outstanding", "subscription", "closed", "on_message", "on_close", "next_request",
+        "refusal",
     )
 
     CONNECTING, JOINING, SUBSCRIBING, READY = "connecting", "joining", "subscribing", "ready"
@@ -64,6 +65,8 @@ class Client:
         self.on_message: Callable[[Client, list[object]], None] | None = None
         #: Called once when the server closes the connection (EOF, reset or a CLOSE frame).
         self.on_close: Callable[[Client], None] | None = None
+        #: The status line of a refused handshake (seen only by a client with ``on_close``).
+        self.refusal = b""
         self.next_request = itertools.count(1)
 
     # -- writing ---------------------------------------------------------------------------------
@@ -101,6 +104,10 @@ class Client:
             if not sep:
                 return
             if not head.startswith(b"HTTP/1.1 101"):
+                if self.on_close is not None:  # a reconnecting client retries, as a browser's would
+                    self.refusal = head.partition(b"\r\n")[0]
+                    self._lost()
+                    return
                 raise ConnectionError(f"handshake refused: {head[:80]!r}")
             self.buffer = rest
             self.state = self.JOINING

@@ -85,14 +85,19 @@ class Server:
         """
         process = self.process
         assert process is not None
+        tree = self._tree()
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait()
+        # Crossbar's router is a child of its controller: gone too before the restart, or the
+        # "listening again" probe would find its dying socket.
+        psutil.wait_procs(tree, timeout=10)
         self._spawn()
 
-    def version(self) -> str:
+    @classmethod
+    def version(cls) -> str:
         """The server's version, for the results' record."""
         return ""
 
@@ -157,7 +162,8 @@ class Wsserver(Server):
                 "--max-frame-rate", "0"]
 
 
-    def version(self) -> str:
+    @classmethod
+    def version(cls) -> str:
         from importlib.metadata import version
 
         return version("wsserver")
@@ -225,7 +231,8 @@ class Crossbar(Server):
             )
         return script
 
-    def version(self) -> str:
+    @classmethod
+    def version(cls) -> str:
         python = CROSSBAR_VENV / "bin" / "python"
         if not python.exists():
             return ""

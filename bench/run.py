@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -380,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in args.scenarios.split(",") if s]
     raise_descriptor_limit()
     os.sched_setaffinity(0, {GENERATOR_CPU})
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # 20,000 idle sessions need 20,000 descriptors on each side: where the hard limit is that (and
+    # may not be raised), measure as close to it as one process can.
+    sizes.idle_sessions = tuple(min(n, limit - DESCRIPTOR_MARGIN) for n in sizes.idle_sessions)
     report = Report()
+    machine_before = machine()
     begun = time.monotonic()
 
     for round_ in range(repeat):
@@ -414,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if "backplane" in scenarios:
         backplane.print_summary(report)
     print_workers(report)
-    write_results(report, peers, args, sizes, repeat, elapsed)
+    write_results(report, peers, args, sizes, repeat, elapsed, machine_before)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
     return 1 if losses else 0
@@ -423,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
 #: Descriptors the generator (and the servers, which inherit the limit) may open: 20,000 idle
 #: sessions take that many on each side, plus the listening and log files.
 DESCRIPTORS = 65536
+#: Descriptors a process keeps for other things than sessions (listening sockets, logs, pipes).
+DESCRIPTOR_MARGIN = 100
 
 
 def raise_descriptor_limit() -> None:
@@ -456,13 +464,44 @@ def print_table(report: Report, peers: list[str]) -> None:
         print(f"{figure.scenario + ': ' + figure.name:58}{cells}{(f'{r:8.2f}x' if r else ''):>9}")
 
 
+def machine() -> dict[str, Any]:
+    """What a reader needs to weigh the figures: the CPU, the kernel, and how busy the machine was."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": " ".join(os.uname()[2:4]),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+
+
+def commit() -> dict[str, Any]:
+    """The checkout measured: HEAD and whether the tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def write_results(report: Report, peers: list[str], args: argparse.Namespace, sizes: Sizes, repeat: int,
-                  elapsed: float) -> None:
+                  elapsed: float, machine_before: dict[str, Any]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    after = machine()
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "server_cpu": SERVER_CPU, "generator_cpu": GENERATOR_CPU,
-                    "python": sys.version.split()[0]},
+        **commit(),
+        "machine": {**{k: v for k, v in machine_before.items() if k != "load_average"},
+                    "load_average_before": machine_before["load_average"],
+                    "load_average_after": after["load_average"], "server_cpu": SERVER_CPU,
+                    "generator_cpu": GENERATOR_CPU, "python": sys.version.split()[0]},
+        "versions": peer_versions(peers),
         "options": {"quick": args.quick, "scale": args.scale, "repeat": repeat, "peers": peers},
         "sizes": sizes.__dict__,
         "elapsed_seconds": round(elapsed, 1),
@@ -482,6 +521,17 @@ def write_results(report: Report, peers: list[str], args: argparse.Namespace, si
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'benchmark.png'}")
 
 
+def peer_versions(peers: list[str]) -> dict[str, str]:
+    versions = {}
+    for peer in peers:
+        if peer in PEERS:
+            try:
+                versions[peer] = PEERS[peer].version()
+            except Exception as e:  # a missing version must not lose a whole run's results
+                versions[peer] = f"unknown ({e})"
+    return versions
+
+
 def draw_chart(report: Report, path: Path) -> None:
     import matplotlib
 
@@ -494,12 +544,21 @@ def draw_chart(report: Report, path: Path) -> None:
         ("Latency (ms, lower is better)", [f for f in report.figures.values() if f.scenario == "latency"]),
         ("Idle session memory (KiB, lower is better)", [f for f in report.figures.values() if f.scenario == "idle"]),
         ("Setup rate and chat", [f for f in report.figures.values() if f.scenario in ("setup", "chat")]),
+        ("Reconnect storm (s from listening, lower is better)",
+         [f for f in report.figures.values() if f.scenario == "storm" and f.unit == "s"]),
     ]
+    # Any other scenario (compression, ...) gets a panel of its own, figure by figure.
+    charted = {"fanout", "latency", "idle", "setup", "chat", "storm", "backplane", "workers"}
+    for scenario in dict.fromkeys(f.scenario for f in report.figures.values() if f.scenario not in charted):
+        groups.append((scenario.capitalize(), [f for f in report.figures.values() if f.scenario == scenario]))
     groups = [(title, figures) for title, figures in groups if figures]
     colors = {"wsserver": "#2b7bba", "crossbar": "#e0803a", "ceiling": "#999999"}
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.2 * len(groups)), squeeze=False)
     for ax, (title, figures) in zip(axes[:, 0], groups):
-        peers = [p for p in ("wsserver", "crossbar", "ceiling") if any(f.median(p) is not None for f in figures)]
+        measured = dict.fromkeys(p for f in figures for p in f.values)
+        peers = [p for p in ("wsserver", "crossbar", "ceiling") if p in measured]
+        if not set(peers) & {"wsserver", "crossbar"}:  # a scenario of its own peers (compression, ...)
+            peers = [p for p in measured if p not in WORKER_PEERS]
         if not peers:  # only the workers scenario measured these (its own figures are in results.json)
             ax.set_visible(False)
             continue
@@ -507,7 +566,7 @@ def draw_chart(report: Report, path: Path) -> None:
         for i, peer in enumerate(peers):
             xs = [j + i * width for j in range(len(figures))]
             ys = [f.median(peer) or 0 for f in figures]
-            ax.bar(xs, ys, width, label=peer, color=colors[peer])
+            ax.bar(xs, ys, width, label=peer, color=colors.get(peer))
         ax.set_xticks([j + width * (len(peers) - 1) / 2 for j in range(len(figures))])
         ax.set_xticklabels([f.name.replace(" of Crossbar saturation", "") for f in figures], fontsize=7, rotation=12)
         ax.set_title(title, fontsize=10)
