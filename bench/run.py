@@ -272,6 +272,7 @@ def setup_rate(server: Server, report: Report, sizes: Sizes, concurrency: int = 
         wall, _, own_cpu = meter.stop()
         report.check(finished, f"{server.name} setup: {completed}/{sizes.setup_sessions} sessions")
         report.figure("setup", "sessions set up per second", "1/s").add(server.name, completed / wall)
+        report.figure("setup", "generator CPU use", "%", False).add(server.name, 100 * own_cpu / wall)
         print(f"    {server.name:9} setup: {completed / wall:8.0f} sessions/s (generator {own_cpu / wall:.0%} CPU)", flush=True)
     finally:
         loop.close()
@@ -403,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_with(reference, lambda server: fanout(server, report, sizes, sizes.latency_subscribers))
             per_second = (saturation.median(reference) or 0) / sizes.latency_subscribers
             rates = {f: per_second * f for f in sizes.latency_fractions}
-            for peer in peers if round_ % 2 == 0 else peers[::-1]:
+            # The ceiling's latency is the floor on this machine at this moment (its scheduling and
+            # loopback writes, no routing): what is left above it is the server's.
+            latency_peers = peers + ([] if args.no_ceiling or "ceiling" in peers else ["ceiling"])
+            for peer in latency_peers if round_ % 2 == 0 else latency_peers[::-1]:
                 run_with(peer, lambda server: latency(server, report, sizes, rates))
         for name, scenario in (("idle", idle), ("setup", setup_rate), ("chat", chat), ("storm", reconnect_storm)):
             if name in scenarios:
