@@ -448,7 +448,7 @@ def raise_descriptor_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if limit < DESCRIPTORS:
-        print(f"note: {limit} descriptors only (not root?): the largest idle and storm sizes may fail", file=sys.stderr)
+        print(f"note: {limit} descriptors only (the hard limit may not be raised here): idle sizes are clipped to it", file=sys.stderr)
 
 
 def ratio(figure: Figure, a: str, b: str) -> float | None:
