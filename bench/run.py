@@ -548,8 +548,9 @@ def draw_chart(report: Report, path: Path) -> None:
                                                      if f.scenario == "fanout" and f.name.startswith("deliveries")]),
         ("Latency (ms, lower is better)", [f for f in report.figures.values() if f.scenario == "latency"]),
         ("Idle session memory (KiB, lower is better)", [f for f in report.figures.values() if f.scenario == "idle"]),
-        ("Setup rate and chat", [f for f in report.figures.values() if f.scenario in ("setup", "chat")]),
-        ("Reconnect storm (s from listening, lower is better)",
+        ("Setup rate and chat", [f for f in report.figures.values()
+                                 if f.scenario in ("setup", "chat") and "generator" not in f.name]),
+        ("Reconnect storm (seconds, lower is better)",
          [f for f in report.figures.values() if f.scenario == "storm" and f.unit == "s"]),
     ]
     # Any other scenario (compression, ...) gets a panel of its own, figure by figure.
