@@ -30,7 +30,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 EVENT_MARKER = b"[36,"
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -341,7 +341,7 @@ def paced(publisher: Client, topic: str, publications: int, rate: float) -> Call
     return tick
 
 
-def percentile(values: list[int], fraction: float) -> float:
+def percentile(values: Sequence[float], fraction: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)

@@ -562,7 +562,7 @@ def draw_chart(report: Report, path: Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.2 * len(groups)), squeeze=False)
     for ax, (title, figures) in zip(axes[:, 0], groups):
         measured = dict.fromkeys(p for f in figures for p in f.values)
-        peers = [p for p in ("wsserver", "crossbar", "ceiling") if p in measured]
+        peers: list[str] = [p for p in ("wsserver", "crossbar", "ceiling") if p in measured]
         if not set(peers) & {"wsserver", "crossbar"}:  # a scenario of its own peers (compression, ...)
             peers = [p for p in measured if p not in WORKER_PEERS]
         if not peers:  # only the workers scenario measured these (its own figures are in results.json)

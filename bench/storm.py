@@ -72,6 +72,21 @@ class Backoff:
         self.delay = INITIAL_RETRY_DELAY
 
 
+@dataclass
+class _State:
+    """What the storm's callbacks share."""
+
+    sent: int = 0  # publications sent
+    back: int = 0  # clients resubscribed since the kill
+    killed: float = 0.0
+    listening: float | None = None
+    publisher: Client | None = None
+    publisher_redial: float | None = None
+    publish_from: float | None = None
+    publish_until: float | None = None
+    all_back: float | None = None
+
+
 class StormClient:
     """A subscriber that reconnects like AutobahnJS and remembers when it got its subscription back."""
 
@@ -96,8 +111,7 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
     rng = random.Random(seed)
     storm = [StormClient(i, rng) for i in range(clients)]
     timers: list[tuple[float, int]] = []  # (due, index): the next dial of a client
-    state = {"sent": 0, "back": 0, "listening": None, "killed": 0.0, "publisher": None, "publish_from": None,
-             "publish_until": None, "all_back": None, "publisher_redial": None}
+    state = _State()
     latencies: list[int] = []
 
     def lost(sc: StormClient, now: float) -> None:
@@ -110,9 +124,9 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
         def on_message(c: Client, message: list[object]) -> None:
             if message[0] == 33:  # SUBSCRIBED
                 if sc.resubscribed_at is None:
-                    state["back"] += 1
+                    state.back += 1
                 sc.resubscribed_at = time.monotonic()
-                sc.sent_at_subscribe = state["sent"]
+                sc.sent_at_subscribe = state.sent
                 sc.backoff.reset()
                 sc.events = 0
                 c.events = 0
@@ -156,13 +170,13 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
         time.sleep(0.5)
         for sc in storm:
             sc.resubscribed_at = None
-        state["back"] = 0
-        state["killed"] = time.monotonic()
+        state.back = 0
+        state.killed = time.monotonic()
         server.crash_and_restart()
         next_probe = [0.0]
 
         def probe_listening(now: float) -> None:
-            if state["listening"] is not None or now < next_probe[0]:
+            if state.listening is not None or now < next_probe[0]:
                 return
             next_probe[0] = now + 0.02
             with socket.socket() as sock:
@@ -172,55 +186,56 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
                 except OSError:
                     return
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-            state["listening"] = time.monotonic()
+            state.listening = time.monotonic()
             publisher_dial()
 
         def publisher_dial() -> None:
-            state["publisher_redial"] = None
+            state.publisher_redial = None
 
             def on_open(client: Client) -> None:
-                state["publisher"] = client
+                state.publisher = client
                 client.on_close = publisher_lost
 
             def publisher_lost(client: Client) -> None:
-                if state["publish_from"] is not None:
+                if state.publish_from is not None:
                     raise RuntimeError("the storm's publisher lost the server")
                 # Not yet joined (Crossbar answers 404 while its router starts): try again soon.
                 loop.close([client])
-                state["publisher"] = None
-                state["publisher_redial"] = time.monotonic() + 0.1
+                state.publisher = None
+                state.publisher_redial = time.monotonic() + 0.1
 
             def on_fail(error: int) -> None:
-                state["publisher_redial"] = time.monotonic() + 0.1
+                state.publisher_redial = time.monotonic() + 0.1
 
             loop.dial(host, server.port, "ws", None, on_open, on_fail)
 
         def publish(now: float) -> float | None:
-            publisher = state["publisher"]
+            publisher = state.publisher
             if publisher is None or publisher.state != Client.READY:
                 return None
-            if state["publish_from"] is None:
-                state["publish_from"] = now
-            if state["publish_until"] is not None and now >= state["publish_until"]:
+            if state.publish_from is None:
+                state.publish_from = now
+            if state.publish_until is not None and now >= state.publish_until:
                 return None
-            due = int((now - state["publish_from"]) * rate) + 1
-            while state["sent"] < due:
-                publisher.publish(TOPIC, event_args(state["sent"]), acknowledge=False)
-                state["sent"] += 1
-            return state["publish_from"] + state["sent"] / rate - now
+            start = state.publish_from
+            due = int((now - start) * rate) + 1
+            while state.sent < due:
+                publisher.publish(TOPIC, event_args(state.sent), acknowledge=False)
+                state.sent += 1
+            return start + state.sent / rate - now
 
         def tick() -> float | None:
             now = time.monotonic()
             probe_listening(now)
-            if state["publisher_redial"] is not None and now >= state["publisher_redial"]:
+            if state.publisher_redial is not None and now >= state.publisher_redial:
                 publisher_dial()
             while timers and timers[0][0] <= now:
                 _, index = heapq.heappop(timers)
                 dial(storm[index])
-            if state["all_back"] is None and state["back"] == clients:
-                state["all_back"] = now
-                state["publish_until"] = now + 1.0  # a last second with everyone subscribed
-            waits = [0.02 if state["listening"] is None else 1.0]
+            if state.all_back is None and state.back == clients:
+                state.all_back = now
+                state.publish_until = now + 1.0  # a last second with everyone subscribed
+            waits = [0.02 if state.listening is None else 1.0]
             if timers:
                 waits.append(timers[0][0] - now)
             next_publication = publish(now)
@@ -229,13 +244,13 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
             return max(0.0, min(waits))
 
         def finished() -> bool:
-            return state["publish_until"] is not None and time.monotonic() >= state["publish_until"]
+            return state.publish_until is not None and time.monotonic() >= state.publish_until
 
         meter_cpu = time.process_time()
         back = loop.run_until(finished, timeout=timeout, tick=tick)
-        storm_wall = time.monotonic() - state["killed"]
+        storm_wall = time.monotonic() - state.killed
         own_cpu = time.process_time() - meter_cpu
-        sent = state["sent"]
+        sent = state.sent
 
         def expected(sc: StormClient) -> int:
             return sent - sc.sent_at_subscribe
@@ -248,7 +263,7 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
         short = [sc for sc in storm if sc.resubscribed_at and received(sc) < expected(sc)]
         extra = [sc for sc in storm if sc.resubscribed_at and received(sc) > sent]
         missing = sum(expected(sc) - received(sc) for sc in short)
-        listening = state["listening"] or state["killed"]
+        listening = state.listening or state.killed
         report.check(back and drained and not short and not extra and sent > 0,
                      f"{server.name} storm {clients}: {sum(sc.resubscribed_at is not None for sc in storm)}/{clients} "
                      f"resubscribed, {sent} events published, {missing} missing from {len(short)} clients"
@@ -261,21 +276,21 @@ def run(server: Any, report: Any, clients: int, rate: float, open_sessions: Call
         def add(name: str, unit: str, value: float, higher_is_better: bool = False) -> None:
             report.figure("storm", f"{name}, {label}", unit, higher_is_better).add(server.name, value)
 
-        add("restart to listening s", "s", listening - state["killed"])
+        add("restart to listening s", "s", listening - state.killed)
         add("listening to all resubscribed s", "s", max(back_times) if back_times else float("nan"))
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
-            add(f"{name} listening to resubscribed s", "s", percentile(back_times, q))  # type: ignore[arg-type]
+            add(f"{name} listening to resubscribed s", "s", percentile(back_times, q))
         add("connect attempts per client", "1", sum(sc.attempts for sc in storm) / clients)
         add("refused connects (server down)", "1", sum(sc.refused for sc in storm))
         add("refused handshakes (HTTP error)", "1", sum(sc.refused_handshakes for sc in storm))
         add("slow connects (SYN retried, > 0.9 s)", "1", sum(sc.slow_connects for sc in storm))
         add(f"events delivered meanwhile ({rate:g}/s published)", "1", delivered, True)
         add("events due to resubscribed clients", "1", due, True)
-        add("p99 ms event latency during the storm", "ms", percentile(latencies, 0.99) / 1e6)  # type: ignore[arg-type]
+        add("p99 ms event latency during the storm", "ms", percentile(latencies, 0.99) / 1e6)
         add("generator CPU use", "%", 100 * own_cpu / storm_wall)
-        print(f"    {server.name:9} storm {clients}: listening after {listening - state['killed']:.1f} s, all "
-              f"resubscribed {max(back_times, default=float('nan')):.1f} s later (p50 {percentile(back_times, .5):.1f}, "  # type: ignore[arg-type]
-              f"p99 {percentile(back_times, .99):.1f}); {sum(sc.attempts for sc in storm)} connects, "  # type: ignore[arg-type]
+        print(f"    {server.name:9} storm {clients}: listening after {listening - state.killed:.1f} s, all "
+              f"resubscribed {max(back_times, default=float('nan')):.1f} s later (p50 {percentile(back_times, .5):.1f}, "
+              f"p99 {percentile(back_times, .99):.1f}); {sum(sc.attempts for sc in storm)} connects, "
               f"{sum(sc.refused for sc in storm)} refused, "
               f"{sum(sc.refused_handshakes for sc in storm)} HTTP errors, {sum(sc.slow_connects for sc in storm)} slow; "
               f"{delivered}/{due} events due delivered (generator {own_cpu / storm_wall:.0%} CPU)", flush=True)
