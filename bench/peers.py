@@ -66,13 +66,40 @@ class Server:
 
     def start(self) -> Server:
         self.port = free_port()
-        with open(self.log, "wb") as log:
+        self._spawn()
+        wait_for_port(self.port, self.process, timeout=60)  # type: ignore[arg-type]
+        return self
+
+    def _spawn(self) -> None:
+        with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["taskset", "-c", str(self.cpu), *self.command()],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        wait_for_port(self.port, self.process, timeout=60)
-        return self
+
+    def crash_and_restart(self) -> None:
+        """
+        SIGKILL the whole process tree (every client loses its connection at the same instant, as
+        in a crash or a hard deploy) and start the server again on the same port. Returns at once:
+        the caller finds out when it listens again (its clients keep retrying meanwhile).
+        """
+        process = self.process
+        assert process is not None
+        tree = self._tree()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        # Crossbar's router is a child of its controller: gone too before the restart, or the
+        # "listening again" probe would find its dying socket.
+        psutil.wait_procs(tree, timeout=10)
+        self._spawn()
+
+    @classmethod
+    def version(cls) -> str:
+        """The server's version, for the results' record."""
+        return ""
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -133,6 +160,13 @@ class Wsserver(Server):
                 "--max-publish-rate", "0",
                 # Nor a frame rate (Crossbar has neither).
                 "--max-frame-rate", "0"]
+
+
+    @classmethod
+    def version(cls) -> str:
+        from importlib.metadata import version
+
+        return version("wsserver")
 
 
 class WsserverWorkers(Wsserver):
@@ -197,10 +231,19 @@ class Crossbar(Server):
             )
         return script
 
+    @classmethod
+    def version(cls) -> str:
+        python = CROSSBAR_VENV / "bin" / "python"
+        if not python.exists():
+            return ""
+        return subprocess.run([str(python), "-c", "from importlib.metadata import version as v; "
+                               "print('crossbar', v('crossbar'), 'autobahn', v('autobahn'), 'twisted', v('twisted'))"],
+                              capture_output=True, text=True).stdout.strip()
+
     def command(self) -> list[str]:
         script = self.install()
         cbdir = self.workdir / ".crossbar"
-        cbdir.mkdir()
+        cbdir.mkdir(exist_ok=True)
         config = {
             "version": 2,
             "controller": {},

@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backplane  # noqa: E402
+import storm  # noqa: E402
 from loadgen import Client, Loop, event_args, paced, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
@@ -47,20 +49,25 @@ class Sizes:
     latency_subscribers: int = 100
     latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     latency_seconds: float = 5.0
-    idle_sessions: tuple[int, ...] = (1000, 5000, 10000)
+    idle_sessions: tuple[int, ...] = (1000, 10000, 20000)
     setup_sessions: int = 2000
     chat_clients: int = 50
     chat_rate: float = 2.0
     chat_seconds: float = 5.0
     #: The "workers" scenario: fan-out with this many subscribers, --workers 2 against 1.
     workers_subscribers: int = 1000
+    #: The reconnect storm: subscribed clients that lose the server at once, and the publication
+    #: rate during their return. Modest: it is multiplied by the clients (1/s to 10,000 is 10,000
+    #: deliveries a second, a third of Crossbar's saturation; 100/s swamped wsserver too).
+    storm_clients: int = 10_000
+    storm_rate: float = 1.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             fanout_subscribers=(10, 100), fanout_deliveries=40_000, latency_fractions=(0.5,),
             latency_seconds=1.0, idle_sessions=(200,), setup_sessions=100, chat_clients=10, chat_seconds=1.0,
-            workers_subscribers=100,
+            workers_subscribers=100, storm_clients=200, storm_rate=5.0,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -70,7 +77,8 @@ class Sizes:
             self.fanout_subscribers, int(self.fanout_deliveries * factor), self.latency_subscribers,
             self.latency_fractions, self.latency_seconds * factor, self.idle_sessions,
             int(self.setup_sessions * factor), self.chat_clients, self.chat_rate, self.chat_seconds * factor,
-            workers_subscribers=self.workers_subscribers,
+            workers_subscribers=self.workers_subscribers, storm_clients=self.storm_clients,
+            storm_rate=self.storm_rate,
         )
 
 
@@ -265,6 +273,7 @@ def setup_rate(server: Server, report: Report, sizes: Sizes, concurrency: int = 
         wall, _, own_cpu = meter.stop()
         report.check(finished, f"{server.name} setup: {completed}/{sizes.setup_sessions} sessions")
         report.figure("setup", "sessions set up per second", "1/s").add(server.name, completed / wall)
+        report.figure("setup", "generator CPU use", "%", False).add(server.name, 100 * own_cpu / wall)
         print(f"    {server.name:9} setup: {completed / wall:8.0f} sessions/s (generator {own_cpu / wall:.0%} CPU)", flush=True)
     finally:
         loop.close()
@@ -308,6 +317,11 @@ def chat(server: Server, report: Report, sizes: Sizes) -> None:
               f"server {server_cpu / wall:.0%} CPU (generator {own_cpu / wall:.0%})", flush=True)
     finally:
         loop.close()
+
+
+def reconnect_storm(server: Server, report: Report, sizes: Sizes) -> None:
+    """bench/storm.py: subscribed clients lose the server (SIGKILL, restart) and come back."""
+    storm.run(server, report, sizes.storm_clients, sizes.storm_rate, open_sessions, HOST)
 
 
 WORKER_PEERS = ("wsserver-1w", "wsserver-2w")
@@ -354,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,backplane,workers")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,storm,backplane,workers")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -367,10 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     peers = [p for p in args.peers.split(",") if p]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # servers inherit it too
+    raise_descriptor_limit()
     os.sched_setaffinity(0, {GENERATOR_CPU})
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # 20,000 idle sessions need 20,000 descriptors on each side: where the hard limit is that (and
+    # may not be raised), measure as close to it as one process can.
+    sizes.idle_sessions = tuple(min(n, limit - DESCRIPTOR_MARGIN) for n in sizes.idle_sessions)
     report = Report()
+    machine_before = machine()
     begun = time.monotonic()
 
     for round_ in range(repeat):
@@ -387,9 +405,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_with(reference, lambda server: fanout(server, report, sizes, sizes.latency_subscribers))
             per_second = (saturation.median(reference) or 0) / sizes.latency_subscribers
             rates = {f: per_second * f for f in sizes.latency_fractions}
-            for peer in peers if round_ % 2 == 0 else peers[::-1]:
+            # The ceiling's latency is the floor on this machine at this moment (its scheduling and
+            # loopback writes, no routing): what is left above it is the server's.
+            latency_peers = peers + ([] if args.no_ceiling or "ceiling" in peers else ["ceiling"])
+            for peer in latency_peers if round_ % 2 == 0 else latency_peers[::-1]:
                 run_with(peer, lambda server: latency(server, report, sizes, rates))
-        for name, scenario in (("idle", idle), ("setup", setup_rate), ("chat", chat)):
+        for name, scenario in (("idle", idle), ("setup", setup_rate), ("chat", chat), ("storm", reconnect_storm)):
             if name in scenarios:
                 for peer in peers if round_ % 2 == 0 else peers[::-1]:
                     run_with(peer, lambda server: scenario(server, report, sizes))
@@ -404,10 +425,30 @@ def main(argv: list[str] | None = None) -> int:
     if "backplane" in scenarios:
         backplane.print_summary(report)
     print_workers(report)
-    write_results(report, peers, args, sizes, repeat, elapsed)
+    write_results(report, peers, args, sizes, repeat, elapsed, machine_before)
     losses = [c for c in report.checks if c.startswith("LOSS")]
     print(f"\n{len(report.checks) - len(losses)} checks ok, {len(losses)} with loss; {elapsed:.0f} s", flush=True)
     return 1 if losses else 0
+
+
+#: Descriptors the generator (and the servers, which inherit the limit) may open: 20,000 idle
+#: sessions take that many on each side, plus the listening and log files.
+DESCRIPTORS = 65536
+#: Descriptors a process keeps for other things than sessions (listening sockets, logs, pipes).
+DESCRIPTOR_MARGIN = 100
+
+
+def raise_descriptor_limit() -> None:
+    """Raise RLIMIT_NOFILE to DESCRIPTORS (the hard limit too when root may), else to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, DESCRIPTORS) if hard != resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit < DESCRIPTORS:
+        print(f"note: {limit} descriptors only (the hard limit may not be raised here): idle sizes are clipped to it", file=sys.stderr)
 
 
 def ratio(figure: Figure, a: str, b: str) -> float | None:
@@ -428,13 +469,44 @@ def print_table(report: Report, peers: list[str]) -> None:
         print(f"{figure.scenario + ': ' + figure.name:58}{cells}{(f'{r:8.2f}x' if r else ''):>9}")
 
 
+def machine() -> dict[str, Any]:
+    """What a reader needs to weigh the figures: the CPU, the kernel, and how busy the machine was."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": " ".join(os.uname()[2:4]),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+
+
+def commit() -> dict[str, Any]:
+    """The checkout measured: HEAD and whether the tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def write_results(report: Report, peers: list[str], args: argparse.Namespace, sizes: Sizes, repeat: int,
-                  elapsed: float) -> None:
+                  elapsed: float, machine_before: dict[str, Any]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    after = machine()
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "server_cpu": SERVER_CPU, "generator_cpu": GENERATOR_CPU,
-                    "python": sys.version.split()[0]},
+        **commit(),
+        "machine": {**{k: v for k, v in machine_before.items() if k != "load_average"},
+                    "load_average_before": machine_before["load_average"],
+                    "load_average_after": after["load_average"], "server_cpu": SERVER_CPU,
+                    "generator_cpu": GENERATOR_CPU, "python": sys.version.split()[0]},
+        "versions": peer_versions(peers),
         "options": {"quick": args.quick, "scale": args.scale, "repeat": repeat, "peers": peers},
         "sizes": sizes.__dict__,
         "elapsed_seconds": round(elapsed, 1),
@@ -454,6 +526,17 @@ def write_results(report: Report, peers: list[str], args: argparse.Namespace, si
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'benchmark.png'}")
 
 
+def peer_versions(peers: list[str]) -> dict[str, str]:
+    versions = {}
+    for peer in peers:
+        if peer in PEERS:
+            try:
+                versions[peer] = PEERS[peer].version()
+            except Exception as e:  # a missing version must not lose a whole run's results
+                versions[peer] = f"unknown ({e})"
+    return versions
+
+
 def draw_chart(report: Report, path: Path) -> None:
     import matplotlib
 
@@ -465,13 +548,23 @@ def draw_chart(report: Report, path: Path) -> None:
                                                      if f.scenario == "fanout" and f.name.startswith("deliveries")]),
         ("Latency (ms, lower is better)", [f for f in report.figures.values() if f.scenario == "latency"]),
         ("Idle session memory (KiB, lower is better)", [f for f in report.figures.values() if f.scenario == "idle"]),
-        ("Setup rate and chat", [f for f in report.figures.values() if f.scenario in ("setup", "chat")]),
+        ("Setup rate and chat", [f for f in report.figures.values()
+                                 if f.scenario in ("setup", "chat") and "generator" not in f.name]),
+        ("Reconnect storm (seconds, lower is better)",
+         [f for f in report.figures.values() if f.scenario == "storm" and f.unit == "s"]),
     ]
+    # Any other scenario (compression, ...) gets a panel of its own, figure by figure.
+    charted = {"fanout", "latency", "idle", "setup", "chat", "storm", "backplane", "workers"}
+    for scenario in dict.fromkeys(f.scenario for f in report.figures.values() if f.scenario not in charted):
+        groups.append((scenario.capitalize(), [f for f in report.figures.values() if f.scenario == scenario]))
     groups = [(title, figures) for title, figures in groups if figures]
     colors = {"wsserver": "#2b7bba", "crossbar": "#e0803a", "ceiling": "#999999"}
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.2 * len(groups)), squeeze=False)
     for ax, (title, figures) in zip(axes[:, 0], groups):
-        peers = [p for p in ("wsserver", "crossbar", "ceiling") if any(f.median(p) is not None for f in figures)]
+        measured = dict.fromkeys(p for f in figures for p in f.values)
+        peers: list[str] = [p for p in ("wsserver", "crossbar", "ceiling") if p in measured]
+        if not set(peers) & {"wsserver", "crossbar"}:  # a scenario of its own peers (compression, ...)
+            peers = [p for p in measured if p not in WORKER_PEERS]
         if not peers:  # only the workers scenario measured these (its own figures are in results.json)
             ax.set_visible(False)
             continue
@@ -479,7 +572,7 @@ def draw_chart(report: Report, path: Path) -> None:
         for i, peer in enumerate(peers):
             xs = [j + i * width for j in range(len(figures))]
             ys = [f.median(peer) or 0 for f in figures]
-            ax.bar(xs, ys, width, label=peer, color=colors[peer])
+            ax.bar(xs, ys, width, label=peer, color=colors.get(peer))
         ax.set_xticks([j + width * (len(peers) - 1) / 2 for j in range(len(figures))])
         ax.set_xticklabels([f.name.replace(" of Crossbar saturation", "") for f in figures], fontsize=7, rotation=12)
         ax.set_title(title, fontsize=10)

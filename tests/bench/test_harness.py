@@ -27,7 +27,7 @@ def test_quick_run_against_both_peers_loses_nothing(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checks"] and all(check.startswith("ok") for check in results["checks"])
     scenarios = {figure["scenario"] for figure in results["figures"]}
-    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "backplane", "workers"}
+    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "storm", "backplane", "workers"}
     for figure in results["figures"]:
         if figure["scenario"] == "backplane":  # latency on one node and across two, both on Redis
             assert set(figure["medians"]) == {"redis one node", "redis across"}, figure
