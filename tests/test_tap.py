@@ -45,7 +45,7 @@ def test_repeatable_options_collect_every_value(tmp_path: Path) -> None:
         "--listen", "tcp:1", "--listen", "tcp:2", "--realm", "a", "--realm", "b",
         "--allowed-origin", "https://x.example", "--web", str(tmp_path), "--max-message-size", "10", "--demo",
     )
-    assert options["listen"] == ["tcp:1", "tcp:2"]
+    assert options["listen"] == ["tcp:1:backlog=4096", "tcp:2:backlog=4096"]
     assert options["realm"] == ["a", "b"]
     assert options["allowed-origin"] == ["https://x.example"]
     assert options["web"] == tmp_path and options["max-message-size"] == 10 and options["demo"]
@@ -148,9 +148,9 @@ def test_a_config_file_gives_options_and_the_command_line_overrides_them(tmp_pat
     path = tmp_path / "wsserver.toml"
     path.write_text(CONFIG)
     options = parse("--config", str(path), "--listen", "tcp:3", "--max-subscriptions", "9")
-    assert options["listen"] == ["tcp:3"] and options["max-subscriptions"] == 9 and options["demo"]
+    assert options["listen"] == ["tcp:3:backlog=4096"] and options["max-subscriptions"] == 9 and options["demo"]
     assert options["realm"] == ["members"]
-    assert parse(f"--config={path}")["listen"] == ["tcp:1", "tcp:2"]
+    assert parse(f"--config={path}")["listen"] == ["tcp:1:backlog=4096", "tcp:2:backlog=4096"]
     assert parse("--config", str(path), "--realm", "realm1")["realm"] == ["realm1"]
 
 
@@ -302,9 +302,21 @@ def test_the_default_listen_queue_holds_a_reconnect_storm() -> None:
     from twisted.internet import endpoints, protocol
     from twisted.internet.testing import MemoryReactor
 
-    from wsserver.tap import DEFAULT_BACKLOG, DEFAULT_LISTEN
+    from wsserver.tap import DEFAULT_BACKLOG
 
     reactor = MemoryReactor()
-    endpoints.serverFromString(reactor, DEFAULT_LISTEN).listen(protocol.Factory())
+    (listen,) = parse()["listen"]
+    endpoints.serverFromString(reactor, listen).listen(protocol.Factory())
     ((port, _, backlog, _),) = reactor.tcpServers
     assert (port, backlog) == (8080, DEFAULT_BACKLOG) and DEFAULT_BACKLOG > 50  # Twisted's own default
+
+
+@pytest.mark.parametrize("given, listened", [
+    ("tcp:9000:interface=127.0.0.1", "tcp:9000:interface=127.0.0.1:backlog=4096"),
+    ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem:backlog=4096"),
+    ("unix:/run/ws.sock", "unix:/run/ws.sock:backlog=4096"),
+    ("tcp:9000:backlog=128", "tcp:9000:backlog=128"),  # named: kept
+    ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),  # no queue of ours
+])
+def test_every_listening_endpoint_gets_the_long_queue_unless_it_names_one(given: str, listened: str) -> None:
+    assert parse("--listen", given)["listen"] == [listened]

@@ -47,8 +47,17 @@ from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Super
 #: waiting in the queue waits for an accept, while one the kernel drops from a full queue waits for
 #: its SYN to be sent again (1 s, then 3 s, 7 s). Linux caps it at net.core.somaxconn (4096 since 5.4).
 DEFAULT_BACKLOG = 4096
-DEFAULT_LISTEN = f"tcp:8080:backlog={DEFAULT_BACKLOG}"
+DEFAULT_LISTEN = "tcp:8080"
+#: The --listen endpoint types that have a listen queue (Twisted's strports).
+QUEUED_ENDPOINTS = ("tcp:", "tcp6:", "ssl:", "unix:")
 DEFAULT_REALM = "realm1"
+
+
+def with_backlog(endpoint: str) -> str:
+    """``endpoint``, given a listen queue of DEFAULT_BACKLOG when it has a queue and names none."""
+    if endpoint.startswith(QUEUED_ENDPOINTS) and ":backlog=" not in endpoint:
+        return f"{endpoint}:backlog={DEFAULT_BACKLOG}"
+    return endpoint
 
 
 class Options(usage.Options):
@@ -129,7 +138,7 @@ class Options(usage.Options):
         self["flash-policy-port-explicit"] = False
 
     def opt_listen(self, endpoint: str) -> None:
-        """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss); add :backlog=4096 where thousands of clients may reconnect at once (Twisted's default listen queue is 50). [default: tcp:8080:backlog=4096]"""
+        """Listen on this Twisted endpoint string; repeat for several. Examples: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem (https and wss); a tcp, tcp6, ssl or unix endpoint that names no :backlog= gets a listen queue of 4096, not Twisted's 50, for the moment thousands of clients reconnect at once. [default: tcp:8080]"""
         self["listen"].append(endpoint)
 
     def opt_flash_policy_port(self, port: str) -> None:
@@ -176,7 +185,7 @@ class Options(usage.Options):
         super().parseOptions(arguments)
 
     def postOptions(self) -> None:
-        self["listen"] = self["listen"] or [DEFAULT_LISTEN]
+        self["listen"] = [with_backlog(endpoint) for endpoint in self["listen"] or [DEFAULT_LISTEN]]
         self["realm"] = self["realm"] or (list(self.config.realms) if self.config else [DEFAULT_REALM])
         self["allowed-origin"] = self["allowed-origin"] or ["*"]
         self["flash-allow-domain"] = self["flash-allow-domain"] or ["*"]
