@@ -33,17 +33,17 @@ ENCODERS = {
 }
 
 
-def client_frame(payload: bytes, opcode: int) -> bytes:
-    """One masked client frame (RFC 6455 5.2)."""
+def client_frame(payload: bytes, opcode: int, *, first_bits: int = 0x80) -> bytes:
+    """One masked client frame (RFC 6455 5.2); ``first_bits``: FIN and RSV bits (0xC0: final, compressed)."""
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     n = len(payload)
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        header = struct.pack("!BB", first_bits | opcode, 0x80 | n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        header = struct.pack("!BBH", first_bits | opcode, 0x80 | 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        header = struct.pack("!BBQ", first_bits | opcode, 0x80 | 127, n)
     return header + mask + masked
 
 
@@ -77,7 +77,10 @@ class Client:
 
     ports = itertools.count(40000)
 
-    def __init__(self, factory: WampServerFactory, subprotocol: str = "wamp.2.json", origin: str | None = None) -> None:
+    def __init__(
+        self, factory: WampServerFactory, subprotocol: str = "wamp.2.json", origin: str | None = None,
+        extensions: str | None = None,
+    ) -> None:
         self.subprotocol = subprotocol
         self.encode, self.opcode, self.decode = ENCODERS[subprotocol]
         self.transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(self.ports)))
@@ -88,6 +91,7 @@ class Client:
             "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n"
             + (f"Origin: {origin}\r\n" if origin else "")
+            + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
             + "\r\n"
         )
         self.protocol.dataReceived(request.encode())

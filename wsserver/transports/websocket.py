@@ -28,6 +28,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
+from wsserver.transports.deflate import DEFLATE, SharedDeflater, use_on_demand_deflate
 from wsserver.transports.sendbuffer import REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -74,6 +75,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     wire_format: object = None
     transport_kind = "websocket"
     _object_serializer: Any = None
+    #: The window bits of the permessage-deflate negotiated (see deflate.py), or None: uncompressed.
+    _deflate_bits: int | None = None
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:
         """
@@ -83,14 +86,22 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         return encoded(message, self.frame_message)
 
     def frame_message(self, message: wamp.Message) -> bytes:
-        """The message as one frame (Autobahn's PreparedMessage)."""
+        """
+        The message as one frame: compressed by the factory's shared deflater if the connection
+        negotiated permessage-deflate (one frame for every connection of its ``wire_format``),
+        else (or if it is short) Autobahn's PreparedMessage.
+        """
         payload, is_binary = self._serializer.serialize(message)
+        if self._deflate_bits is not None:
+            frame = self.factory.deflater.frame(payload, is_binary, self._deflate_bits)
+            if frame is not None:
+                return frame
         return self.factory.prepareMessage(payload, is_binary).payloadHybi
 
     def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
-        # own sendData would add a debug-log call per write. Compression is never negotiated
-        # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
+        # own sendData would add a debug-log call per write. A compressed frame is compressed
+        # already (frame_message), so it goes out as it is too.
         if self.state == STATE_OPEN:
             frame, kind = encoded
             if kind is REPLY:
@@ -147,6 +158,9 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
             self._client_ip = None
 
     def onOpen(self) -> None:
+        self._deflate_bits = use_on_demand_deflate(self)
+        if self._deflate_bits is not None:
+            self.wire_format = (*self.wire_format, DEFLATE, self._deflate_bits)  # type: ignore[misc]
         self._forget_handshake()
         factory = self.factory
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
@@ -206,6 +220,8 @@ class WampServerFactory(WampWebSocketServerFactory):
         self.clock: IReactorTime = reactor
         self.connections = OpenConnections()
         self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}
+        #: Compresses each message once for every connection of its wire format (see deflate.py).
+        self.deflater = SharedDeflater()
         # The origin check is the Admission's (403): Autobahn's own answers 400 and compares ports.
         self.setProtocolOptions(**protocol_options(self.admission.limits))
 
