@@ -1,7 +1,7 @@
 """
-permessage-deflate against ``twistd -n wsserver``: an autobahn-python subscriber and a websockets
-(the Python library) subscriber on compressed connections get every event, a plain one beside them
-too; a deflate bomb, in one message or in fragments, is refused with 1009 after inflating no more
+permessage-deflate against ``twistd -n wsserver``: an autobahn-python subscriber, a websockets
+(the Python library) subscriber and AutobahnJS on Node on compressed connections get every event, a
+plain one beside them too; a deflate bomb, in one message or in fragments, is refused with 1009 after inflating no more
 than ``--max-message-size``, while the bystander keeps every event and memory stays bounded.
 """
 
@@ -18,7 +18,8 @@ from websockets.sync.client import connect
 from tests.e2e.hostile import Bystander, MemoryWatch
 from tests.e2e.rawws import HELLO, frame, open_raw, read_close
 from tests.e2e.test_echo import echo_url
-from tests.e2e.wampclient import WampClient
+from tests.e2e.test_node_autobahnjs import run_node  # noqa: F401 (a fixture)
+from tests.e2e.wampclient import WampClient, publish_once
 
 #: What the bomb inflates to: a thousand times --max-message-size.
 BOMB_SIZE = 2**30
@@ -91,3 +92,15 @@ def test_a_deflate_bomb_is_refused_with_1009(start_server: Any, fragments: int, 
         assert code == 1009, reason
     bystander.check()
     memory.check(64 * 2**20)  # --max-message-size (1 MiB) inflated, a few times over, not the bomb's 1 GiB
+
+
+def test_autobahnjs_on_node_gets_a_compressed_event(server: Any, run_node: Any) -> None:
+    # Node's WebSocket (undici) offers permessage-deflate and agrees to client_no_context_takeover
+    # (its handshake answer, seen by hand: "permessage-deflate; client_no_context_takeover;
+    # server_no_context_takeover"); a 1 KB event goes out compressed.
+    topic = "com.example.node.quotes"
+    node = run_node(server.ws_url, topic)
+    assert node.next_line(timeout=20) == "READY"
+    publish_once(server.ws_url, topic, quotes(7))
+    assert json.loads(node.next_line(timeout=10)) == [quotes(7)]
+    assert node.proc.wait(timeout=10) == 0, node.stderr
