@@ -52,6 +52,19 @@ def test_compressed_and_plain_subscribers_get_every_event(server: Any) -> None:
         assert [json.loads(raw.recv(timeout=5))[4][0] for _ in range(50)] == [quotes(seq) for seq in range(50)]
 
 
+def test_stream_subscribers_compressed_and_plain_get_every_event(server: Any) -> None:
+    topic = "com.example.quotes"
+    url = f"ws://127.0.0.1:{server.port}/stream?topic={topic}"
+    with connect(url, open_timeout=5) as compressed, connect(url, open_timeout=5, compression=None) as plain, \
+            WampClient(server.ws_url) as publisher:
+        assert "server_no_context_takeover" in (compressed.response.headers.get("Sec-WebSocket-Extensions") or "")
+        assert plain.response.headers.get("Sec-WebSocket-Extensions") is None
+        for seq in range(20):
+            publisher.publish(topic, quotes(seq), acknowledge=True)
+        for stream in (compressed, plain):
+            assert [json.loads(stream.recv(timeout=5))["args"] for _ in range(20)] == [[quotes(s)] for s in range(20)]
+
+
 def test_echo_compresses_with_the_client(server: Any) -> None:
     message = json.dumps(quotes(1))
     with connect(echo_url(server), open_timeout=5) as websocket:

@@ -18,6 +18,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 
 from tests.transports.test_websocket import HELLO, Client, TCPLikeTransport, client_frame
+from tests.transports.test_websocket import server_frames_with_rsv1 as frames_with_rsv1
 from wsserver.core.router import Router
 from wsserver.transports.admission import Admission, ConnectionLimits
 from wsserver.transports.deflate import COMPRESS_MIN_BYTES, OFF, SYNC_TAIL, SharedDeflater, frame_header
@@ -37,23 +38,6 @@ def deflate(payload: bytes) -> bytes:
     """``payload`` compressed on its own as a client would (tail removed)."""
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
     return (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
-
-
-def frames_with_rsv1(data: bytes) -> list[tuple[bool, int, bytes]]:
-    """Unmasked server frames as (rsv1, opcode, payload)."""
-    frames = []
-    while data:
-        rsv1, opcode, length = bool(data[0] & 0x40), data[0] & 0x0F, data[1] & 0x7F
-        offset = 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[2:10])
-            offset = 10
-        frames.append((rsv1, opcode, data[offset : offset + length]))
-        data = data[offset + length :]
-    return frames
 
 
 def messages(client: Client) -> list[Any]:

@@ -49,9 +49,14 @@ def client_frame(payload: bytes, opcode: int, *, first_bits: int = 0x80) -> byte
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     """Split unmasked server frames into (opcode, payload)."""
+    return [(opcode, payload) for _, opcode, payload in server_frames_with_rsv1(data)]
+
+
+def server_frames_with_rsv1(data: bytes) -> list[tuple[bool, int, bytes]]:
+    """Split unmasked server frames into (rsv1: compressed, opcode, payload)."""
     frames = []
     while data:
-        opcode, length = data[0] & 0x0F, data[1] & 0x7F
+        rsv1, opcode, length = bool(data[0] & 0x40), data[0] & 0x0F, data[1] & 0x7F
         offset = 2
         if length == 126:
             (length,) = struct.unpack("!H", data[2:4])
@@ -59,7 +64,7 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
         elif length == 127:
             (length,) = struct.unpack("!Q", data[2:10])
             offset = 10
-        frames.append((opcode, data[offset : offset + length]))
+        frames.append((rsv1, opcode, data[offset : offset + length]))
         data = data[offset + length :]
     return frames
 
