@@ -293,6 +293,11 @@ def run(report: Any, sizes: Any = None, round_: int = 0) -> None:
     report.figure("compression", f"socket fan-out at {subscribers}: compressed / plain deliveries/s", "x").add(
         "wsserver", fast / slow, f"{fast:,.0f}/s compressed (server {fast_cpu:.0%} CPU, generator {fast_own:.0%}), "
         f"{slow:,.0f}/s plain (server {slow_cpu:.0%}, generator {slow_own:.0%})")
+    # Server CPU per delivery: steadier than the rate on a shared machine where the server is not saturated.
+    report.figure("compression", f"socket fan-out at {subscribers}: server CPU per delivery, compressed / plain",
+                  "x", higher_is_better=False).add(
+        "wsserver", (fast_cpu / fast) / (slow_cpu / slow),
+        f"{fast_cpu / fast * 1e6:.2f} us compressed, {slow_cpu / slow * 1e6:.2f} us plain")
 
 
 if __name__ == "__main__":
