@@ -15,9 +15,9 @@ Two runs, each its own server:
   1000 messages in a row) with the limits in ``RAISED_LIMITS``: by default the server refuses such
   messages, as it should (close 1009, tested in tests/transports/test_echo.py).
 
-- the compression cases 12.* and 13.* (permessage-deflate, RFC 7692) with the default options
-  (``--compression deflate``): 216 cases of up to 1000 messages each, which the Python 2.7 client
-  sends slowly, hence a run of its own with a longer timeout.
+- the compression cases 12.* and 13.* (permessage-deflate, RFC 7692; ``--compression deflate`` is
+  the default) without ``--max-frame-rate`` (see RUNS): 216 cases of 1000 messages each, which the
+  Python 2.7 client sends slowly, hence a run of its own with a longer timeout.
 
 A case passes when its ``behavior`` and its ``behaviorClose`` are both OK or INFORMATIONAL (the suite's
 word for "no verdict, here is what happened", e.g. the close reason echoed). FAILED, NON-STRICT and
@@ -81,8 +81,12 @@ RUNS = {
                            memory_bound=16 * 2**20),
     # Measured: +48 MiB (messages of 16 MiB).
     "limits-9": Run(cases=["9.*"], options=RAISED_LIMITS, expected_cases=54, memory_bound=6 * 16 * 2**20),
-    # MEASURED_COMPRESSION
-    "compression": Run(cases=["12.*", "13.*"], expected_cases=216, memory_bound=16 * 2**20, timeout=3600),
+    # Measured: 202 of the 216 cases pass with the default options; the other 14 (12.2.12-16,
+    # 12.3.13-15, 12.5.11-16) send 1000 messages of up to 128 KiB in fragments of 64 to 256 bytes
+    # (64,000 frames and more within seconds): --max-frame-rate refuses them with 1008, as it
+    # should a flood of frames, so the run lifts it. About 15 minutes each for 12.* and 13.* here.
+    "compression": Run(cases=["12.*", "13.*"], options=["--max-frame-rate", "0"], expected_cases=216,
+                       memory_bound=16 * 2**20, timeout=3600),
 }
 
 
