@@ -161,19 +161,7 @@ class FrameCountingClient(Client):
 
     __slots__ = ()
 
-    def readable(self) -> None:
-        if not self.counting:
-            super().readable()
-            return
-        try:
-            data = self.sock.recv(262144)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return
+    def count(self, data: bytes) -> None:
         buffer = self.tail + data if self.tail else data
         position, end = 0, len(buffer)
         while position + 2 <= end:
