@@ -98,9 +98,7 @@ class Client:
         if self.probe:
             self.read_ns = time.monotonic_ns()
         if self.counting:
-            joined = self.tail + data
-            self.events += joined.count(EVENT_MARKER)
-            self.tail = joined[-3:]
+            self.count(data)
             return
         self.buffer += data
         if self.state == self.CONNECTING:
@@ -122,6 +120,12 @@ class Client:
                 return
             if opcode in (0x1, 0x2):
                 self._message(json.loads(payload))
+
+    def count(self, data: bytes) -> None:
+        """Count the EVENTs in ``data``, read while counting, without parsing them."""
+        joined = self.tail + data
+        self.events += joined.count(EVENT_MARKER)
+        self.tail = joined[-3:]
 
     def _frames(self) -> list[tuple[int, bytes]]:
         frames = []

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backplane  # noqa: E402
 import storm  # noqa: E402
+import compression  # noqa: E402
 from loadgen import Client, Loop, event_args, paced, percentile  # noqa: E402
 from peers import PEERS, Server  # noqa: E402
 
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat, under a minute")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply durations and counts")
     parser.add_argument("--repeat", type=int, default=None, help="alternating repeats per scenario [3; quick: 1]")
-    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,storm,backplane,workers")
+    parser.add_argument("--scenarios", default="fanout,latency,idle,setup,chat,storm,backplane,workers,compression")
     parser.add_argument("--subscribers", default=None, help="fan-out sizes, e.g. 100,1000 [10,100,1000]")
     parser.add_argument("--peers", default="wsserver,crossbar", help="comma-separated; 'ceiling' joins fanout anyway")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the CPython ceiling in the fan-out scenario")
@@ -419,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                           open_sessions=open_sessions, fanout=fanout)
         if "workers" in scenarios:
             workers(report, sizes, round_)
+        if "compression" in scenarios:  # in process: see bench/compression.py
+            compression.run(report, sizes, round_)
 
     elapsed = time.monotonic() - begun
     print_table(report, peers)

@@ -39,6 +39,7 @@ from wsserver.transports.flashpolicy import DEFAULT_PORT as DEFAULT_FLASH_POLICY
 from wsserver.transports.flashpolicy import DOMAIN_PATTERN, FlashPolicy, FlashPolicyService
 from wsserver.transports.longpoll import LongPollSettings
 from wsserver.transports.admission import SLOW_CONSUMER_POLICIES, ConnectionLimits
+from wsserver.transports.deflate import COMPRESSION_CHOICES
 from wsserver.transports.http_api import HttpApiSettings
 from wsserver.workers import (DEFAULT_WORKERS, STOP_GRACE, SpawnedWorkers, Supervisor, WorkerIdentity, own_port,
                               serve_as_worker)
@@ -58,6 +59,16 @@ def with_backlog(endpoint: str) -> str:
     if endpoint.startswith(QUEUED_ENDPOINTS) and ":backlog=" not in endpoint:
         return f"{endpoint}:backlog={DEFAULT_BACKLOG}"
     return endpoint
+
+
+def compression_choice(value: str) -> str:
+    """--compression's value, checked."""
+    if value not in COMPRESSION_CHOICES:
+        raise ValueError(f"not one of {', '.join(COMPRESSION_CHOICES)}: {value!r}")
+    return value
+
+
+compression_choice.coerceDoc = "One of: deflate, off."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -90,6 +101,7 @@ class Options(usage.Options):
         ["max-fragments", None, ConnectionLimits.max_fragments, "Frames one WebSocket message may come in (browsers send one); more: close 1009. 0 turns the limit off.", int],
         ["max-frame-rate", None, ConnectionLimits.max_frame_rate, "WebSocket frames (pings too) one connection may send a second, sustained; more: close 1008. 0 turns the limit off.", float],
         ["frame-burst", None, ConnectionLimits.frame_burst, "WebSocket frames one connection may send at once before --max-frame-rate applies.", int],
+        ["compression", None, ConnectionLimits.compression, "permessage-deflate on WebSockets (/ws, /echo, /stream): deflate (offered by every browser; each event is compressed once for all its subscribers, messages under 128 bytes go out plain) or off.", compression_choice],
         ["flash-policy-interface", None, None, "Interface for the Flash socket policy port. [default: all]"],
         ["flash-allow-ports", None, None, "Ports the Flash policy allows, comma-separated. [default: the ports of --listen]"],
         ["shutdown-timeout", None, 5.0, "On stop, wait this many seconds for clients to say GOODBYE.", float],
@@ -304,6 +316,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             max_fragments=options["max-fragments"],
             max_frame_rate=options["max-frame-rate"],
             frame_burst=options["frame-burst"],
+            compression=options["compression"],
         ),
         shutdown_timeout=options["shutdown-timeout"],
         flash_policy=FlashPolicy(

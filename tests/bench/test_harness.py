@@ -27,13 +27,16 @@ def test_quick_run_against_both_peers_loses_nothing(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checks"] and all(check.startswith("ok") for check in results["checks"])
     scenarios = {figure["scenario"] for figure in results["figures"]}
-    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "storm", "backplane", "workers"}
+    assert scenarios == {"fanout", "latency", "idle", "setup", "chat", "storm", "backplane", "workers", "compression"}
     for figure in results["figures"]:
         if figure["scenario"] == "backplane":  # latency on one node and across two, both on Redis
             assert set(figure["medians"]) == {"redis one node", "redis across"}, figure
             continue
         if figure["scenario"] == "workers":  # --workers 2 against 1, both on Redis
             assert set(figure["medians"]) == {"wsserver-1w", "wsserver-2w"}, figure
+            continue
+        if figure["scenario"] == "compression":  # wsserver compressed against itself plain (bench/compression.py)
+            assert set(figure["medians"]) == {"wsserver"}, figure
             continue
         if set(figure["medians"]) <= {"wsserver-1w", "wsserver-2w"}:
             continue  # the fan-out and setup figures the workers scenario measured on the way

@@ -59,12 +59,18 @@ def rss(pid: int) -> int:
 
 
 def open_raw(
-    port: int, path: str = "/ws", subprotocol: str | None = "wamp.2.json", sock: socket.socket | None = None
+    port: int, path: str = "/ws", subprotocol: str | None = "wamp.2.json", sock: socket.socket | None = None,
+    extensions: str | None = None,
 ) -> socket.socket:
-    """A WebSocket to 127.0.0.1:``port`` as a bare socket (``sock``, connected), the opening handshake done."""
+    """
+    A WebSocket to 127.0.0.1:``port`` as a bare socket (``sock``, connected), the opening handshake
+    done; ``extensions``: a Sec-WebSocket-Extensions offer (e.g. "permessage-deflate").
+    """
     sock = sock or socket.create_connection(("127.0.0.1", port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
     protocol = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+    if extensions:
+        protocol += f"Sec-WebSocket-Extensions: {extensions}\r\n"
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n".encode()
@@ -78,8 +84,8 @@ def open_raw(
     return sock
 
 
-def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
-    """A client frame (masked, with a zero key: the payload goes as it is)."""
+def frame(opcode: int, payload: bytes = b"", fin: bool = True, compressed: bool = False) -> bytes:
+    """A client frame (masked, with a zero key: the payload goes as it is); ``compressed``: RSV1 set."""
     length = len(payload)
     if length < 126:
         size = bytes([0x80 | length])
@@ -87,7 +93,7 @@ def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
         size = bytes([0x80 | 126]) + struct.pack("!H", length)
     else:
         size = bytes([0x80 | 127]) + struct.pack("!Q", length)
-    return bytes([(0x80 if fin else 0) | opcode]) + size + b"\0\0\0\0" + payload
+    return bytes([(0x80 if fin else 0) | (0x40 if compressed else 0) | opcode]) + size + b"\0\0\0\0" + payload
 
 
 def read_close(sock: socket.socket, timeout: float = 10.0) -> tuple[int | None, str]:

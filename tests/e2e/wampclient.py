@@ -28,6 +28,7 @@ txaio.use_twisted()
 
 from autobahn.twisted.wamp import ApplicationSession  # noqa: E402
 from autobahn.twisted.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept  # noqa: E402
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOptions  # noqa: E402
 from autobahn.websocket.util import parse_url  # noqa: E402
@@ -118,9 +119,15 @@ class WampClient:
     def __init__(
         self, ws_url: str, realm: str = "realm1", serializer: str = "json", timeout: float = 10.0,
         trust_pem: bytes | None = None, authenticator: Any = None, authid: str | None = None,
+        compression: bool = False,
     ) -> None:
-        """``trust_pem``: for wss://, the certificate (PEM) to trust, e.g. a test's self-signed one."""
+        """
+        ``trust_pem``: for wss://, the certificate (PEM) to trust, e.g. a test's self-signed one.
+        ``compression``: offer permessage-deflate; ``self.extensions`` are what the server accepted.
+        """
         self.timeout = timeout
+        self.compression = compression
+        self.extensions: list[Any] = []
         self.trust_pem = trust_pem
         self.authenticator = authenticator
         self.authid = authid
@@ -149,6 +156,13 @@ class WampClient:
 
         factory = WampWebSocketClientFactory(make_session, url=ws_url, serializers=[SERIALIZERS[serializer]()])
         factory.clientConnectionFailed = failed
+        if self.compression:
+            def accept(response: Any) -> Any:
+                self.extensions.append(response)
+                return PerMessageDeflateResponseAccept(response)
+
+            factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                                       perMessageCompressionAccept=accept)
         secure, host, port, _, _, _ = parse_url(ws_url)
         if secure:
             trust = ssl.Certificate.loadPEM(self.trust_pem) if self.trust_pem else None

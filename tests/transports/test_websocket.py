@@ -33,25 +33,30 @@ ENCODERS = {
 }
 
 
-def client_frame(payload: bytes, opcode: int) -> bytes:
-    """One masked client frame (RFC 6455 5.2)."""
+def client_frame(payload: bytes, opcode: int, *, first_bits: int = 0x80) -> bytes:
+    """One masked client frame (RFC 6455 5.2); ``first_bits``: FIN and RSV bits (0xC0: final, compressed)."""
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     n = len(payload)
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        header = struct.pack("!BB", first_bits | opcode, 0x80 | n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        header = struct.pack("!BBH", first_bits | opcode, 0x80 | 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        header = struct.pack("!BBQ", first_bits | opcode, 0x80 | 127, n)
     return header + mask + masked
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     """Split unmasked server frames into (opcode, payload)."""
+    return [(opcode, payload) for _, opcode, payload in server_frames_with_rsv1(data)]
+
+
+def server_frames_with_rsv1(data: bytes) -> list[tuple[bool, int, bytes]]:
+    """Split unmasked server frames into (rsv1: compressed, opcode, payload)."""
     frames = []
     while data:
-        opcode, length = data[0] & 0x0F, data[1] & 0x7F
+        rsv1, opcode, length = bool(data[0] & 0x40), data[0] & 0x0F, data[1] & 0x7F
         offset = 2
         if length == 126:
             (length,) = struct.unpack("!H", data[2:4])
@@ -59,7 +64,7 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
         elif length == 127:
             (length,) = struct.unpack("!Q", data[2:10])
             offset = 10
-        frames.append((opcode, data[offset : offset + length]))
+        frames.append((rsv1, opcode, data[offset : offset + length]))
         data = data[offset + length :]
     return frames
 
@@ -77,7 +82,10 @@ class Client:
 
     ports = itertools.count(40000)
 
-    def __init__(self, factory: WampServerFactory, subprotocol: str = "wamp.2.json", origin: str | None = None) -> None:
+    def __init__(
+        self, factory: WampServerFactory, subprotocol: str = "wamp.2.json", origin: str | None = None,
+        extensions: str | None = None,
+    ) -> None:
         self.subprotocol = subprotocol
         self.encode, self.opcode, self.decode = ENCODERS[subprotocol]
         self.transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(self.ports)))
@@ -88,6 +96,7 @@ class Client:
             "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n"
             + (f"Origin: {origin}\r\n" if origin else "")
+            + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
             + "\r\n"
         )
         self.protocol.dataReceived(request.encode())

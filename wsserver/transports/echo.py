@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket
+from wsserver.transports.deflate import use_on_demand_deflate
 
 log = Logger()
 
@@ -56,6 +57,7 @@ class EchoServerProtocol(BoundedWebSocket, WebSocketServerProtocol):
         return None  # accepted, without a subprotocol
 
     def onOpen(self) -> None:
+        use_on_demand_deflate(self)  # Autobahn's codec compresses the echoes, holding zlib state only meanwhile
         self.factory.connections.add(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:

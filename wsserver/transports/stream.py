@@ -39,8 +39,10 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission
 from wsserver.transports.bounds import truncate
+from wsserver.transports.deflate import DEFLATE, SharedDeflater, use_on_demand_deflate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
 from wsserver.transports.sendbuffer import EVENT, REPLY, ConnectionInfo
+from wsserver.transports.websocket import server_frame
 from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
@@ -72,6 +74,8 @@ class StreamServerProtocol(EchoServerProtocol):
     wire_format = STREAM_WIRE
     transport_kind = "stream"
     stream: StreamSession | None = None
+    #: The window bits of the permessage-deflate negotiated (see deflate.py), or None: uncompressed.
+    _deflate_bits: int | None = None
 
     # -- Peer ----------------------------------------------------------------------------------
 
@@ -83,8 +87,11 @@ class StreamServerProtocol(EchoServerProtocol):
         return message
 
     def _frame(self, payload: bytes) -> bytes:
-        frame: bytes = self.factory.prepareMessage(payload, False).payloadHybi
-        return frame
+        if self._deflate_bits is not None:
+            compressed = self.factory.deflater.frame(payload, False, self._deflate_bits)
+            if compressed is not None:
+                return compressed
+        return server_frame(payload, False)
 
     def write_encoded(self, data: Any) -> None:
         if type(data) is bytes:
@@ -122,6 +129,9 @@ class StreamServerProtocol(EchoServerProtocol):
         stream = self.stream
         if stream is None or self.state != STATE_OPEN:
             return
+        self._deflate_bits = use_on_demand_deflate(self)
+        if self._deflate_bits is not None:
+            self.wire_format = (STREAM_WIRE, DEFLATE, self._deflate_bits)
         if stream.own_ids:
             self.wire_format = (STREAM_WIRE, self)  # its ids are its own: it encodes its events itself
         self._resume(stream)
@@ -174,3 +184,5 @@ class StreamServerFactory(EchoServerFactory):
         super().__init__(admission, reactor=reactor)
         self.router = router
         self.bearer_keys = bearer_keys
+        #: Compresses each event once for every compressed stream (see deflate.py).
+        self.deflater = SharedDeflater()

@@ -9,7 +9,6 @@ answered the WAMP way (see :mod:`wsserver.core.decoding`) instead of with close 
 
 from __future__ import annotations
 
-import struct
 import types
 from typing import Any
 
@@ -30,6 +29,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
+from wsserver.transports.deflate import DEFLATE, SharedDeflater, frame_header, use_on_demand_deflate
 from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -84,16 +84,10 @@ CLOSE_CODES = {
 
 def server_frame(payload: bytes, is_binary: bool) -> bytes:
     """
-    ``payload`` as one unmasked, unfragmented WebSocket data frame (RFC 6455 5.2), as Autobahn's
-    PreparedMessage frames it without compression, minus the object and the join.
+    ``payload`` as one unmasked, unfragmented, uncompressed WebSocket data frame (RFC 6455 5.2),
+    as Autobahn's PreparedMessage frames it, minus the object.
     """
-    length = len(payload)
-    opcode = 0x82 if is_binary else 0x81
-    if length < 126:
-        return bytes((opcode, length)) + payload
-    if length < 0x10000:
-        return struct.pack("!BBH", opcode, 126, length) + payload
-    return struct.pack("!BBQ", opcode, 127, length) + payload
+    return frame_header(0x2 if is_binary else 0x1, len(payload), rsv1=False) + payload
 
 
 def shared(serializer: Any) -> Any:
@@ -131,6 +125,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
     wire_format: object = None
     transport_kind = "websocket"
     _object_serializer: Any = None
+    #: The window bits of the permessage-deflate negotiated (see deflate.py), or None: uncompressed.
+    _deflate_bits: int | None = None
 
     def encode(self, message: wamp.Message) -> tuple[Any, str]:
         """
@@ -144,15 +140,22 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         The message as one frame. Serialized by Autobahn's object serializer straight from
         ``marshal()``: its WAMP serializer around it only adds statistics we do not read, and the
         message's own per-serializer cache, which ``delivery.carry_out`` does better (once per
-        wire format).
+        wire format). Compressed by the factory's shared deflater if the connection negotiated
+        permessage-deflate (one frame for every connection of its ``wire_format``) and the
+        message is not short.
         """
         serializer = self._object_serializer
-        return server_frame(serializer.serialize(message.marshal()), serializer.BINARY)
+        payload, is_binary = serializer.serialize(message.marshal()), serializer.BINARY
+        if self._deflate_bits is not None:
+            frame = self.factory.deflater.frame(payload, is_binary, self._deflate_bits)
+            if frame is not None:
+                return frame
+        return server_frame(payload, is_binary)
 
     def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
-        # own sendData would add a debug-log call per write. Compression is never negotiated
-        # (the factory accepts no permessage-deflate offer), so the prepared frame is what goes out.
+        # own sendData would add a debug-log call per write. A compressed frame is compressed
+        # already (frame_message), so it goes out as it is too.
         if self.state == STATE_OPEN:
             frame, kind = encoded
             buffer = self.send_buffer
@@ -218,6 +221,10 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
             self._client_ip = None
 
     def onOpen(self) -> None:
+        bits = use_on_demand_deflate(self)
+        if bits is not None:  # else the class's None: an idle connection's dict stays small
+            self._deflate_bits = bits
+            self.wire_format = (*self.wire_format, DEFLATE, bits)  # type: ignore[misc]
         self._forget_handshake()
         factory = self.factory
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
@@ -301,6 +308,8 @@ class WampServerFactory(WampWebSocketServerFactory):
         self.clock: IReactorTime = reactor
         self.connections = OpenConnections()
         self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}
+        #: Compresses each message once for every connection of its wire format (see deflate.py).
+        self.deflater = SharedDeflater()
         # The origin check is the Admission's (403): Autobahn's own answers 400 and compares ports.
         self.setProtocolOptions(**protocol_options(self.admission.limits))
 
