@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,29 @@ def quotes(sequence: int) -> list[Any]:
               "change": round(((sequence + i) % 11 - 5) / 3, 3), "volume": 1000 + (sequence * 7919 + i * 104729) % 900_000,
               "ts": f"2026-11-29T19:{(sequence + i) % 60:02d}:{(sequence * 3 + i) % 60:02d}.{(sequence * 37 + i) % 1000:03d}Z"}
              for i, name in enumerate(names)]]
+
+
+def feed(sequence: int) -> list[Any]:
+    """The arguments of another realistic ~1 KB JSON event: activity feed items (users, URLs, a sentence each)."""
+    users = [("ana", "Ana Lima"), ("bo", "Bo Berg"), ("chen", "Chen Wei"), ("dara", "Dara Okafor")]
+    texts = ["shipped the new release to staging, please have a look before the demo",
+             "the build on main is green again after the flaky test fix",
+             "can someone review the pull request for the billing page?",
+             "deploy finished: 3 services updated, no errors in the last 10 minutes"]
+    items = []
+    for i in range(4):
+        login, name = users[(sequence + i) % 4]
+        items.append({"id": f"evt_{sequence * 4 + i:08d}", "type": "comment",
+                      "created_at": f"2026-11-29T19:{(sequence + i) % 60:02d}:{(sequence * 7 + i) % 60:02d}Z",
+                      "actor": {"id": 1000 + (sequence + i) % 4, "login": login, "display_name": name,
+                                "avatar_url": f"https://example.com/avatars/{login}.png"},
+                      "text": texts[(sequence * 3 + i) % 4],
+                      "reactions": {"+1": (sequence + i) % 5, "heart": (sequence * i) % 3}})
+    return [items]
+
+
+#: The realistic 1 KB events the bytes on the wire are measured with.
+EVENTS = {"quotes": quotes, "activity feed": feed}
 
 
 class Transport(StringTransport):
@@ -103,12 +127,12 @@ def new_factory() -> WampServerFactory:
                              limits=ConnectionLimits(max_connections=100_000, max_connections_per_ip=100_000))
 
 
-def wire_bytes() -> tuple[float, float]:
-    """Mean bytes of one EVENT frame (header included) over 100 different events: compressed, plain."""
+def wire_bytes(event: Callable[[int], list[Any]] = quotes) -> tuple[float, float]:
+    """Mean bytes of one EVENT frame (header included) over 100 different ``event``s: compressed, plain."""
     factory = new_factory()
     compressed, plain, publisher = connect(factory, True), connect(factory, False), connect(factory, False, False)
     for sequence in range(100):
-        publisher.dataReceived(client_frame([16, sequence, {}, TOPIC, quotes(sequence)]))
+        publisher.dataReceived(client_frame([16, sequence, {}, TOPIC, event(sequence)]))
     return len(compressed.transport.value()) / 100, len(plain.transport.value()) / 100
 
 
@@ -266,9 +290,11 @@ def socket_fanout(subscribers: int = SUBSCRIBERS, publications: int = 300, *, se
 
 def run(report: Any, sizes: Any = None, round_: int = 0) -> None:
     """Add the scenario's figures to ``report`` (bench/run.py's Report) for the peer "wsserver"."""
-    compressed, plain = wire_bytes()
-    report.figure("compression", "bytes per 1 KB event: plain / compressed", "x").add(
-        "wsserver", plain / compressed, f"{plain:.0f} B plain, {compressed:.0f} B compressed")
+    for name, event in EVENTS.items():
+        compressed, plain = wire_bytes(event)
+        label = "bytes per 1 KB event: plain / compressed" + ("" if event is quotes else f" ({name})")
+        report.figure("compression", label, "x").add(
+            "wsserver", plain / compressed, f"{plain:.0f} B plain, {compressed:.0f} B compressed")
     subscribers = max(getattr(sizes, "fanout_subscribers", (SUBSCRIBERS,)))
     fast, slow = fanout_rates(subscribers)
     report.figure("compression", f"fan-out at {subscribers}: compressed / plain deliveries/s", "x").add(
@@ -289,8 +315,10 @@ def run(report: Any, sizes: Any = None, round_: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    compressed, plain = wire_bytes()
-    print(f"bytes per event frame: plain {plain:.0f}, compressed {compressed:.0f}: {plain / compressed:.2f}x fewer")
+    for name, event in EVENTS.items():
+        compressed, plain = wire_bytes(event)
+        print(f"bytes per {name} event frame: plain {plain:.0f}, compressed {compressed:.0f}: "
+              f"{plain / compressed:.2f}x fewer")
     fast, slow = fanout_rates(SUBSCRIBERS)
     print(f"fan-out at {SUBSCRIBERS} (in process): compressed {fast:,.0f}/s, plain {slow:,.0f}/s: {fast / slow:.2f}x")
     for compressed, (rate, server_cpu, generator_cpu) in socket_fanout().items():
