@@ -238,7 +238,7 @@ def open_counting(loop: Loop, port: int, topics: list[str | None], compressed: b
         sock.setblocking(False)
         client = FrameCountingClient(sock, topic)
         loop.selector.register(sock, selectors.EVENT_READ, client)
-        loop.clients.append(client)
+        loop.clients[client] = None
         clients.append(client)
         if len(clients) % 200 == 0 or len(clients) == len(topics):
             if not loop.run_until(lambda: all(c.state == Client.READY for c in clients), timeout=60):
@@ -247,14 +247,16 @@ def open_counting(loop: Loop, port: int, topics: list[str | None], compressed: b
 
 
 def socket_fanout(subscribers: int = SUBSCRIBERS, publications: int = 300, *, server_cpu: int = 0,
-                  generator_cpu: int = 1) -> dict[bool, tuple[float, float, float]]:
+                  generator_cpu: int = 1, plain_first: bool = False) -> dict[bool, tuple[float, float, float]]:
     """
-    Deliveries a second of 1 KB events to ``subscribers`` over sockets, compressed and plain, on
-    one server each: {compressed: (deliveries/s, server CPU share, generator CPU share)}.
+    Deliveries a second of 1 KB events to ``subscribers`` over sockets, compressed and plain (in
+    that order, or the other with ``plain_first``: rounds alternate), on one server each:
+    {compressed: (deliveries/s, server CPU share, generator CPU share)}. Raises RuntimeError
+    unless every subscriber got every event.
     """
     os.sched_setaffinity(0, {generator_cpu})
     results = {}
-    for compressed in (True, False):
+    for compressed in (False, True) if plain_first else (True, False):
         server = Wsserver(server_cpu).start()
         loop = Loop()
         try:
@@ -302,7 +304,10 @@ def run(report: Any, sizes: Any = None, round_: int = 0) -> None:
     held_compressed, held_plain = idle_bytes()
     report.figure("compression", "idle session memory: compressed / plain", "x", higher_is_better=False).add(
         "wsserver", held_compressed / held_plain, f"{held_compressed:.0f} B compressed, {held_plain:.0f} B plain")
-    rates = socket_fanout(subscribers)
+    publications = max(300, getattr(sizes, "fanout_deliveries", 0) // subscribers)
+    rates = socket_fanout(subscribers, publications, plain_first=round_ % 2 == 1)
+    report.check(True, f"wsserver compression fanout S={subscribers}: delivered {subscribers * publications} "
+                       f"of {subscribers * publications}, compressed and plain")
     (fast, fast_cpu, fast_own), (slow, slow_cpu, slow_own) = rates[True], rates[False]
     report.figure("compression", f"socket fan-out at {subscribers}: compressed / plain deliveries/s", "x").add(
         "wsserver", fast / slow, f"{fast:,.0f}/s compressed (server {fast_cpu:.0%} CPU, generator {fast_own:.0%}), "
