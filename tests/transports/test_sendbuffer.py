@@ -159,7 +159,7 @@ class CountingTransport(StringTransport):
 
 def test_during_a_read_frames_are_held_in_order_and_leave_in_one_write_when_it_is_done() -> None:
     transport = CountingTransport()
-    buffer = SendBuffer(transport, limits=ConnectionLimits(), overflow=print, peer="p")
+    buffer = SendBuffer(transport, limits=ConnectionLimits(), overflow=print, peer="p", holds=True)
     HOLD.begin()
     try:
         buffer.write(b"e1", EVENT)
@@ -174,8 +174,23 @@ def test_during_a_read_frames_are_held_in_order_and_leave_in_one_write_when_it_i
     assert transport.value().endswith(b"after") and transport.writes == 2
 
 
+def test_a_buffer_whose_writes_are_messages_of_their_own_is_never_held() -> None:
+    """A long-poll session gets one message per write even when a WebSocket read publishes them all."""
+    transport = CountingTransport()
+    buffer = SendBuffer(transport, limits=ConnectionLimits(), overflow=print, peer="p")
+    HOLD.begin()
+    try:
+        buffer.write(b"[36,1]", EVENT)
+        buffer.write(b"[36,2]", EVENT)
+        assert transport.value() == b"[36,1][36,2]" and transport.writes == 2
+    finally:
+        HOLD.release()
+    assert transport.writes == 2
+
+
 def test_a_buffer_holding_more_than_the_hold_limit_writes_out_and_twisteds_mark_still_pauses_it() -> None:
     buffer, transport, overflows = buffer_for(limit=1024)
+    buffer.holds = True
     transport.producer = None  # StringTransport never pauses by itself: do as Twisted does past its mark
     original_write = transport.write
     transport.write = lambda data: (original_write(data), buffer.pauseProducing())  # type: ignore[method-assign]
@@ -194,6 +209,7 @@ def test_a_buffer_holding_more_than_the_hold_limit_writes_out_and_twisteds_mark_
 
 def test_what_is_held_is_dropped_when_the_connection_is_refused_during_the_read() -> None:
     buffer, transport, _ = buffer_for()
+    buffer.holds = True
     HOLD.begin()
     try:
         buffer.write(b"event", EVENT)
@@ -216,7 +232,7 @@ def tcp_connection(reactor: MemoryReactor) -> tuple[tcp.Server, socket.socket]:
 def test_held_frames_go_straight_to_an_idle_socket_without_asking_the_reactor_to_watch_it() -> None:
     reactor = MemoryReactor()
     connection, client = tcp_connection(reactor)
-    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p")
+    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p", holds=True)
     HOLD.begin()
     try:
         buffer.write(b"one", EVENT)
@@ -233,7 +249,7 @@ def test_what_the_socket_does_not_take_is_queued_behind_and_the_reactor_writes_i
     connection, client = tcp_connection(reactor)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p")
+    buffer = SendBuffer(connection, limits=ConnectionLimits(), overflow=print, peer="p", holds=True)
     frames = [bytes([n]) * 1000 for n in range(60)]
     HOLD.begin()
     try:

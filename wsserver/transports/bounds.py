@@ -148,7 +148,7 @@ class BoundedWebSocket:
         # Over twisted.web, the HTTP channel is still registered as the transport's producer.
         self.transport.unregisterProducer()
         self.send_buffer = SendBuffer(self.transport, limits=limits, overflow=self._send_buffer_overflowed,
-                                      peer=self.peer)
+                                      peer=self.peer, holds=True)
         self.transport.registerProducer(self.send_buffer, True)
         if limits.max_frame_rate:
             self._frames = TokenBucket(limits.max_frame_rate, max(1, limits.frame_burst), self.factory.clock.seconds())

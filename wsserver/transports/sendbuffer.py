@@ -119,10 +119,18 @@ class SendBuffer:
 
     # An idle connection should cost little (thousands sit open): slots, and no deque until needed.
     __slots__ = ("transport", "limit", "drop_events", "overflow", "peer", "paused", "waiting", "counted",
-                 "replies_waiting", "dropped", "_dropping", "_overflowed", "held", "held_bytes")
+                 "replies_waiting", "dropped", "_dropping", "_overflowed", "holds", "held", "held_bytes")
 
-    def __init__(self, transport: Any, *, limits: ConnectionLimits, overflow: Callable[[int], None], peer: str) -> None:
+    def __init__(self, transport: Any, *, limits: ConnectionLimits, overflow: Callable[[int], None], peer: str,
+                 holds: bool = False) -> None:
+        """
+        ``holds``: the transport carries a byte stream of whole frames, so what a read makes it
+        write may be held and written as one string (see :class:`Hold`); a transport whose every
+        ``write`` is a message of its own (a long-poll session: one message per response) must
+        not be given joined frames.
+        """
         self.transport = transport
+        self.holds = holds
         self.limit = limits.max_send_buffer
         self.drop_events = limits.slow_consumer_policy == DROP
         self.overflow = overflow
@@ -149,7 +157,7 @@ class SendBuffer:
                 self.held_bytes += len(frame)
                 if self.held_bytes > HOLD_LIMIT:
                     self.write_held()
-            elif HOLD.depth:
+            elif HOLD.depth and self.holds:
                 self.held = [frame]
                 self.held_bytes = len(frame)
                 HOLD.holding.append(self)
