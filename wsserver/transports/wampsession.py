@@ -56,7 +56,7 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
         kind = "binary" if is_binary else "text"
         raise ProtocolViolation(f"{kind} message on a {serializer.NAME} session")
     try:
-        if type(serializer) is JsonObjectSerializer and not serializer._batched and b"\\u0000" not in payload:
+        if isinstance(serializer, JsonObjectSerializer) and not serializer._batched and b"\\u0000" not in payload:
             # Autobahn's JSON decoder is pure Python (so that it can turn "\0..." strings into
             # bytes); without such a string, the C decoder gives the same result, much faster.
             return [json.loads(payload)]
