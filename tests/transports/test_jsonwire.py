@@ -11,7 +11,11 @@ from wsserver.core.router import Router
 
 VALUES = [
     [36, 1, 2, {}, [1, "x" * 40]],
-    [17, 5, 2**53],
+    [17, 5, 2**53],  # three integers: formatted directly
+    [33, 0, -(2**70)],
+    [17, 5, True],  # not an integer: the encoder writes true
+    [17, 5, 1.0],
+    [36, 1, 2],
     # Non-ASCII (written as UTF-8), big integers, floats, bytes as "\u0000" + base64, Decimal as a string.
     [36, 1, 2, {"publisher": 3}, ["é☃\U0001F600", 2**80, -(2**70), 1.5, 1e300, 0.1, True, None, b"\x00\xffbin", b"",
                                   decimal.Decimal("1.10")], {"k": {"ü": [b"\x01"]}}],
