@@ -32,7 +32,7 @@ class ReusedEncoderJsonObjectSerializer(JsonObjectSerializer):
     """Autobahn's JSON object serializer, whose ``serialize`` reuses one encoder (see the module docstring)."""
 
     def __init__(self, encoder: Any, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(**options)  # type: ignore[no-untyped-call]
         self._encode = encoder.encode
 
     def serialize(self, obj: Any) -> bytes:
