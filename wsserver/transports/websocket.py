@@ -28,9 +28,9 @@ from twisted.logger import Logger
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
+from wsserver.transports import jsonwire
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.jsonwire import json_object_serializer
 from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -111,7 +111,7 @@ def shared(serializer: Any) -> Any:
 def wamp_serializers() -> list[Any]:
     """The serializers offered, in order of preference when a client offers several."""
     json = JsonSerializer()
-    json._serializer = json_object_serializer(json._serializer)  # the same bytes, one encoder for all: see jsonwire.py
+    json._serializer = jsonwire.json_object_serializer(json._serializer)  # the same bytes, one encoder for all: see jsonwire.py
     return [shared(CBORSerializer()), shared(MsgPackSerializer()), shared(json)]
 
 
