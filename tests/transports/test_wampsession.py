@@ -137,3 +137,29 @@ def test_silence_and_errors_of_ours_are_counted_and_publications_timed_to_their_
     sessions[0].message_received(b'[34, 2, 1]', False, JsonObjectSerializer())
     assert subscriber.closed == ["error"]
     assert Counter(TALLY.disconnects) - before == Counter(hello_timeout=1, internal_error=1)
+
+
+@pytest.mark.parametrize("payload", [
+    b'[16,1,{},"com.example.a",[1,"\xc3\xa9"]]',  # UTF-8
+    b'[16,1,{},"a",["\\ud800"]]',  # an escaped lone surrogate: JSON allows it
+    b'[16,1,{},"a",["\xed\xa0\x80"]]',  # an encoded lone surrogate: json.loads passes it (surrogatepass)
+    b'[\x00' + '1]'.encode("utf-16-be"),  # not "[" then a non-zero byte: json.loads' own encoding detection
+    '[1]'.encode("utf-16-le"),
+    b' [1]',
+    b'[1',
+    b'[\xff]',
+    b'[]',
+])
+def test_json_unserializes_as_json_loads_does(payload: bytes) -> None:
+    from wsserver.core.decoding import ProtocolViolation
+    from wsserver.transports.wampsession import unserialize
+
+    try:
+        expected: object = [json.loads(payload)]
+    except ValueError as error:
+        expected = type(error)
+    try:
+        got: object = unserialize(JsonObjectSerializer(), payload, False)
+    except ProtocolViolation as violation:
+        got = type(violation.__cause__)
+    assert got == expected

@@ -56,15 +56,23 @@ def unserialize(serializer: Any, payload: bytes, is_binary: bool) -> list[object
         kind = "binary" if is_binary else "text"
         raise ProtocolViolation(f"{kind} message on a {serializer.NAME} session")
     try:
-        if type(serializer) is JsonObjectSerializer and not serializer._batched and b"\\u0000" not in payload:
+        if isinstance(serializer, JsonObjectSerializer) and not serializer._batched and b"\\u0000" not in payload:
             # Autobahn's JSON decoder is pure Python (so that it can turn "\0..." strings into
             # bytes); without such a string, the C decoder gives the same result, much faster.
+            if payload[:1] == b"[" and payload[1:2] != b"\0":
+                # What json.loads does for these bytes (its detect_encoding answers UTF-8 for a
+                # first byte "[" and a non-zero second), minus its per-call checks.
+                return [decode_json(payload.decode("utf-8", "surrogatepass"))]
             return [json.loads(payload)]
         if type(serializer) is cbor.OBJECT_SERIALIZER and not serializer._batched:
             return [cbor.loads(payload)]  # without cbor2's tag conversions: see wsserver.transports.cbor
         return list(serializer.unserialize(payload))
     except Exception as error:
         raise ProtocolViolation(f"cannot unserialize {serializer.NAME}: {error}") from error
+
+
+#: The standard library's JSON decoder, as ``json.loads`` uses it without arguments.
+decode_json = json.JSONDecoder().decode
 
 
 #: What the router sends a session that the session did not ask for (the rest answers its requests).

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
+from wsserver.transports import jsonwire
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
 from wsserver.transports.deflate import DEFLATE, SharedDeflater, frame_header, use_on_demand_deflate
@@ -103,7 +104,9 @@ def shared(serializer: Any) -> Any:
 
 def wamp_serializers() -> list[Any]:
     """The serializers offered, in order of preference when a client offers several."""
-    return [shared(CBORSerializer()), shared(MsgPackSerializer()), shared(JsonSerializer())]
+    json = JsonSerializer()
+    json._serializer = jsonwire.json_object_serializer(json._serializer)  # the same bytes, one encoder for all: see jsonwire.py
+    return [shared(CBORSerializer()), shared(MsgPackSerializer()), shared(json)]
 
 
 def no_wamp_subprotocol(subprotocols: list[str]) -> str:
