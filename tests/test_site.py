@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
@@ -210,3 +211,75 @@ def test_the_installed_site_lends_nothing_to_itself(installed: Path) -> None:
     site = build_site(installed, "ws", object(), installed=installed)
     assert site.resource.fallback is None
     assert served(site, b"js", b"wsclient.js") == (200, b"ours")
+
+
+# -- a WebSocket handshake skips twisted.web ---------------------------------------------------------
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+class Recorder(Protocol):
+    """Stands in for a WebSocket protocol: what it was given."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class RecordingFactory(Factory):
+    protocol = Recorder
+
+    def __init__(self) -> None:
+        self.built: list[Recorder] = []
+
+    def buildProtocol(self, addr: Any) -> Recorder:
+        self.built.append(Recorder())
+        return self.built[-1]
+
+
+def upgrade(web: Path, *chunks: bytes) -> tuple[Any, StringTransport, Clock, RecordingFactory]:
+    clock, factory, echo = Clock(), RecordingFactory(), RecordingFactory()
+    site = build_site(web, "ws", factory, websockets={"echo": echo}, head_timeout=5, idle_timeout=5, reactor=clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    transport = StringTransport()
+    transport.protocol = channel  # as a TCP transport has it: WebSocketResource reads it
+    channel.makeConnection(transport)
+    for chunk in chunks:
+        channel.dataReceived(chunk)
+    return channel, transport, clock, factory
+
+
+@pytest.mark.parametrize("head", [UPGRADE, UPGRADE.replace(b"/ws ", b"/ws?token=1 ")])
+def test_a_whole_handshake_goes_to_the_websocket_as_sent_and_no_http_timer_stays(web: Path, head: bytes) -> None:
+    _, transport, clock, factory = upgrade(web, head + b"\x81\x80")
+    (websocket,) = factory.built
+    assert websocket.received == head + b"\x81\x80", "the bytes as sent, not twisted.web's rewrite of them"
+    assert transport.protocol is websocket
+    clock.advance(60)
+    assert not transport.disconnecting and transport.value() == b"" and not clock.getDelayedCalls()
+
+
+@pytest.mark.parametrize("chunks", [
+    (UPGRADE[:20], UPGRADE[20:]),  # in pieces: twisted.web's deadline applies
+    (UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"),),
+    (UPGRADE.replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nab"),),
+    (UPGRADE.replace(b"Host: x\r\n", b"Host: x\n"),),
+    (UPGRADE.replace(b"\r\n\r\n", b"\r\n" + b"X: y\r\n" * 500 + b"\r\n"),),
+])
+def test_what_twisted_web_and_autobahn_could_read_differently_takes_twisted_webs_way(
+    web: Path, chunks: tuple[bytes, ...]
+) -> None:
+    _, transport, _, factory = upgrade(web, *chunks)
+    if factory.built:  # through WebSocketResource: the head twisted.web parsed, written again as 1.1
+        (websocket,) = factory.built
+        assert websocket.received.startswith(b"GET /ws HTTP/1.1\r\n") and websocket.received != b"".join(chunks)
+    else:  # refused by twisted.web
+        assert transport.value().startswith(b"HTTP/1.1 400 ")
+
+
+def test_other_paths_and_the_static_site_are_twisted_webs(web: Path) -> None:
+    _, transport, _, factory = upgrade(web, UPGRADE.replace(b"/ws ", b"/wsx "))
+    assert not factory.built and transport.value().startswith(b"HTTP/1.1 404 ")

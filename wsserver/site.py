@@ -19,6 +19,17 @@ site gets it (after the first bytes, see flashpolicy.Sniffer) until its request 
 and again between one request and the next head on a kept-alive connection: an overall deadline,
 not restarted by each byte, so a client dribbling its head byte by byte is still closed on time
 (with a 408 if it had begun a request). Once the head is in, twisted.web's idle timeout applies.
+
+A WebSocket handshake skips twisted.web: Autobahn's ``WebSocketResource`` takes the request
+twisted.web parsed, writes its head out again and feeds that to Autobahn, which parses it again
+(twisted.web's parse, its request and the rewrite were ~60 µs of a session's ~250). So when a
+connection's first bytes are a complete ``GET`` head for a WebSocket path (``/ws``, ``/echo``,
+``/stream``: what ``build_site`` mounts) that twisted.web would read the same way as Autobahn (no
+body, CRLF lines, within twisted.web's header count and size limits), the channel hands them
+straight to that path's WebSocket protocol, as the resource would have. Anything else (a head in
+pieces, a query for another path, a body) takes twisted.web's way, with its deadline and refusals.
+Both ways end in Autobahn's handshake and the admission's checks (origin, connection limits, the
+handshake timeout).
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import http, pages, resource, server, static
+
+from wsserver.transports.flashpolicy import switch_protocol
 
 #: Content types the static site needs that the platform's mime tables may lack or get wrong.
 CONTENT_TYPES = {
@@ -134,11 +147,14 @@ class HeadDeadlineChannel(http.HTTPChannel):
     """
 
     head_timeout = 10.0
+    #: Request path -> the WebSocket factory mounted there (the site sets it; see the theory of operation).
+    websockets: dict[bytes, Any] = {}
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._head_deadline: Any = None
         self._head_begun = False
+        self._first_bytes = True
         self._await_head()
 
     def _await_head(self) -> None:
@@ -152,9 +168,42 @@ class HeadDeadlineChannel(http.HTTPChannel):
         self._head_deadline = None
 
     def dataReceived(self, data: bytes) -> None:
+        if self._first_bytes and data:
+            self._first_bytes = False
+            factory = self._websocket_for(data)
+            if factory is not None:
+                self._become_websocket(factory, data)
+                return
         if data and self._head_deadline is not None:
             self._head_begun = True
         super().dataReceived(data)
+
+    def _websocket_for(self, data: bytes) -> Any:
+        """The WebSocket factory ``data`` (a connection's first bytes) is a whole handshake for, or None."""
+        if not data.startswith(b"GET /"):
+            return None
+        space = data.find(b" ", 4)
+        if space < 0:
+            return None
+        factory = self.websockets.get(data[4:space].partition(b"?")[0])
+        if factory is None or not data.startswith(b" HTTP/1.1\r\n", space):
+            return None  # not ours, or a version the resource would have rewritten as 1.1
+        end = data.find(b"\r\n\r\n", 0, self.totalHeadersSize)
+        if end < 0:
+            return None  # in pieces, or too long: twisted.web's deadline and limit apply
+        head = data[:end].lower()
+        lines = head.count(b"\n")
+        if lines != head.count(b"\r\n") or lines > self.maxHeaders or b"content-length" in head or b"transfer-encoding" in head:
+            return None  # read differently by twisted.web and Autobahn: twisted.web's way, as before
+        return factory
+
+    def _become_websocket(self, factory: Any, data: bytes) -> None:
+        """Give the connection to ``factory``'s protocol with ``data``, as ``WebSocketResource.render`` does."""
+        self._stop_awaiting_head()
+        self.setTimeout(None)
+        websocket = factory.buildProtocol(self.transport.getPeer())
+        transport, self.transport = self.transport, None
+        switch_protocol(transport, websocket, data)
 
     def allHeadersReceived(self) -> None:
         self._stop_awaiting_head()
@@ -195,9 +244,13 @@ class StaticWebSite(server.Site):
         if not request.path.startswith(self.unlogged):
             super().log(request)
 
+    #: Request path -> the WebSocket factory mounted there: handshakes given to it without twisted.web.
+    websockets: dict[bytes, Any] = {}
+
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.head_timeout = self.head_timeout
+        channel.websockets = self.websockets
         return channel
 
 
@@ -219,11 +272,13 @@ def build_site(web_dir: Path, ws_path: str, ws_factory: Any, idle_timeout: float
     installed = installed or default_web_dir()
     if installed.is_dir() and os.path.realpath(installed) != root.site_root:
         root.fallback = StaticSite(str(installed))
-    for path, factory in {ws_path: ws_factory, **(websockets or {})}.items():
-        root.putChild(path.strip("/").encode("utf-8"), WebSocketResource(factory))
+    mounted = {path.strip("/").encode("utf-8"): factory for path, factory in {ws_path: ws_factory, **(websockets or {})}.items()}
+    for name, factory in mounted.items():
+        root.putChild(name, WebSocketResource(factory))
     for path, child in (resources or {}).items():
         root.putChild(path.strip("/").encode("utf-8"), child)
     site = StaticWebSite(root, head_timeout=head_timeout, idle_timeout=idle_timeout, reactor=reactor,
                          unlogged=unlogged)
     site.displayTracebacks = False
+    site.websockets = {b"/" + name: factory for name, factory in mounted.items()}
     return site

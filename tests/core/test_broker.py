@@ -337,6 +337,35 @@ def test_meta_events_follow_a_subscriptions_life_in_order(h: Harness) -> None:
     ]
 
 
+@pytest.mark.parametrize(("pattern", "match"), [
+    ("wamp.session.on_join", "exact"), ("wamp.session", "prefix"), ("w", "prefix"), ("", "prefix"),
+    (".session.on_join", "wildcard"), ("wamp..on_join", "wildcard"), ("..", "wildcard"),
+])
+def test_every_pattern_that_matches_a_meta_event_receives_it(h: Harness, pattern: str, match: str) -> None:
+    h.join("a"), h.join("watch")
+    h.subscribe("a", "com.app.", match="prefix")  # nobody may hear meta events yet
+    h.subscribe("watch", pattern, match=match)
+    h.attach("b")
+    received = wire(h.send("b", [1, "realm1", {"roles": {"subscriber": {}}}]))
+    assert [e[3].get("topic", "wamp.session.on_join") for e in events(received, "watch")] == ["wamp.session.on_join"]
+
+
+def test_no_meta_event_is_published_while_no_subscription_may_match_one(h: Harness) -> None:
+    """Nobody may hear them: opening and closing sessions draws no publication id and routes nothing."""
+    h.join("a"), h.join("watch")
+    h.subscribe("a", "com.app.", match="prefix"), h.subscribe("a", "com..x", match="wildcard")
+    b, c = h.join("b"), h.join("c")
+    assert c.id == b.id + 1, "no on_join publication id drawn between two sessions"
+    assert h.router.detach(c) == [] and h.send("b", [32, 1, {}, "com.app.x"])[1:] == []
+
+    watched = h.subscribe("watch", "wamp.session.", match="prefix")
+    d, e = h.join("d"), h.join("e")
+    assert e.id == d.id + 2, "d's on_join publication drew an id"
+    h.send("watch", [34, 9, watched])
+    f, g = h.join("f"), h.join("g")
+    assert g.id == f.id + 1, "the watcher unsubscribed: nobody may hear them again"
+
+
 def test_no_meta_events_about_subscriptions_to_meta_topics(h: Harness) -> None:
     h.join("watch"), h.join("a")
     h.subscribe("watch", "wamp.subscription.", match="prefix")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from autobahn.wamp.exception import InvalidUriError
 
-from wsserver.core.matching import EXACT, PREFIX, WILDCARD, PatternIndex, check_pattern, matches
+from wsserver.core.matching import EXACT, PREFIX, WILDCARD, PatternIndex, check_pattern, matches, may_reach
 
 #: (pattern, match policy, published topic, whether the topic reaches the pattern)
 CASES: list[tuple[str, str, str, bool]] = [
@@ -161,3 +161,28 @@ def test_prefix_patterns_added_and_removed_in_any_order_are_found_exactly_with_f
     for pattern in list(kept):
         index.remove(pattern, PREFIX)
     assert index._prefix.children == {} and index._prefix.value is None
+
+
+#: Topics of the router's meta events, and patterns that may or may not reach them.
+META_TOPICS = ["wamp.session.on_join", "wamp.session.on_leave", "wamp.subscription.on_create", "wamp.registration.on_delete"]
+NEAR_META = [
+    ("wamp.session.on_join", EXACT), ("wamp", EXACT), ("wamp.", PREFIX), ("wamp.session", PREFIX), ("w", PREFIX),
+    ("", PREFIX), ("wamp.session.on_join", PREFIX), ("wampx", PREFIX), ("com.", PREFIX), ("wamp.session.", WILDCARD),
+    (".session.on_join", WILDCARD), ("wamp..on_join", WILDCARD), ("..", WILDCARD), ("", WILDCARD),
+    ("wamp.", WILDCARD), ("wamp", WILDCARD), ("com..on_join", WILDCARD), ("...", WILDCARD), ("wamp.session.on_join", WILDCARD),
+]
+
+
+@pytest.mark.parametrize(("pattern", "match"), NEAR_META + PATTERNS)
+def test_may_reach_never_misses_a_pattern_that_matches_a_topic_in_the_namespace(pattern: str, match: str) -> None:
+    if any(matches(pattern, match, topic) for topic in META_TOPICS):
+        assert may_reach(pattern, match, "wamp.")
+
+
+@pytest.mark.parametrize(("pattern", "match", "expected"), [
+    ("com.x", EXACT, False), ("wamp", EXACT, False), ("com.", PREFIX, False), ("wampx", PREFIX, False),
+    ("com..", WILDCARD, False), ("wamp", WILDCARD, False), ("", WILDCARD, False),
+    ("wamp.x", EXACT, True), ("w", PREFIX, True), ("", PREFIX, True), ("...", WILDCARD, True), ("wamp.", WILDCARD, True),
+])
+def test_may_reach_says_no_for_the_patterns_applications_use(pattern: str, match: str, expected: bool) -> None:
+    assert may_reach(pattern, match, "wamp.") is expected

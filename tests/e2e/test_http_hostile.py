@@ -302,3 +302,39 @@ def test_a_port_in_use_exits_non_zero_without_claiming_to_serve(tmp_path: Path) 
     assert result.returncode != 0, log
     assert "cannot listen" in log and "Address already in use" in log, log
     assert "open to anyone" not in log and "listening on" not in log, log
+
+
+# -- WebSocket handshakes that arrive whole (given to Autobahn without twisted.web) -------------------
+
+WS_HEAD = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n")
+#: Whole heads that must not open a WebSocket, each with the status it gets.
+BAD_WHOLE_HEADS = [
+    (WS_HEAD.replace("Version: 13", "Version: 99"), 400),
+    (WS_HEAD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400),
+    (WS_HEAD.replace("Host:", "Sec-WebSocket-Key: eHh4eHh4eHh4eHh4eHh4eA==\r\nHost:"), 400),  # two keys
+    (WS_HEAD.replace("GET ", "POST "), 405),  # not the direct way: twisted.web's, to Autobahn as before
+    (WS_HEAD.replace("Host: 127.0.0.1\r\n", "Host: 127.0.0.1\r\nOrigin: https://elsewhere.example\r\n"), 403),
+    (WS_HEAD.replace("\r\n\r\n", "\r\n" + "X-Pad: y\r\n" * 600 + "\r\n"), 400),  # more headers than twisted.web takes
+]
+
+
+def refusal(port: int, head: str) -> int:
+    """The status a raw ``head`` gets, sent in one piece."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode("latin-1"))
+        response = b""
+        while b"\r\n" not in response and (chunk := sock.recv(65536)):
+            response += chunk
+    return int(response.split()[1])
+
+
+def test_whole_websocket_heads_that_are_wrong_are_refused_and_everyone_else_is_served(start_server: Any) -> None:
+    server = start_server("--allowed-origin", "http://127.0.0.1:*")
+    with Bystander(server.ws_url) as bystander, MemoryWatch(server.proc.pid) as memory:
+        for _ in range(20):
+            answers = [(refusal(server.port, head), expected) for head, expected in BAD_WHOLE_HEADS]
+            assert [got for got, _ in answers] == [expected for _, expected in answers]
+    bystander.check()
+    memory.check(64 * MiB)

@@ -317,7 +317,7 @@ class Broker(Generic[PeerT]):
             for kept in self.retained.latest(subscription.topic, subscription.match):
                 if kept.item.audience.admits(session) and self._may_receive(session, kept.item.topic):
                     actions.append(Send(event(subscription, kept.item, retained=True), (session,)))
-        if added and not meta.is_reserved(subscription.topic):
+        if added and not meta.is_reserved(subscription.topic) and self._meta_heard():
             details = meta.subscription_details(subscription)
             for topic, args in meta.SUBSCRIPTION_EVENTS.joined(session.id, details, created=created):
                 actions += self.publish_meta(topic, *args)
@@ -461,8 +461,22 @@ class Broker(Generic[PeerT]):
     # -- the router's own ------------------------------------------------------------------------
 
     def publish_meta(self, topic: str, *args: Any) -> list[Action[PeerT]]:
-        """Publish a meta event (positional payload ``args``) as the router."""
+        """
+        Publish a meta event (positional payload ``args``) as the router; nothing at all (no
+        publication id drawn, no routing) when no subscription may match it and no history keeps it.
+        """
+        if not self.subscriptions.reaches_reserved and not self._keeps_meta(topic):
+            return []
         return self.publish_local(topic, list(args), None, EVERYONE)
+
+    def _meta_heard(self) -> bool:
+        """Whether a meta event may be heard or kept at all: else its details need not be built."""
+        return self.subscriptions.reaches_reserved or (self.history is not None and self.shared is None)
+
+    def _keeps_meta(self, topic: str) -> bool:
+        # As _route: a history keeps what is published here only without a shared store.
+        history = self.history
+        return history is not None and self.shared is None and history.keeps(topic)
 
     def publish_local(
         self, topic: str, args: list[Any] | None, kwargs: dict[str, Any] | None, audience: Audience
@@ -536,6 +550,8 @@ class Broker(Generic[PeerT]):
     ) -> list[Action[PeerT]]:
         """The meta events for ``session_id`` leaving these subscriptions (and deleting the emptied ones)."""
         actions: list[Action[PeerT]] = []
+        if not self._meta_heard():
+            return actions
         for subscription, deleted in removed:
             if meta.is_reserved(subscription.topic):
                 continue

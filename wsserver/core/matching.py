@@ -68,6 +68,20 @@ def matches(pattern: str, match: str, topic: str) -> bool:
     return len(wanted) == len(parts) and all(w == "" or w == p for w, p in zip(wanted, parts))
 
 
+def may_reach(pattern: str, match: str, namespace: str) -> bool:
+    """
+    Whether the ``match`` pattern ``pattern`` matches some topic in ``namespace`` (a prefix that
+    ends with a dot, e.g. ``wamp.``): the broker's cheap test for whether anyone may hear an event
+    there. It may answer True for a pattern that matches no topic there; never False for one that does.
+    """
+    if match == EXACT:
+        return pattern.startswith(namespace)
+    if match == PREFIX:
+        return pattern.startswith(namespace) or namespace.startswith(pattern)
+    wanted, parts = pattern.split("."), namespace[:-1].split(".")
+    return len(wanted) > len(parts) and all(w == "" or w == p for w, p in zip(wanted, parts))
+
+
 class _Node(Generic[V]):
     """A trie node: the children by key (a URI component) and the value of the pattern ending here."""
 

@@ -18,6 +18,13 @@ A subscription also counts its subscribers by role (``roles``), so routing can t
 every subscriber may receive a topic by looking at a few roles, not at every subscriber (see
 authorization.py).
 
+The table also counts the subscriptions that may hear a meta event (a pattern that may match a
+topic in the router's ``wamp.`` namespace: ``wamp.session.on_join`` itself, a prefix such as
+``wamp.session`` or ``w``, a wildcard such as ``.session.on_join``), kept up to date as
+subscriptions are created and deleted: while it is zero the broker neither builds nor routes the
+meta events of sessions opening and closing (several µs each, several per session), since
+nobody could receive them.
+
 A subscription exists exactly as long as it has a subscriber. Each change reports what happened
 (created, session added, deleted) because the broker turns exactly that into meta events.
 """
@@ -28,7 +35,8 @@ from collections.abc import Callable, Iterator
 from operator import attrgetter
 from typing import Generic
 
-from wsserver.core.matching import PatternIndex
+from wsserver.core.matching import PatternIndex, may_reach
+from wsserver.core.meta import RESERVED_PREFIX
 from wsserver.core.session import PeerT, Session
 
 
@@ -82,6 +90,13 @@ class SubscriptionTable(Generic[PeerT]):
         self._next_id = next_id
         self._index: PatternIndex[Subscription[PeerT]] = PatternIndex()
         self._by_id: dict[int, Subscription[PeerT]] = {}
+        #: How many subscriptions may match a meta event's topic (see the theory above).
+        self._reaching_reserved = 0
+
+    @property
+    def reaches_reserved(self) -> bool:
+        """Whether some subscription may match a topic in the router's ``wamp.`` namespace."""
+        return self._reaching_reserved > 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -113,6 +128,8 @@ class SubscriptionTable(Generic[PeerT]):
             subscription = Subscription(self._next_id(), topic, match, now)
             self._index.add(topic, match, subscription)
             self._by_id[subscription.id] = subscription
+            if may_reach(topic, match, RESERVED_PREFIX):
+                self._reaching_reserved += 1
         added = session not in subscription.subscribers
         if added:
             subscription.subscribers.add(session)
@@ -133,6 +150,8 @@ class SubscriptionTable(Generic[PeerT]):
             return False
         self._index.remove(subscription.topic, subscription.match)
         del self._by_id[subscription.id]
+        if may_reach(subscription.topic, subscription.match, RESERVED_PREFIX):
+            self._reaching_reserved -= 1
         return True
 
     def drop(self, session: Session[PeerT]) -> list[tuple[Subscription[PeerT], bool]]:
