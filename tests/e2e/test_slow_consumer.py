@@ -5,8 +5,10 @@ starve anyone else (Crossbar's RSS grows by about what is sent to such a client)
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +74,8 @@ def flood(start_server: Any, request: Any) -> Iterator[Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    padding = "x" * EVENT_SIZE
+    # Random, so that permessage-deflate (which the client library negotiates) cannot shrink it.
+    padding = base64.b64encode(os.urandom(EVENT_SIZE * 3 // 4)).decode()
     for n in range(EVENTS):
         publisher.send(json.dumps([16, n + 1, {"acknowledge": True}, "com.example.flood", [n, padding]]))
         assert json.loads(publisher.recv(timeout=10))[0] == 17

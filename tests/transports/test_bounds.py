@@ -110,3 +110,21 @@ def test_autobahns_debug_labels_are_made_only_when_a_line_is_formatted() -> None
         assert f"{label}" == str(label) == autobahn.util.hltype(
             test_autobahns_debug_labels_are_made_only_when_a_line_is_formatted)
         assert f"{module.hlval(42)}" == autobahn.util.hlval(42)
+
+
+def test_a_connection_hands_on_a_budget_of_message_bytes_a_turn_and_the_rest_in_the_next(
+    router: Router[Any],  # noqa: F811
+) -> None:
+    """Four 600 kB PUBLISHes in one read (as 64 KiB of compressed ones could be): two now, two a turn later."""
+    clock = MemoryReactorClock()
+    client = Client(limited_factory(router, clock, max_frame_rate=0)).join()
+    frames = b""
+    for n in range(4):
+        payload = json.dumps([16, n + 1, {"acknowledge": True}, "com.example.big", ["x" * 600_000]]).encode()
+        frames += bytes([0x81, 0x80 | 127]) + struct.pack("!Q", len(payload)) + b"\0\0\0\0" + payload
+    client.protocol.dataReceived(frames)
+    assert [message[:2] for message in client.messages()] == [[17, 1], [17, 2]]
+    assert client.transport.producerState == "paused", "it reads no more meanwhile"
+    clock.advance(0)
+    assert [message[:2] for message in client.messages()] == [[17, 3], [17, 4]]
+    assert client.transport.producerState == "producing"

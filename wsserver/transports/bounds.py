@@ -22,6 +22,11 @@ the server's kernel until the client reads, and dropping the connection discards
 then sees a reset, not why). Bytes already in the client's socket survive the reset; those still in
 ours do not.
 
+A connection hands on at most :data:`READ_BUDGET` bytes of messages in one turn of the reactor,
+counted as Autobahn hands them on (inflated, when compressed): past that it stops reading and goes
+on with what it has buffered in a later turn. Without compression TCP spreads a big message over
+many reads anyway; with it, one 64 KiB read can carry 64 messages that inflate to a megabyte each.
+
 Autobahn copies its ~30 protocol options from the factory onto every connection as it is made,
 and pretty-prints them for a debug line whether or not debug is logged: that was a third of what
 opening a session cost (bench/sessions.py), and 29 entries in every idle connection's ``__dict__``.
@@ -45,16 +50,22 @@ from twisted.logger import Logger
 from wsserver.core.limits import TokenBucket
 from wsserver.tally import FRAME_RATE, PING_TIMEOUT, TALLY, TOO_MANY_FRAGMENTS
 from wsserver.transports.admission import ConnectionLimits
-from wsserver.transports.sendbuffer import CONTROL, PUSH, SendBuffer
+from wsserver.transports.sendbuffer import CONTROL, HOLD, PUSH, SendBuffer
 
 log = Logger()
 
-STATE_OPEN, STATE_CLOSING = WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING
+STATE_OPEN, STATE_CLOSING, STATE_CLOSED = (WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING,
+                                          WebSocketProtocol.STATE_CLOSED)
 #: What each opcode is to the send buffer; the rest (data frames, pongs) is PUSH.
 KIND_BY_OPCODE = {0x8: CONTROL, 0x9: CONTROL}
 #: How long a connection closed for what its client did may take to read its close frame (behind
 #: what its socket buffers already hold), reading and discarding meanwhile, before it is dropped.
 REFUSED_CLOSE_TIMEOUT = 10.0
+#: Message bytes (as handed on: inflated, if compressed) one connection may process in one turn of
+#: the reactor. Past them it stops reading and finishes what it has buffered in a later turn, after
+#: the other connections' turns: 64 KiB of compressed messages read at once may inflate to 64 MiB
+#: (within --max-message-size each), and parsing all of it in one go would hold everyone up.
+READ_BUDGET = 1024 * 1024
 #: A close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
 
@@ -117,6 +128,18 @@ PER_FRAME_OPTIONS = (
 )
 
 
+class _Turn:
+    """What the connection being read has handed on in this turn (the reactor reads one at a time)."""
+
+    __slots__ = ("spent",)
+
+    def __init__(self) -> None:
+        self.spent = 0
+
+
+TURN = _Turn()
+
+
 class BoundedWebSocket:
     """
     Mix in before an Autobahn ``WebSocketServerProtocol`` whose factory has ``limits``
@@ -156,6 +179,34 @@ class BoundedWebSocket:
     def _dataReceived(self, data: bytes) -> None:
         if not self._deaf:
             super()._dataReceived(data)  # type: ignore[misc]
+
+    def consumeData(self) -> None:
+        # Autobahn's loop over the buffered frames, but one that stops past READ_BUDGET.
+        if self.state != STATE_OPEN and self.state != STATE_CLOSING:
+            super().consumeData()  # type: ignore[misc]
+            return
+        TURN.spent = 0
+        while self.processData() and self.state != STATE_CLOSED:  # type: ignore[attr-defined]
+            if TURN.spent > READ_BUDGET:
+                self.transport.pauseProducing()
+                self.factory.clock.callLater(0, self._consume_later)
+                return
+
+    def _consume_later(self) -> None:
+        """Go on with what was buffered when the budget ran out, and read again (unless replies wait: sendbuffer.py)."""
+        if self.state != STATE_OPEN and self.state != STATE_CLOSING or self._deaf:
+            return
+        if not self.send_buffer.replies_waiting:
+            self.transport.resumeProducing()
+        HOLD.begin()
+        try:
+            self.consumeData()
+        finally:
+            HOLD.release()
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        TURN.spent += len(payload)
+        super().onMessageFrameData(payload)  # type: ignore[misc]
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if (self.state == STATE_OPEN or self.state == STATE_CLOSING) and not sync and not chopsize:
