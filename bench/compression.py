@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import gc
 import itertools
-import json
 import os
 import struct
 import sys
@@ -45,7 +44,8 @@ import zlib  # noqa: E402
 from loadgen import Client, Loop  # noqa: E402
 from peers import Wsserver  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
+from fanout import Transport, json_frame  # noqa: E402
+from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
 from wsserver.core.router import Router  # noqa: E402
 from wsserver.transports.admission import ConnectionLimits  # noqa: E402
@@ -91,19 +91,6 @@ def feed(sequence: int) -> list[Any]:
 EVENTS = {"quotes": quotes, "activity feed": feed}
 
 
-class Transport(StringTransport):
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
-
-
-def client_frame(message: list[Any]) -> bytes:
-    payload = json.dumps(message).encode()
-    header = struct.pack("!BB", 0x81, 0x80 | len(payload)) if len(payload) < 126 else \
-        struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
-    return header + b"\0\0\0\0" + payload
-
-
 def connect(factory: WampServerFactory, compressed: bool, subscribe: bool = True) -> Any:
     """A session over a StringTransport, joined (and subscribed to TOPIC); its output cleared."""
     transport = Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(ports)))
@@ -114,9 +101,9 @@ def connect(factory: WampServerFactory, compressed: bool, subscribe: bool = True
         ("GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n"
          + (f"Sec-WebSocket-Extensions: {OFFER}\r\n" if compressed else "") + "\r\n").encode())
-    protocol.dataReceived(client_frame(HELLO))
+    protocol.dataReceived(json_frame(HELLO))
     if subscribe:
-        protocol.dataReceived(client_frame([32, 1, {}, TOPIC]))
+        protocol.dataReceived(json_frame([32, 1, {}, TOPIC]))
     transport.clear()
     return protocol
 
@@ -132,7 +119,7 @@ def wire_bytes(event: Callable[[int], list[Any]] = quotes) -> tuple[float, float
     factory = new_factory()
     compressed, plain, publisher = connect(factory, True), connect(factory, False), connect(factory, False, False)
     for sequence in range(100):
-        publisher.dataReceived(client_frame([16, sequence, {}, TOPIC, event(sequence)]))
+        publisher.dataReceived(json_frame([16, sequence, {}, TOPIC, event(sequence)]))
     return len(compressed.transport.value()) / 100, len(plain.transport.value()) / 100
 
 
@@ -144,7 +131,7 @@ def fanout_rates(subscribers: int, runs: int = 7, publications: int = 20) -> tup
         factory = new_factory()
         receivers = [connect(factory, compressed) for _ in range(subscribers)]
         setups[compressed] = (connect(factory, False, False), receivers)
-    messages = [client_frame([16, n, {}, TOPIC, quotes(n)]) for n in range(publications)]
+    messages = [json_frame([16, n, {}, TOPIC, quotes(n)]) for n in range(publications)]
     for _ in range(runs):
         for compressed in (True, False):
             publisher, receivers = setups[compressed]

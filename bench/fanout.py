@@ -126,6 +126,11 @@ def frame(payload: bytes, binary: bool) -> bytes:
     return head + b"\0\0\0\0" + payload
 
 
+def json_frame(message: list[Any]) -> bytes:
+    """A masked client text frame (zero key) carrying ``message`` as JSON."""
+    return frame(json.dumps(message).encode(), False)
+
+
 def connect(factory: WampServerFactory, port: int, subprotocol: str, sockets: bool = False) -> tuple[Any, Any]:
     # One address each: the per-address connection limit stays out of the way.
     peer = IPv4Address("TCP", f"10.{port >> 16 & 255}.{port >> 8 & 255}.{port & 255}", 4000)

@@ -31,7 +31,6 @@ import base64
 import cProfile
 import gc
 import itertools
-import json
 import os
 import pstats
 import sys
@@ -42,10 +41,12 @@ from typing import Any
 
 from twisted.internet import error, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 from twisted.python import failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fanout import Transport, json_frame  # noqa: E402
 
 from wsserver.service import WampServer  # noqa: E402 (chooses Twisted for txaio)
 from wsserver.transports.admission import ConnectionLimits  # noqa: E402
@@ -53,22 +54,6 @@ from wsserver.transports.flashpolicy import FlashPolicy  # noqa: E402
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 STAGES = ("accept", "handshake", "hello", "subscribe", "close")
-
-
-class Transport(StringTransport):
-    """StringTransport that, like a TCP transport, does not mind unregistering no producer."""
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
-
-
-def frame(message: list[Any]) -> bytes:
-    """A masked client text frame (zero key) carrying ``message`` as JSON."""
-    payload = json.dumps(message).encode()
-    length = len(payload)
-    head = b"\x81" + (bytes([0x80 | length]) if length < 126 else bytes([0x80 | 126]) + length.to_bytes(2, "big"))
-    return head + b"\0\0\0\0" + payload
 
 
 def upgrade() -> bytes:
@@ -122,8 +107,8 @@ class Sessions:
 def time_stages(sessions: Sessions, count: int) -> dict[str, float]:
     """Seconds per session in each stage, for one round of ``count`` sessions."""
     handshakes = [upgrade() for _ in range(count)]
-    hellos = [frame(HELLO)] * count
-    subscribes = [frame([32, 1, {}, "bench.setup"])] * count
+    hellos = [json_frame(HELLO)] * count
+    subscribes = [json_frame([32, 1, {}, "bench.setup"])] * count
     seconds = {}
     started = time.perf_counter()
     opened = sessions.accept(count)
@@ -175,8 +160,8 @@ def memory(options: argparse.Namespace) -> None:
     before = tracemalloc.take_snapshot()
     opened = sessions.accept(count)
     sessions.send(opened, [upgrade() for _ in range(count)], b"101 Switching")
-    sessions.send(opened, [frame(HELLO)] * count, b"[2,")
-    sessions.send(opened, [frame([32, 1, {}, f"bench.idle.{n}"]) for n in range(count)], b"[33,1,")
+    sessions.send(opened, [json_frame(HELLO)] * count, b"[2,")
+    sessions.send(opened, [json_frame([32, 1, {}, f"bench.idle.{n}"]) for n in range(count)], b"[33,1,")
     for _, transport in opened:  # what a TCP transport keeps is not ours: StringTransport's buffer
         transport.clear()
     reactor.runUntilCurrent()  # a reactor's turn: cancelled timers leave its heap
