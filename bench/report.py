@@ -138,7 +138,8 @@ def render(results: dict[str, Any]) -> str:
                          f"{machine.get('load_average_after', ['?'])[0]} after")
     lines.append("Machine: " + ", ".join(described) + ".")
     if versions:
-        lines.append("Peers: " + "; ".join(f"{peer} {version}" for peer, version in versions.items()) + ".")
+        lines.append("Peers: " + "; ".join(version if version.startswith(peer) else f"{peer} {version}"
+                                           for peer, version in versions.items()) + ".")
     checks = results.get("checks", [])
     losses = [c for c in checks if not c.startswith("ok")]
     lines.append(f"Checks: {len(checks) - len(losses)} ok, {len(losses)} with loss"
