@@ -21,7 +21,7 @@ from tests.transports.test_websocket import HELLO, Client, TCPLikeTransport, cli
 from tests.transports.test_websocket import server_frames_with_rsv1 as frames_with_rsv1
 from wsserver.core.router import Router
 from wsserver.transports.admission import Admission, ConnectionLimits
-from wsserver.transports.deflate import COMPRESS_MIN_BYTES, OFF, SYNC_TAIL, SharedDeflater, frame_header
+from wsserver.transports.deflate import COMPRESS_MIN_BYTES, OFF, SYNC_TAIL, SharedDeflater, frame_header, server_frame
 from wsserver.transports.echo import EchoServerFactory
 from wsserver.transports.websocket import WampServerFactory
 
@@ -95,12 +95,14 @@ def test_each_message_inflates_on_its_own_after_others_went_through_the_same_com
 
 def test_a_smaller_window_is_one_the_client_can_inflate_with() -> None:
     payload = json.dumps([event_args()] * 4).encode()
-    ((_, _, compressed),) = frames_with_rsv1(SharedDeflater().frame(payload, False, 9) or b"")
+    ((_, _, compressed),) = frames_with_rsv1(SharedDeflater().frame(payload, False, 9))
     assert inflate(compressed, 9) == payload
 
 
 def test_a_short_payload_is_left_to_plain_framing() -> None:
-    assert SharedDeflater().frame(b"x" * (COMPRESS_MIN_BYTES - 1), False, 15) is None
+    short = b"x" * (COMPRESS_MIN_BYTES - 1)
+    assert SharedDeflater().frame(short, False, 15) == server_frame(short, False)  # plain: RSV1 clear
+    assert SharedDeflater().frame(b"x" * 1000, False, None) == server_frame(b"x" * 1000, False)  # not negotiated
 
 
 @pytest.mark.parametrize("length, header_length", [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)])

@@ -198,11 +198,7 @@ class BoundedWebSocket:
             return
         if not self.send_buffer.replies_waiting:
             self.transport.resumeProducing()
-        HOLD.begin()
-        try:
-            self.consumeData()
-        finally:
-            HOLD.release()
+        HOLD.during(self.consumeData)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         TURN.spent += len(payload)

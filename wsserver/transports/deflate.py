@@ -141,12 +141,23 @@ class SharedDeflater:
         data: bytes = compressor.compress(payload) + compressor.flush(zlib.Z_FULL_FLUSH)
         return data[:-4]
 
-    def frame(self, payload: bytes, is_binary: bool, window_bits: int) -> bytes | None:
-        """The compressed frame of ``payload``, or ``None`` if it is too short to be worth it (frame it plainly)."""
-        if len(payload) < self.min_bytes:
-            return None
+    def frame(self, payload: bytes, is_binary: bool, window_bits: int | None) -> bytes:
+        """
+        ``payload`` as one frame for a connection that negotiated ``window_bits`` (``None``: no
+        compression): compressed (RSV1 set) unless too short to be worth it, else plain.
+        """
+        if window_bits is None or len(payload) < self.min_bytes:
+            return server_frame(payload, is_binary)
         compressed = self.compress(payload, window_bits)
         return frame_header(0x2 if is_binary else 0x1, len(compressed), rsv1=True) + compressed
+
+
+def server_frame(payload: bytes, is_binary: bool) -> bytes:
+    """
+    ``payload`` as one unmasked, unfragmented, uncompressed WebSocket data frame (RFC 6455 5.2),
+    as Autobahn's PreparedMessage frames it, minus the object.
+    """
+    return frame_header(0x2 if is_binary else 0x1, len(payload), rsv1=False) + payload
 
 
 def frame_header(opcode: int, length: int, *, rsv1: bool) -> bytes:

@@ -91,6 +91,14 @@ class Hold:
     def begin(self) -> None:
         self.depth += 1
 
+    def during(self, handle: Callable[..., None], *args: Any) -> None:
+        """``handle(*args)`` (a read, or what remains of one) with writes held, released after."""
+        self.begin()
+        try:
+            handle(*args)
+        finally:
+            self.release()
+
     def release(self) -> None:
         """The read is handled: every buffer that held frames writes them out."""
         self.depth -= 1

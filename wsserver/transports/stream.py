@@ -42,7 +42,6 @@ from wsserver.transports.bounds import truncate
 from wsserver.transports.deflate import DEFLATE, SharedDeflater, use_on_demand_deflate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
 from wsserver.transports.sendbuffer import EVENT, REPLY, ConnectionInfo
-from wsserver.transports.websocket import server_frame
 from wsserver.transports.substream import (
     BearerKeys,
     StreamRefused,
@@ -87,11 +86,7 @@ class StreamServerProtocol(EchoServerProtocol):
         return message
 
     def _frame(self, payload: bytes) -> bytes:
-        if self._deflate_bits is not None:
-            compressed = self.factory.deflater.frame(payload, False, self._deflate_bits)
-            if compressed is not None:
-                return compressed
-        return server_frame(payload, False)
+        return self.factory.deflater.frame(payload, False, self._deflate_bits)
 
     def write_encoded(self, data: Any) -> None:
         if type(data) is bytes:

@@ -30,7 +30,7 @@ from wsserver.delivery import Peer, carry_out
 from wsserver.transports import jsonwire
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.deflate import DEFLATE, SharedDeflater, frame_header, use_on_demand_deflate
+from wsserver.transports.deflate import DEFLATE, SharedDeflater, server_frame, use_on_demand_deflate
 from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -81,14 +81,6 @@ CLOSE_CODES = {
     CloseReason.GOING_AWAY: WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
     CloseReason.PROTOCOL_VIOLATION: WebSocketProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
 }
-
-
-def server_frame(payload: bytes, is_binary: bool) -> bytes:
-    """
-    ``payload`` as one unmasked, unfragmented, uncompressed WebSocket data frame (RFC 6455 5.2),
-    as Autobahn's PreparedMessage frames it, minus the object.
-    """
-    return frame_header(0x2 if is_binary else 0x1, len(payload), rsv1=False) + payload
 
 
 def shared(serializer: Any) -> Any:
@@ -148,12 +140,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         message is not short.
         """
         serializer = self._object_serializer
-        payload, is_binary = serializer.serialize(message.marshal()), serializer.BINARY
-        if self._deflate_bits is not None:
-            frame = self.factory.deflater.frame(payload, is_binary, self._deflate_bits)
-            if frame is not None:
-                return frame
-        return server_frame(payload, is_binary)
+        return self.factory.deflater.frame(serializer.serialize(message.marshal()), serializer.BINARY,
+                                           self._deflate_bits)
 
     def write_encoded(self, encoded: tuple[Any, str]) -> None:
         # This is the per-recipient fan-out path: one state test, one buffered write. Autobahn's
@@ -256,11 +244,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         # Autobahn's own would format a debug-log call's arguments on every read, logged or not.
         # What the read's messages write is held until all are handled (see sendbuffer.py): one
         # write per connection and read.
-        HOLD.begin()
-        try:
-            self._dataReceived(data)
-        finally:
-            HOLD.release()
+        HOLD.during(self._dataReceived, data)
 
     def onMessageEnd(self) -> None:
         # Autobahn's own also fires its "message" signal (a Deferred per message) that no one here
