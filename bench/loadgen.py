@@ -266,6 +266,8 @@ class Loop:
             wait = deadline - now
             if tick is not None:
                 next_tick = tick()
+                if done():  # what tick() counted may finish it: no idle wait (up to 0.5 s) in the measure
+                    break
                 if next_tick is not None:
                     wait = min(wait, max(next_tick, 0.0))
             ready = self.selector.select(min(wait, 0.5))

@@ -51,7 +51,7 @@ class Sizes:
     latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     latency_seconds: float = 5.0
     idle_sessions: tuple[int, ...] = (1000, 10000, 20000)
-    setup_sessions: int = 2000
+    setup_sessions: int = 5000
     chat_clients: int = 50
     chat_rate: float = 2.0
     chat_seconds: float = 5.0
