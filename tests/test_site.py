@@ -13,7 +13,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
-from wsserver.site import StaticSite, build_site
+from wsserver.site import HeadDeadlineChannel, StaticSite, build_site
+from wsserver.transports.flashpolicy import SniffingFactory
 
 
 @pytest.fixture
@@ -260,6 +261,26 @@ def test_a_whole_handshake_goes_to_the_websocket_as_sent_and_no_http_timer_stays
     assert transport.protocol is websocket
     clock.advance(60)
     assert not transport.disconnecting and transport.value() == b"" and not clock.getDelayedCalls()
+
+
+@pytest.mark.parametrize("first_read, channel", [(UPGRADE, False), (UPGRADE[:20], True)])
+def test_a_sniffed_whole_handshake_builds_no_http_channel(web: Path, first_read: bytes, channel: bool) -> None:
+    clock, factory = Clock(), RecordingFactory()
+    site = build_site(web, "ws", factory, head_timeout=5, idle_timeout=5, reactor=clock)
+    channels: list[Any] = []
+    site.buildProtocol = lambda addr: channels.append(type(site).buildProtocol(site, addr)) or channels[-1]
+    sniffer = SniffingFactory(site, lambda: b"<cross-domain-policy/>", clock).buildProtocol(None)
+    transport = StringTransport()
+    transport.protocol = sniffer
+    sniffer.makeConnection(transport)
+    sniffer.dataReceived(first_read)
+    if channel:  # the rest of the head comes later: twisted.web reads it, under its deadline
+        assert transport.protocol is channels[0] and not factory.built
+        assert isinstance(channels[0], HeadDeadlineChannel) and clock.getDelayedCalls()
+    else:  # straight to the WebSocket, as sent: no channel, so none of its timers either
+        (websocket,) = factory.built
+        assert transport.protocol is websocket and websocket.received == UPGRADE
+        assert not channels and not clock.getDelayedCalls()
 
 
 @pytest.mark.parametrize("chunks", [

@@ -26,7 +26,10 @@ twisted.web parsed, writes its head out again and feeds that to Autobahn, which 
 connection's first bytes are a complete ``GET`` head for a WebSocket path (``/ws``, ``/echo``,
 ``/stream``: what ``build_site`` mounts) that twisted.web would read the same way as Autobahn (no
 body, CRLF lines, within twisted.web's header count and size limits), the channel hands them
-straight to that path's WebSocket protocol, as the resource would have. Anything else (a head in
+straight to that path's WebSocket protocol, as the resource would have. A connection's first
+bytes are read by flashpolicy.Sniffer, which asks the site for their protocol
+(:meth:`StaticWebSite.protocol_for`): for such a handshake that is the WebSocket's, and no HTTP
+channel is built at all. Anything else (a head in
 pieces, a query for another path, a body) takes twisted.web's way, with its deadline and refusals.
 Both ways end in Autobahn's handshake and the admission's checks (origin, connection limits, the
 handshake timeout).
@@ -140,6 +143,30 @@ class StaticSite(static.File):
         return super().render(request)
 
 
+def websocket_for(data: bytes, websockets: dict[bytes, Any]) -> Any:
+    """
+    The WebSocket factory (of ``websockets``, by request path) that ``data``, a connection's first
+    bytes, is a whole handshake for; None when twisted.web must read them (see the theory of operation).
+    """
+    if not data.startswith(b"GET /"):
+        return None
+    space = data.find(b" ", 4)
+    if space < 0:
+        return None
+    factory = websockets.get(data[4:space].partition(b"?")[0])
+    if factory is None or not data.startswith(b" HTTP/1.1\r\n", space):
+        return None  # not ours, or a version the resource would have rewritten as 1.1
+    end = data.find(b"\r\n\r\n", 0, HeadDeadlineChannel.totalHeadersSize)
+    if end < 0:
+        return None  # in pieces, or too long: twisted.web's deadline and limit apply
+    head = data[:end].lower()
+    lines = head.count(b"\n")
+    if (lines != head.count(b"\r\n") or lines > HeadDeadlineChannel.maxHeaders or b"content-length" in head
+            or b"transfer-encoding" in head):
+        return None  # read differently by twisted.web and Autobahn: twisted.web's way, as before
+    return factory
+
+
 class HeadDeadlineChannel(http.HTTPChannel):
     """
     twisted.web's HTTP channel with an overall deadline for each request head (see the theory of
@@ -170,32 +197,13 @@ class HeadDeadlineChannel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._first_bytes and data:
             self._first_bytes = False
-            factory = self._websocket_for(data)
-            if factory is not None:
+            factory = websocket_for(data, self.websockets)
+            if factory is not None:  # a channel built by the site alone (a sniffer would have handed it on)
                 self._become_websocket(factory, data)
                 return
         if data and self._head_deadline is not None:
             self._head_begun = True
         super().dataReceived(data)
-
-    def _websocket_for(self, data: bytes) -> Any:
-        """The WebSocket factory ``data`` (a connection's first bytes) is a whole handshake for, or None."""
-        if not data.startswith(b"GET /"):
-            return None
-        space = data.find(b" ", 4)
-        if space < 0:
-            return None
-        factory = self.websockets.get(data[4:space].partition(b"?")[0])
-        if factory is None or not data.startswith(b" HTTP/1.1\r\n", space):
-            return None  # not ours, or a version the resource would have rewritten as 1.1
-        end = data.find(b"\r\n\r\n", 0, self.totalHeadersSize)
-        if end < 0:
-            return None  # in pieces, or too long: twisted.web's deadline and limit apply
-        head = data[:end].lower()
-        lines = head.count(b"\n")
-        if lines != head.count(b"\r\n") or lines > self.maxHeaders or b"content-length" in head or b"transfer-encoding" in head:
-            return None  # read differently by twisted.web and Autobahn: twisted.web's way, as before
-        return factory
 
     def _become_websocket(self, factory: Any, data: bytes) -> None:
         """Give the connection to ``factory``'s protocol with ``data``, as ``WebSocketResource.render`` does."""
@@ -246,6 +254,15 @@ class StaticWebSite(server.Site):
 
     #: Request path -> the WebSocket factory mounted there: handshakes given to it without twisted.web.
     websockets: dict[bytes, Any] = {}
+
+    def protocol_for(self, addr: Any, first_bytes: bytes) -> Any:
+        """
+        The protocol for a connection that sent ``first_bytes`` first (what flashpolicy.Sniffer read):
+        the WebSocket's own when they are a whole handshake for one, without an HTTP channel built
+        only to hand them on; else an HTTP channel.
+        """
+        factory = websocket_for(first_bytes, self.websockets)
+        return factory.buildProtocol(addr) if factory is not None else self.buildProtocol(addr)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

@@ -148,6 +148,16 @@ def switch_protocol(transport: Any, new: protocol.Protocol, received: bytes) -> 
         new.dataReceived(received)
 
 
+def protocol_for(factory: protocol.Factory, addr: Any, first_bytes: bytes) -> Any:
+    """
+    ``factory``'s protocol for a connection that sent ``first_bytes`` first: its ``protocol_for``
+    chooses when it has one (the site: a WebSocket handshake skips the HTTP channel), else its
+    ``buildProtocol``. Then :func:`switch_protocol` gives it the connection and those bytes.
+    """
+    choose = getattr(factory, "protocol_for", None)
+    return choose(addr, first_bytes) if choose is not None else factory.buildProtocol(addr)
+
+
 class Sniffer(protocol.Protocol):
     """The first bytes on a site port: the policy request, or the site's (then it steps aside)."""
 
@@ -174,8 +184,8 @@ class Sniffer(protocol.Protocol):
         self.transport.loseConnection()
 
     def _hand_over(self) -> None:
-        wrapped = self.factory.wrapped.buildProtocol(self.transport.getPeer())
-        switch_protocol(self.transport, wrapped, self.received)
+        switch_protocol(self.transport, protocol_for(self.factory.wrapped, self.transport.getPeer(), self.received),
+                        self.received)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.deadline.active():

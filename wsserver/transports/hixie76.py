@@ -84,7 +84,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer, carry_out
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused
 from wsserver.transports.echo import QUIT
-from wsserver.transports.flashpolicy import switch_protocol
+from wsserver.transports.flashpolicy import protocol_for, switch_protocol
 from wsserver.transports.sendbuffer import CONTROL, PUSH, REPLY, ConnectionInfo, SendBuffer
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -581,7 +581,7 @@ class Hixie76Sniffer(Protocol):
     def _to_site(self) -> None:
         if self.deadline.active():
             self.deadline.cancel()
-        site = self.factory.site.buildProtocol(self.transport.getPeer())
+        site = protocol_for(self.factory.site, self.transport.getPeer(), self.received)
         switch_protocol(self.transport, site, self.received)
 
     def connectionLost(self, reason: Any = None) -> None:
