@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import cbor2
 import msgpack
 import pytest
 from autobahn.wamp import message as wamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from autobahn.wamp.serializer import Serializer
 
+from wsserver.core import decoding
 from wsserver.core.decoding import (
     MESSAGE_CLASSES,
     InvalidRequest,
     ProtocolViolation,
     PublishRequest,
     decode,
+    decode_by_parse,
+    decode_one,
     without_absent_options,
 )
 
@@ -186,3 +194,58 @@ def test_a_message_without_absent_options_is_passed_on_as_it_is() -> None:
     nested = [1, "realm1", {"roles": {"caller": {"features": {"progressive_call_results": cbor2.undefined}}}}]
     assert without_absent_options(nested) == [1, "realm1", {"roles": {"caller": {"features": {}}}}]
     assert nested[2]["roles"]["caller"]["features"] == {"progressive_call_results": cbor2.undefined}  # type: ignore[index]
+
+
+# -- the usual PUBLISH's shortcut decides as the long way (autobahn's Publish.parse) ---------------
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([2**53, 2**53 + 1, -1, 1.0, "", "x", b"x"]),
+    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.sampled_from(["a", 1]), st.integers(), max_size=2),
+)
+_OPTIONS = st.one_of(
+    st.just({}), st.fixed_dictionaries({"acknowledge": st.booleans()}),
+    st.fixed_dictionaries({"acknowledge": st.booleans()}, optional=dict.fromkeys(["disclose_me", "exclude_me", "x"], _VALUES)),
+    st.dictionaries(st.sampled_from(["acknowledge", "disclose_me", "exclude_me", "retain", "exclude", "x", 7]),
+                    _VALUES, max_size=3),
+    _VALUES,
+)
+# Each part mostly what the shortcut takes, else anything: so that one wrong part at a time is common.
+_REQUESTS = st.one_of(st.integers(0, 2**53), st.integers(-2, 2**53 + 1), _VALUES)
+_TOPICS = st.one_of(st.sampled_from(["com.t", "a.b.c", "x", "\u00e9.t"]),
+                    st.sampled_from(["a..b", "", " ", "a b", "a.#", ".a", "a.", "a\ud800", "a\tb"]),
+                    st.text(max_size=4), _VALUES)
+_ARGS = st.one_of(st.lists(st.integers(), max_size=2), _VALUES)
+_KWARGS = st.one_of(st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+                    st.dictionaries(st.sampled_from(["a", 1, b"b"]), st.integers(), max_size=2), _VALUES)
+_REST = st.one_of(st.just(()), st.tuples(_ARGS), st.tuples(_ARGS, _KWARGS), st.tuples(_ARGS, _KWARGS, _VALUES))
+_PUBLISHES = st.builds(
+    lambda request, options, topic, rest: [16, request, options, topic, *rest], _REQUESTS, _OPTIONS, _TOPICS, _REST,
+)
+
+
+def _decided(raw: list[object], decode_one: Callable[[list[object]], object]) -> object:
+    """What decoding ``raw`` comes to, comparable: the message's class and marshalled form, or the refusal."""
+    try:
+        decoded = decode_one(copy.deepcopy(raw))
+    except ProtocolViolation as violation:
+        return "violation", str(violation)
+    if isinstance(decoded, PublishRequest):
+        return type(decoded.message), decoded.message.marshal(), decoded.disclose_me
+    return decoded
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_PUBLISHES)
+def test_the_usual_publish_decodes_as_autobahns_parse_decides(raw: list[object]) -> None:
+    assert _decided(raw, decode_one) == _decided(raw, decode_by_parse)
+
+
+@pytest.mark.parametrize("raw", [
+    [16, 1, {}, "com.t"], [16, 1, {"acknowledge": True}, "com.t", [1, "x"]], [16, 2**53, {}, "a.b", [], {"k": 1}],
+    [16, 1, {"acknowledge": False}, "com.t", [], {}],
+])
+def test_the_usual_publish_takes_the_shortcut(raw: list[object], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The comparison above cannot tell the ways apart: here the long way is closed.
+    monkeypatch.setattr(decoding, "decode_by_parse", None)
+    (publish,) = decode([raw])
+    assert isinstance(publish, PublishRequest) and publish.message.marshal() == wamp.Publish.parse(raw).marshal()
