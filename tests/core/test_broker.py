@@ -384,3 +384,31 @@ def test_publications_are_counted_once_each_but_not_the_routers_meta_events() ->
     h.router.publish("realm1", "com.example.counted", [3])
     h.send("publisher", [16, 3, {"acknowledge": True}, "wamp.session.on_join", []])  # refused: not counted
     assert broker.published - before == 3
+
+
+# -- an EVENT marshals as autobahn's own ------------------------------------------------------------
+
+_EVENT_FIELDS = [
+    {}, {"args": [1, "x"]}, {"kwargs": {"k": 1}}, {"args": [], "kwargs": {}}, {"args": ["\u00e9", b"\x01"], "kwargs": {"b": 2}},
+    {"args": (1, 2)}, {"topic": "com.t"}, {"retained": True},
+    {"publisher": 7, "publisher_authid": "joe", "publisher_authrole": "user", "topic": "a.b", "retained": True, "args": [1]},
+    {"publisher": 7, "publisher_authid": None, "publisher_authrole": "anonymous", "kwargs": {"x": None}},
+    # Fields the broker never sets: autobahn's own marshal decides.
+    {"transaction_hash": "h"}, {"x_acknowledged_delivery": True}, {"payload": b"opaque"},
+    {"forward_for": [{"session": 1, "authid": "a", "authrole": "r"}]},
+]
+
+
+@pytest.mark.parametrize("fields", _EVENT_FIELDS)
+def test_an_event_marshals_to_autobahns_bytes_in_every_wire_format(fields: dict[str, Any]) -> None:
+    from autobahn.wamp.serializer import CBORObjectSerializer, JsonObjectSerializer, MsgPackObjectSerializer
+
+    from wsserver.core.broker import PositionedEvent, RoutedEvent
+
+    ours, autobahns = RoutedEvent(5, 6, **fields), wamp.Event(5, 6, **fields)
+    assert ours.marshal() == autobahns.marshal()
+    for serializer in (JsonObjectSerializer(), MsgPackObjectSerializer(), CBORObjectSerializer()):
+        assert serializer.serialize(ours.marshal()) == serializer.serialize(autobahns.marshal()), serializer
+    positioned = PositionedEvent(5, 6, **fields)
+    positioned.position = ("epoch", 3)
+    assert positioned.marshal()[3] == {**autobahns.marshal()[3], "_epoch": "epoch", "_seq": 3}

@@ -114,7 +114,7 @@ class Recorder:
         self.closed: list[CloseReason] = []
 
     def encode(self, message: wamp.Message) -> Any:
-        if type(message) is wamp.Event and self.stream is not None:
+        if isinstance(message, wamp.Event) and self.stream is not None:
             return event_json(self.stream.topic_of(message), message.args, message.kwargs)
         return message
 

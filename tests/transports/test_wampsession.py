@@ -132,7 +132,7 @@ def test_silence_and_errors_of_ours_are_counted_and_publications_timed_to_their_
             session.message_received(b'[32, 1, {}, "com.example.t"]', False, JsonObjectSerializer())
     sessions[1].message_received(b'[16, 1, {}, "com.example.t", [1]]', False, JsonObjectSerializer())  # 1.0 -> 1.5
     sessions[1].message_received(b'[16, 2, {}, "com.example.nobody", [2]]', False, JsonObjectSerializer())  # none
-    assert type(subscriber.sent[-1]) is wamp.Event and observed == [0.5]
+    assert isinstance(subscriber.sent[-1], wamp.Event) and observed == [0.5]
     monkeypatch.setattr(router, "receive", lambda *_: 1 / 0)
     sessions[0].message_received(b'[34, 2, 1]', False, JsonObjectSerializer())
     assert subscriber.closed == ["error"]

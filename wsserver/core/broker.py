@@ -192,7 +192,43 @@ class Publication:
     position: Position | None = None
 
 
-class PositionedEvent(wamp.Event):
+class RoutedEvent(wamp.Event):
+    """
+    An EVENT as :func:`event` builds it: autobahn's, whose ``marshal`` gives the same list as
+    autobahn's (the same details in the same order, so the same bytes in every wire format) for
+    about a third of its cost. Autobahn's reads each of its dozen fields through a property that
+    would decode it lazily from FlatBuffers; an EVENT built here comes from no FlatBuffers, so its
+    fields are read directly, and only those :func:`event` sets.
+    """
+
+    __slots__ = ()
+
+    def marshal(self) -> list[Any]:
+        if (self._payload is not None or self._transaction_hash is not None or self._forward_for is not None
+                or self._x_acknowledged_delivery is not None):
+            return cast(list[Any], super().marshal())  # fields event() never sets: autobahn's way
+        details: dict[str, Any] = {}
+        if self._publisher is not None:
+            details["publisher"] = self._publisher
+        if self._publisher_authid is not None:
+            details["publisher_authid"] = self._publisher_authid
+        if self._publisher_authrole is not None:
+            details["publisher_authrole"] = self._publisher_authrole
+        if self._topic is not None:
+            details["topic"] = self._topic
+        if self._retained is not None:
+            details["retained"] = self._retained
+        if self._kwargs:
+            return [EVENT, self._subscription, self._publication, details, self._args, self._kwargs]
+        if self._args:
+            return [EVENT, self._subscription, self._publication, details, self._args]
+        return [EVENT, self._subscription, self._publication, details]
+
+
+EVENT = wamp.Event.MESSAGE_TYPE
+
+
+class PositionedEvent(RoutedEvent):
     """An EVENT whose details carry its publication's position (``_epoch``, ``_seq``): WAMP leaves ``_`` keys to routers."""
 
     __slots__ = ("position",)  # as autobahn's messages: no __dict__ per EVENT
@@ -211,7 +247,7 @@ def event(subscription: Subscription[Any], publication: Publication, retained: b
         "publisher": publisher.session, "publisher_authid": publisher.authid, "publisher_authrole": publisher.authrole
     }
     position = publication.position
-    message = (wamp.Event if position is None else PositionedEvent)(
+    message = (RoutedEvent if position is None else PositionedEvent)(
         subscription.id,
         publication.id,
         args=publication.args,
