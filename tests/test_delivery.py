@@ -87,3 +87,25 @@ def test_the_routers_closes_are_counted_by_reason() -> None:
     carry_out([Close(closed[0], CloseReason.PROTOCOL_VIOLATION, "bad"), Close(closed[1], CloseReason.NORMAL, "bye"),
                Close(closed[2], CloseReason.GOING_AWAY, "shutdown")])
     assert Counter(TALLY.disconnects) - before == Counter(protocol_violation=1, normal=1, going_away=1)
+
+
+class Encodes(Kind):
+    """A Peer that tells what it encoded, and counts how often its wire format was encoded."""
+
+    encodings: Counter[object] = Counter()
+
+    def encode(self, message: wamp.Message) -> Any:
+        Encodes.encodings[self.wire_format] += 1
+        return (self.wire_format, message.marshal())
+
+
+def test_an_event_is_encoded_once_per_wire_format_whichever_object_holds_it() -> None:
+    # Equal formats in distinct objects (the dict decides) and one object shared (the identity test), interleaved.
+    json, msgpack = ("websocket", "json"), ("websocket", "msgpack")
+    formats = [json, msgpack, ("websocket", "json"), json, json, ("websocket", "msgpack"), msgpack, json]
+    recipients = sessions_of(*(Encodes("websocket", wire_format) for wire_format in formats))  # type: ignore[arg-type]
+    Encodes.encodings.clear()
+    event = wamp.Event(1, 2, args=[3])
+    carry_out([Send(event, recipients)])
+    assert Encodes.encodings == Counter({json: 1, msgpack: 1})
+    assert [session.peer.received for session in recipients] == [[(f, event.marshal())] for f in formats]

@@ -3,7 +3,9 @@ Carrying out the core router's actions on real transports.
 
 This is the fan-out fast path: an EVENT is encoded once per wire format (serializer + framing)
 and the same bytes are written to every recipient with that format. Per recipient there is one
-dict lookup and one buffered write, nothing else: no logging, no statistics. While a WebSocket
+identity test (its ``wire_format`` the same object as the last recipient's: the transports keep
+one per format, else one dict lookup) and one buffered write, nothing else: no logging, no
+statistics. While a WebSocket
 read is handled, each connection's send buffer holds what is written to it and writes it all in
 one ``send()`` when the read is done (see ``wsserver.transports.sendbuffer``). Deliveries are counted for the metrics once per EVENT and batch of
 recipients, by the peers' ``transport_kind`` (see wsserver/tally.py).
@@ -80,12 +82,18 @@ def carry_out(
                 continue
             encoded: dict[object, Any] = {}
             kinds: list[str] = []
+            wire_format: object = encoded  # no peer's: the first recipient looks its format up
+            data = None
             for session in recipients:
                 peer = session.peer
-                data = encoded.get(peer.wire_format)
-                if data is None:
-                    data = encoded[peer.wire_format] = peer.encode(message)
-                    kinds.append(getattr(peer, "transport_kind", OTHER_TRANSPORT))
+                if peer.wire_format is not wire_format:
+                    # A tuple's hash is computed anew each time: the dict is asked only when the
+                    # format is another object than the last recipient's (the transports share one).
+                    wire_format = peer.wire_format
+                    data = encoded.get(wire_format)
+                    if data is None:
+                        data = encoded[wire_format] = peer.encode(message)
+                        kinds.append(getattr(peer, "transport_kind", OTHER_TRANSPORT))
                 peer.write_encoded(data)
             if isinstance(message, wamp.Event):
                 _count_deliveries(deliveries, kinds, recipients)

@@ -75,6 +75,10 @@ def unchanged(value: Any, default: Any) -> bool:
     return value is default or (type(value) is type(default) and value == default)
 
 
+#: A connection's wire format by its serializer: one object for all, as ``delivery.carry_out`` tests it by identity first.
+WIRE_FORMATS = {serializer.SERIALIZER_ID: ("websocket", serializer.SERIALIZER_ID)
+                for serializer in (CBORSerializer, MsgPackSerializer, JsonSerializer)}
+
 #: WebSocket close codes for the router's close reasons.
 CLOSE_CODES = {
     CloseReason.NORMAL: WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL,
@@ -155,8 +159,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
                 # A read's fan-out while the buffer holds (and so flows): SendBuffer.write's first
                 # case, inline, as this runs once per subscriber and event.
                 held.append(frame)
-                buffer.held_bytes += len(frame)
-                if buffer.held_bytes > HOLD_LIMIT:
+                held_bytes = buffer.held_bytes = buffer.held_bytes + len(frame)
+                if held_bytes > HOLD_LIMIT:
                     buffer.write_held()
             elif kind is REPLY:
                 buffer.write_reply(frame, self.frame_message)
@@ -195,7 +199,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         # Autobahn's WAMP serializer wraps an object serializer (bytes <-> lists): decoding uses
         # the latter directly so that wsserver.core.decoding sorts out bad messages.
         self._object_serializer = self.factory.object_serializers[self._serializer.SERIALIZER_ID]
-        self.wire_format = ("websocket", self._serializer.SERIALIZER_ID)
+        self.wire_format = WIRE_FORMATS[self._serializer.SERIALIZER_ID]
         return accepted
 
     def connectionMade(self) -> None:
