@@ -142,6 +142,20 @@ def test_the_recipients_follow_subscribers_joining_and_leaving_between_publicati
     assert set(outbox(h.send("p", [16, 8, {"exclude_me": False}, "com.t"]))) == {"p"}
 
 
+def test_subscribers_publishing_in_turn_are_each_left_out_of_their_own_events(h: Harness) -> None:
+    # The recipients but the last publisher are kept: another publisher, or a change, must rebuild them.
+    for name in "abc":
+        h.join(name)
+        h.subscribe(name, "com.t")
+    for request, publisher in enumerate("aabab", start=1):
+        assert set(outbox(h.send(publisher, [16, request, {}, "com.t"]))) == set("abc") - {publisher}
+    h.join("d")
+    h.subscribe("d", "com.t")
+    assert set(outbox(h.send("b", [16, 9, {}, "com.t"]))) == {"a", "c", "d"}, "a new subscriber, after the same publisher"
+    h.router.detach(h.sessions["c"])
+    assert set(outbox(h.send("b", [16, 10, {}, "com.t"]))) == {"a", "d"}
+
+
 def test_exclude_me_with_disclose_me(h: Harness) -> None:
     a, p = h.join("a"), h.join("p")
     h.subscribe("a", "com.t"), h.subscribe("p", "com.t")

@@ -148,9 +148,9 @@ class Audience:
 
     def select(self, subscription: Subscription[PeerT]) -> Sequence[Session[PeerT]]:
         """
-        The subscribers of ``subscription`` that receive the publication. Without lists, and
-        unless it excludes a publisher that subscribed, that is the subscription's own tuple of
-        recipients, shared with the other publications: do not change it.
+        The subscribers of ``subscription`` that receive the publication. Without lists, that is
+        one of the subscription's own tuples of recipients (all, or all but the publisher who
+        excluded itself), shared with the other publications: do not change it.
         """
         if self.listed:
             return [s for s in subscription.subscribers if self.admits(s)]
@@ -158,7 +158,7 @@ class Audience:
         excluded = self.excluded_publisher
         if excluded is None or not subscription.has_subscriber(excluded):
             return everyone
-        return [s for s in everyone if s.id != excluded]
+        return subscription.recipients_but(excluded)
 
 
 EVERYONE = Audience()

@@ -43,7 +43,7 @@ from wsserver.core.session import PeerT, Session
 class Subscription(Generic[PeerT]):
     """One (topic pattern, match policy) and the sessions subscribed to it."""
 
-    __slots__ = ("id", "topic", "match", "created", "subscribers", "roles", "_recipients", "_ids")
+    __slots__ = ("id", "topic", "match", "created", "subscribers", "roles", "_recipients", "_ids", "_but_one")
 
     def __init__(self, subscription_id: int, topic: str, match: str, created: float) -> None:
         self.id = subscription_id
@@ -58,6 +58,9 @@ class Subscription(Generic[PeerT]):
         # (see recipients): a fan-out then costs nothing per subscriber until the writes.
         self._recipients: tuple[Session[PeerT], ...] | None = None
         self._ids: frozenset[int] = frozenset()
+        # The recipients but the last publisher that excluded itself (exclude_me, the default), and
+        # its session id: a subscriber publishing again and again is left out by one comparison.
+        self._but_one: tuple[int, tuple[Session[PeerT], ...]] | None = None
 
     def recipients(self) -> tuple[Session[PeerT], ...]:
         """The subscribers, one tuple shared by every publication until one joins or leaves: do not change it."""
@@ -67,6 +70,15 @@ class Subscription(Generic[PeerT]):
             self._ids = frozenset(s.id for s in recipients)
         return recipients
 
+    def recipients_but(self, session_id: int) -> tuple[Session[PeerT], ...]:
+        """:meth:`recipients` without the session ``session_id`` (a subscriber), shared likewise: do not change it."""
+        but_one = self._but_one
+        if but_one is not None and but_one[0] == session_id:
+            return but_one[1]
+        others = tuple(s for s in self.recipients() if s.id != session_id)
+        self._but_one = (session_id, others)
+        return others
+
     def has_subscriber(self, session_id: int) -> bool:
         """Whether the session ``session_id`` is among :meth:`recipients` (call that first)."""
         return session_id in self._ids
@@ -75,6 +87,7 @@ class Subscription(Generic[PeerT]):
         """A subscriber joined or left: :meth:`recipients` builds its tuple anew."""
         self._recipients = None
         self._ids = frozenset()
+        self._but_one = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.match} {self.topic!r} x{len(self.subscribers)}>"
