@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from autobahn.wamp.serializer import Serializer
 
 from wsserver.core import decoding
+from wsserver.core.broker import Audience
 from wsserver.core.decoding import (
     MESSAGE_CLASSES,
     InvalidRequest,
@@ -24,6 +25,7 @@ from wsserver.core.decoding import (
     decode_one,
     without_absent_options,
 )
+from wsserver.core.session import Session
 
 
 def test_message_classes_are_autobahns_own_map() -> None:
@@ -238,6 +240,17 @@ def _decided(raw: list[object], decode_one: Callable[[list[object]], object]) ->
 @given(_PUBLISHES)
 def test_the_usual_publish_decodes_as_autobahns_parse_decides(raw: list[object]) -> None:
     assert _decided(raw, decode_one) == _decided(raw, decode_by_parse)
+    try:
+        decoded = decode_one(copy.deepcopy(raw))
+    except ProtocolViolation:
+        return
+    if isinstance(decoded, PublishRequest) and decoded.plain:
+        # Only a PUBLISH whose options are at most acknowledge may say so: the broker reads no other.
+        assert type(raw[2]) is dict and set(raw[2]) <= {"acknowledge"}
+        publisher: Session[None] = Session(None)
+        publisher.id = 5
+        for session in (publisher, None):
+            assert Audience.of(decoded.message, session, plain=True) == Audience.of(decoded.message, session)
 
 
 @pytest.mark.parametrize("raw", [

@@ -103,8 +103,14 @@ class Audience:
     listed: bool = False
 
     @classmethod
-    def of(cls, request: wamp.Publish, publisher: Session[Any] | None) -> Audience:
-        """The audience a PUBLISH from ``publisher`` (None: the router itself) asks for."""
+    def of(cls, request: wamp.Publish, publisher: Session[Any] | None, *, plain: bool = False) -> Audience:
+        """
+        The audience a PUBLISH from ``publisher`` (None: the router itself) asks for; ``plain``:
+        its options are known to be at most ``acknowledge`` (see ``PublishRequest.plain``), so
+        none of the others is read (a read each is an Autobahn property: most of this call's cost).
+        """
+        if plain:
+            return EVERYONE if publisher is None else cls(publisher.id)
         excluded = publisher.id if publisher is not None and request.exclude_me is not False else None
         lists = (
             request.eligible, request.eligible_authid, request.eligible_authrole,
@@ -370,11 +376,12 @@ class Broker(Generic[PeerT]):
         return actions + self._unsubscribed(session.id, [(subscription, deleted)])
 
     def publish(
-        self, publisher: Session[PeerT] | None, request: wamp.Publish, disclose_me: bool = False
+        self, publisher: Session[PeerT] | None, request: wamp.Publish, disclose_me: bool = False, *, plain: bool = False
     ) -> list[Action[PeerT]]:
         """
         A PUBLISH from ``publisher``, or from the router itself (None: Python code in the
-        server); ``disclose_me``: tell subscribers who published it.
+        server); ``disclose_me``: tell subscribers who published it; ``plain``: its options are
+        known to be at most ``acknowledge`` (see ``PublishRequest.plain``).
         """
         if publisher is not None and meta.is_reserved(request.topic):
             if not request.acknowledge:
@@ -387,11 +394,12 @@ class Broker(Generic[PeerT]):
             else None
         )
         publication = Publication(
-            self._random_id(), request.topic, request.args, request.kwargs, Audience.of(request, publisher), disclosed
+            self._random_id(), request.topic, request.args, request.kwargs, Audience.of(request, publisher, plain=plain),
+            disclosed,
         )
         if self.shared is not None:
             return self._publish_shared(self.shared, publisher, request, publication)
-        if request.retain:
+        if not plain and request.retain:
             self.retained.keep(publication.topic, publication)
         self.published += 1
         actions = self._route(publication)

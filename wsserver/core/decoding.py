@@ -124,6 +124,9 @@ class PublishRequest:
 
     message: wamp.Publish
     disclose_me: bool
+    #: Whether its options are known to be at most ``acknowledge`` (no audience lists, no
+    #: ``exclude_me``, no ``retain``): the broker then reads none of them.
+    plain: bool = False
     kind: ClassVar[str] = "Publish"
 
 
@@ -229,7 +232,7 @@ def _plain_publish(raw: list[Any]) -> PublishRequest | None:
         # Autobahn's own checks, as its parse makes them, in its order; the long way words a refusal.
         request = check_or_raise_id(raw[1])
         topic = check_or_raise_uri(raw[3])
-        return PublishRequest(wamp.Publish(request, topic, args=args, kwargs=kwargs, acknowledge=acknowledge), False)
+        return PublishRequest(wamp.Publish(request, topic, args=args, kwargs=kwargs, acknowledge=acknowledge), False, True)
     except (ProtocolError, InvalidUriError):
         return None
 

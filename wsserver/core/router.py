@@ -580,7 +580,7 @@ class Router(Generic[PeerT]):
         if refused is not None:
             # Only an acknowledged PUBLISH expects an answer.
             return [error_reply(session, message.MESSAGE_TYPE, message.request, *refused)] if message.acknowledge else []
-        return realm.broker.publish(session, message, publish.disclose_me)
+        return realm.broker.publish(session, message, publish.disclose_me, plain=publish.plain)
 
     def _on_register(self, session: Session[PeerT], register: wamp.Register) -> list[Action[PeerT]]:
         realm = self._realm_of(session)
