@@ -360,3 +360,15 @@ def test_welcome_marshals_as_autobahns_own_with_the_roles_marshalled_once(histor
     for serializer in (JsonSerializer(), MsgPackSerializer()):
         assert serializer.serialize(ours) == serializer.serialize(autobahns)
     assert ("event_history" in shared["broker"]["features"]) is history
+
+
+def test_the_markers_of_invalid_requests_are_handled_by_their_kind_not_their_class(h: Harness) -> None:
+    # One class, two kinds: a request's bad URI is answered, a HELLO's (once joined) is a violation,
+    # however often either came before (the router remembers handlers by message class).
+    for request in (1, 2):
+        h.join(f"s{request}")
+        for _ in range(2):
+            (error,) = outbox(h.send(f"s{request}", [32, 7, {}, "bad uri"]))[f"s{request}"]
+            assert isinstance(error, wamp.Error) and error.error == "wamp.error.invalid_uri"
+        abort, *_ = outbox(h.send(f"s{request}", [1, "bad realm!", {}]))[f"s{request}"]
+        assert isinstance(abort, wamp.Abort) and h.sessions[f"s{request}"].state is State.CLOSED

@@ -186,6 +186,11 @@ def _epoch() -> float:
     return 0.0
 
 
+#: (state, class of a decoded message) -> the Router method that handles it: TRANSITIONS, looked up
+#: once per pair rather than by name for every message.
+_HANDLERS: dict[tuple[State, type], Callable[[Router[Any], Session[Any], Any], list[Action[Any]]]] = {}
+
+
 class Router(Generic[PeerT]):
     """
     The WAMP router core. ``realms`` are the realms clients may join: policies, or names of
@@ -281,13 +286,18 @@ class Router(Generic[PeerT]):
 
     def receive(self, session: Session[PeerT], message: Decoded) -> list[Action[PeerT]]:
         """Handle one decoded message from ``session``; return the actions to carry out."""
-        kind = type(message).__name__ if isinstance(message, wamp.Message) else message.kind
-        handling = TRANSITIONS.get((session.state, kind))
-        if handling is None:
-            name = kind.upper()
-            return self.violation(session, f"{name} is not allowed in state {session.state.value}")
-        handler: Callable[[Session[PeerT], Any], list[Action[PeerT]]] = getattr(self, handling.value)
-        return handler(session, message)
+        key = (session.state, type(message))
+        handler = _HANDLERS.get(key)
+        if handler is None:
+            kind = type(message).__name__ if isinstance(message, wamp.Message) else message.kind
+            handling = TRANSITIONS.get((session.state, kind))
+            if handling is None:
+                name = kind.upper()
+                return self.violation(session, f"{name} is not allowed in state {session.state.value}")
+            handler = getattr(Router, handling.value)
+            if not isinstance(message, InvalidRequest):  # its kind is its own, not its class's
+                _HANDLERS[key] = handler
+        return handler(self, session, message)
 
     def violation(self, session: Session[PeerT], detail: str) -> list[Action[PeerT]]:
         """``session`` sent something invalid: ABORT it and close its transport."""
