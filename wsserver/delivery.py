@@ -5,10 +5,10 @@ This is the fan-out fast path: an EVENT is encoded once per wire format (seriali
 and the same bytes are written to every recipient with that format. Per recipient there is one
 identity test (its ``wire_format`` the same object as the last recipient's: the transports keep
 one per format, else one dict lookup) and one buffered write, nothing else: no logging, no
-statistics. While a WebSocket
-read is handled, each connection's send buffer holds what is written to it and writes it all in
-one ``send()`` when the read is done (see ``wsserver.transports.sendbuffer``). Deliveries are counted for the metrics once per EVENT and batch of
-recipients, by the peers' ``transport_kind`` (see wsserver/tally.py).
+statistics. While a WebSocket read is handled, each connection's send buffer holds what is
+written to it and writes it all in one ``send()`` when the read is done (see
+``wsserver.transports.sendbuffer``). Deliveries are counted for the metrics once per EVENT and
+batch of recipients, by the peers' ``transport_kind`` (see wsserver/tally.py).
 
 A Compute (a login's check: PBKDF2 takes milliseconds) runs on the reactor's thread pool
 (``deferToThread``); what its ``then`` returns is carried out back on the reactor thread. The
