@@ -89,8 +89,7 @@ def carry_out(
                 if peer.wire_format is not wire_format:
                     # A tuple's hash is computed anew each time: the dict is asked only when the
                     # format is another object than the last recipient's (the transports share one).
-                    wire_format = peer.wire_format
-                    data = encoded.get(wire_format)
+                    data = encoded.get(wire_format := peer.wire_format)
                     if data is None:
                         data = encoded[wire_format] = peer.encode(message)
                         kinds.append(getattr(peer, "transport_kind", OTHER_TRANSPORT))
