@@ -142,6 +142,14 @@ def test_a_smaller_server_window_asked_for_is_granted_and_keys_the_wire_format(r
     assert client.protocol.wire_format == ("websocket", "msgpack", "deflate", 10)
 
 
+def test_connections_of_one_wire_format_share_one_object_compressed_or_not(router: Router[Any]) -> None:
+    # The fan-out tests a recipient's format by identity before it asks its dict (delivery.py).
+    factory = wamp_factory(router)
+    for extensions in (BROWSER_OFFER, None):
+        first, second = (Client(factory, extensions=extensions) for _ in range(2))
+        assert first.protocol.wire_format is second.protocol.wire_format
+
+
 def test_with_compression_off_no_extension_is_answered(router: Router[Any]) -> None:
     client = Client(wamp_factory(router, compression=OFF), extensions=BROWSER_OFFER)
     assert client.response.startswith(b"HTTP/1.1 101")

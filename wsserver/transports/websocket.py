@@ -75,9 +75,10 @@ def unchanged(value: Any, default: Any) -> bool:
     return value is default or (type(value) is type(default) and value == default)
 
 
-#: A connection's wire format by its serializer: one object for all, as ``delivery.carry_out`` tests it by identity first.
-WIRE_FORMATS = {serializer.SERIALIZER_ID: ("websocket", serializer.SERIALIZER_ID)
-                for serializer in (CBORSerializer, MsgPackSerializer, JsonSerializer)}
+#: A connection's wire format by its serializer (and, compressed, by itself): one object for all
+#: the connections that share it, as ``delivery.carry_out`` tests it by identity first.
+WIRE_FORMATS: dict[Any, Any] = {serializer.SERIALIZER_ID: ("websocket", serializer.SERIALIZER_ID)
+                                for serializer in (CBORSerializer, MsgPackSerializer, JsonSerializer)}
 
 #: WebSocket close codes for the router's close reasons.
 CLOSE_CODES = {
@@ -219,7 +220,8 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         bits = use_on_demand_deflate(self)
         if bits is not None:  # else the class's None: an idle connection's dict stays small
             self._deflate_bits = bits
-            self.wire_format = (*self.wire_format, DEFLATE, bits)  # type: ignore[misc]
+            compressed = (*self.wire_format, DEFLATE, bits)
+            self.wire_format = WIRE_FORMATS.setdefault(compressed, compressed)  # type: ignore[misc]
         self._forget_handshake()
         factory = self.factory
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
