@@ -242,15 +242,16 @@ class RecordingFactory(Factory):
 
 
 def upgrade(web: Path, *chunks: bytes) -> tuple[Any, StringTransport, Clock, RecordingFactory]:
+    """A site connection as every site port has it (the Flash policy sniffer first), given ``chunks``."""
     clock, factory, echo = Clock(), RecordingFactory(), RecordingFactory()
     site = build_site(web, "ws", factory, websockets={"echo": echo}, head_timeout=5, idle_timeout=5, reactor=clock)
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    sniffer = SniffingFactory(site, lambda: b"<cross-domain-policy/>", clock).buildProtocol(None)
     transport = StringTransport()
-    transport.protocol = channel  # as a TCP transport has it: WebSocketResource reads it
-    channel.makeConnection(transport)
+    transport.protocol = sniffer  # as a TCP transport has it: the sniffer and WebSocketResource switch it
+    sniffer.makeConnection(transport)
     for chunk in chunks:
-        channel.dataReceived(chunk)
-    return channel, transport, clock, factory
+        transport.protocol.dataReceived(chunk)
+    return transport.protocol, transport, clock, factory
 
 
 @pytest.mark.parametrize("head", [UPGRADE, UPGRADE.replace(b"/ws ", b"/ws?token=1 ")])

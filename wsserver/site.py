@@ -25,12 +25,11 @@ twisted.web parsed, writes its head out again and feeds that to Autobahn, which 
 (twisted.web's parse, its request and the rewrite were ~60 µs of a session's ~250). So when a
 connection's first bytes are a complete ``GET`` head for a WebSocket path (``/ws``, ``/echo``,
 ``/stream``: what ``build_site`` mounts) that twisted.web would read the same way as Autobahn (no
-body, CRLF lines, within twisted.web's header count and size limits), the channel hands them
-straight to that path's WebSocket protocol, as the resource would have. A connection's first
-bytes are read by flashpolicy.Sniffer, which asks the site for their protocol
-(:meth:`StaticWebSite.protocol_for`): for such a handshake that is the WebSocket's, and no HTTP
-channel is built at all. Anything else (a head in
-pieces, a query for another path, a body) takes twisted.web's way, with its deadline and refusals.
+body, CRLF lines, within twisted.web's header count and size limits), they go straight to that
+path's WebSocket protocol, as the resource would have, and no HTTP channel is built at all: every
+site port reads a connection's first bytes with flashpolicy.Sniffer, which asks the site for their
+protocol (:meth:`StaticWebSite.protocol_for`). Anything else (a head in pieces, a query for
+another path, a body) gets an HTTP channel and takes twisted.web's way, with its deadline and refusals.
 Both ways end in Autobahn's handshake and the admission's checks (origin, connection limits, the
 handshake timeout).
 """
@@ -44,7 +43,6 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import http, pages, resource, server, static
 
-from wsserver.transports.flashpolicy import switch_protocol
 
 #: Content types the static site needs that the platform's mime tables may lack or get wrong.
 CONTENT_TYPES = {
@@ -174,14 +172,11 @@ class HeadDeadlineChannel(http.HTTPChannel):
     """
 
     head_timeout = 10.0
-    #: Request path -> the WebSocket factory mounted there (the site sets it; see the theory of operation).
-    websockets: dict[bytes, Any] = {}
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._head_deadline: Any = None
         self._head_begun = False
-        self._first_bytes = True
         self._await_head()
 
     def _await_head(self) -> None:
@@ -195,23 +190,9 @@ class HeadDeadlineChannel(http.HTTPChannel):
         self._head_deadline = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self._first_bytes and data:
-            self._first_bytes = False
-            factory = websocket_for(data, self.websockets)
-            if factory is not None:  # a channel built by the site alone (a sniffer would have handed it on)
-                self._become_websocket(factory, data)
-                return
         if data and self._head_deadline is not None:
             self._head_begun = True
         super().dataReceived(data)
-
-    def _become_websocket(self, factory: Any, data: bytes) -> None:
-        """Give the connection to ``factory``'s protocol with ``data``, as ``WebSocketResource.render`` does."""
-        self._stop_awaiting_head()
-        self.setTimeout(None)
-        websocket = factory.buildProtocol(self.transport.getPeer())
-        transport, self.transport = self.transport, None
-        switch_protocol(transport, websocket, data)
 
     def allHeadersReceived(self) -> None:
         self._stop_awaiting_head()
@@ -267,7 +248,6 @@ class StaticWebSite(server.Site):
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.head_timeout = self.head_timeout
-        channel.websockets = self.websockets
         return channel
 
 
