@@ -166,7 +166,7 @@ def test_without_an_offer_nothing_is_compressed(router: Router[Any]) -> None:
 # -- fan-out ----------------------------------------------------------------------------------------------
 
 
-def test_one_compression_per_publication_per_wire_format(router: Router[Any]) -> None:
+def test_one_compression_per_publication_per_wire_format(router: Router[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     factory = wamp_factory(router)
     compressed = [join(Client(factory, p, extensions=BROWSER_OFFER))
                   for p in ("wamp.2.json", "wamp.2.json", "wamp.2.json", "wamp.2.msgpack", "wamp.2.msgpack")]
@@ -176,7 +176,8 @@ def test_one_compression_per_publication_per_wire_format(router: Router[Any]) ->
         client.transport.clear()
     compressions: list[int] = []
     compress = factory.deflater.compress
-    factory.deflater.compress = lambda payload, bits: compressions.append(bits) or compress(payload, bits)  # type: ignore[method-assign]
+    # The process's one deflater: patched for this test only.
+    monkeypatch.setattr(factory.deflater, "compress", lambda payload, bits: compressions.append(bits) or compress(payload, bits))
     publisher = Client(factory).join()
     publisher.send([16, 2, {}, "com.t", event_args(), {"k": 3}])
     assert len(compressions) == 2  # json and msgpack, once each

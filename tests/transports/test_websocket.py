@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 
 from wsserver.core.router import Router
 from wsserver.transports.admission import CLOSE_GRACE, ConnectionLimits, client_address
-from wsserver.transports.websocket import WampServerFactory, WampServerProtocol, server_frame
+from wsserver.transports.deflate import server_frame
+from wsserver.transports.websocket import WampServerFactory, WampServerProtocol
 
 HELLO = [1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}]
 ENCODERS = {

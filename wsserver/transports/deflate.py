@@ -152,6 +152,23 @@ class SharedDeflater:
         return frame_header(0x2 if is_binary else 0x1, len(compressed), rsv1=True) + compressed
 
 
+#: The process's deflater: /ws and /stream compress with it, so a window size has one compressor.
+DEFLATER = SharedDeflater()
+#: Compressed wire formats, each one object for all its connections (see compressed_wire_format).
+_COMPRESSED_WIRE_FORMATS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def compressed_wire_format(wire_format: tuple[Any, ...], window_bits: int) -> tuple[Any, ...]:
+    """
+    The wire format of a connection of ``wire_format`` (e.g. ``("websocket", "json")``) that
+    negotiated deflate with ``window_bits``: one object for every such connection, as
+    ``delivery.carry_out`` tests a recipient's format by identity before it asks its dict of
+    encodings (at most a few dozen: formats times window sizes 9 to 15).
+    """
+    key = (*wire_format, DEFLATE, window_bits)
+    return _COMPRESSED_WIRE_FORMATS.setdefault(key, key)
+
+
 def server_frame(payload: bytes, is_binary: bool) -> bytes:
     """
     ``payload`` as one unmasked, unfragmented, uncompressed WebSocket data frame (RFC 6455 5.2),

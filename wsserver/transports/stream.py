@@ -39,7 +39,7 @@ from wsserver.core.router import CloseReason, Router
 from wsserver.delivery import Peer
 from wsserver.transports.admission import Admission
 from wsserver.transports.bounds import truncate
-from wsserver.transports.deflate import DEFLATE, SharedDeflater, use_on_demand_deflate
+from wsserver.transports.deflate import DEFLATER, compressed_wire_format, use_on_demand_deflate
 from wsserver.transports.echo import EchoServerFactory, EchoServerProtocol
 from wsserver.transports.sendbuffer import EVENT, REPLY, ConnectionInfo
 from wsserver.transports.substream import (
@@ -126,7 +126,7 @@ class StreamServerProtocol(EchoServerProtocol):
             return
         self._deflate_bits = use_on_demand_deflate(self)
         if self._deflate_bits is not None:
-            self.wire_format = (STREAM_WIRE, DEFLATE, self._deflate_bits)
+            self.wire_format = compressed_wire_format(STREAM_WIRE, self._deflate_bits)
         if stream.own_ids:
             self.wire_format = (STREAM_WIRE, self)  # its ids are its own: it encodes its events itself
         self._resume(stream)
@@ -180,4 +180,4 @@ class StreamServerFactory(EchoServerFactory):
         self.router = router
         self.bearer_keys = bearer_keys
         #: Compresses each event once for every compressed stream (see deflate.py).
-        self.deflater = SharedDeflater()
+        self.deflater = DEFLATER

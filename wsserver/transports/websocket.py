@@ -30,7 +30,7 @@ from wsserver.delivery import Peer, carry_out
 from wsserver.transports import jsonwire
 from wsserver.transports.admission import Admission, ConnectionLimits, OpenConnections, Refused, protocol_options
 from wsserver.transports.bounds import BoundedWebSocket, truncate
-from wsserver.transports.deflate import DEFLATE, SharedDeflater, server_frame, use_on_demand_deflate
+from wsserver.transports.deflate import DEFLATER, compressed_wire_format, use_on_demand_deflate
 from wsserver.transports.sendbuffer import HOLD, HOLD_LIMIT, REPLY, ConnectionInfo
 from wsserver.transports.wampsession import WampSession, encoded
 
@@ -75,10 +75,9 @@ def unchanged(value: Any, default: Any) -> bool:
     return value is default or (type(value) is type(default) and value == default)
 
 
-#: A connection's wire format by its serializer (and, compressed, by itself): one object for all
-#: the connections that share it, as ``delivery.carry_out`` tests it by identity first.
-WIRE_FORMATS: dict[Any, Any] = {serializer.SERIALIZER_ID: ("websocket", serializer.SERIALIZER_ID)
-                                for serializer in (CBORSerializer, MsgPackSerializer, JsonSerializer)}
+#: A connection's wire format by its serializer: one object for all, as ``delivery.carry_out`` tests it by identity first.
+WIRE_FORMATS = {serializer.SERIALIZER_ID: ("websocket", serializer.SERIALIZER_ID)
+                for serializer in (CBORSerializer, MsgPackSerializer, JsonSerializer)}
 
 #: WebSocket close codes for the router's close reasons.
 CLOSE_CODES = {
@@ -220,8 +219,7 @@ class WampServerProtocol(BoundedWebSocket, WampWebSocketServerProtocol):
         bits = use_on_demand_deflate(self)
         if bits is not None:  # else the class's None: an idle connection's dict stays small
             self._deflate_bits = bits
-            compressed = (*self.wire_format, DEFLATE, bits)
-            self.wire_format = WIRE_FORMATS.setdefault(compressed, compressed)  # type: ignore[misc]
+            self.wire_format = compressed_wire_format(self.wire_format, bits)
         self._forget_handshake()
         factory = self.factory
         self.wamp = WampSession(self, router=factory.router, clock=factory.clock, limits=factory.limits,
@@ -302,7 +300,7 @@ class WampServerFactory(WampWebSocketServerFactory):
         self.connections = OpenConnections()
         self.object_serializers = {s.SERIALIZER_ID: s._serializer for s in self._serializers.values()}
         #: Compresses each message once for every connection of its wire format (see deflate.py).
-        self.deflater = SharedDeflater()
+        self.deflater = DEFLATER
         # The origin check is the Admission's (403): Autobahn's own answers 400 and compares ports.
         self.setProtocolOptions(**protocol_options(self.admission.limits))
 
