@@ -515,12 +515,16 @@ class Broker(Generic[PeerT]):
 
     def _meta_heard(self) -> bool:
         """Whether a meta event may be heard or kept at all: else its details need not be built."""
-        return self.subscriptions.reaches_reserved or (self.history is not None and self.shared is None)
+        return self.subscriptions.reaches_reserved or self._local_history is not None
 
     def _keeps_meta(self, topic: str) -> bool:
-        # As _route: a history keeps what is published here only without a shared store.
-        history = self.history
-        return history is not None and self.shared is None and history.keeps(topic)
+        history = self._local_history
+        return history is not None and history.keeps(topic)
+
+    @property
+    def _local_history(self) -> History[Publication] | None:
+        """The history that keeps what is published here: none with a shared store (it keeps them)."""
+        return self.history if self.shared is None else None
 
     def publish_local(
         self, topic: str, args: list[Any] | None, kwargs: dict[str, Any] | None, audience: Audience
@@ -567,8 +571,8 @@ class Broker(Generic[PeerT]):
 
     def _route(self, publication: Publication) -> list[Action[PeerT]]:
         """Keep ``publication`` in the history (its position) and send one EVENT per matching subscription."""
-        history = self.history
-        if history is not None and self.shared is None and not publication.audience.names_sessions:
+        history = self._local_history
+        if history is not None and not publication.audience.names_sessions:
             publication.position = history.keep(publication.topic, publication)
         return self._send(publication)
 
